@@ -1,0 +1,469 @@
+//! The cache: sharded byte-sized ARC memory tier, purge records checked at
+//! lookup, and a background sweep that reclaims purged space.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::evict::{ArcCache, ArcStats};
+use crate::key::{self, KeyHash};
+use crate::meta::{now_ms, Freshness, Meta, UnixMs};
+use crate::purge::{Facts, Purge, PurgeReport, PurgeTable};
+use crate::stats::Counters;
+use crate::writer::Writer;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Bytes charged per object beyond body, key and metadata (node, map slot,
+/// `Arc` header).
+const OVERHEAD: u64 = 128;
+/// Slots swept per lock acquisition, so a sweep never stalls lookups long.
+const SWEEP_CHUNK: usize = 4096;
+
+/// A cached object: shared, immutable, and cheap to hand out (`Arc`).
+#[derive(Debug)]
+pub struct Object {
+    key: Box<[u8]>,
+    meta: Meta,
+    body: Bytes,
+    born: u64,
+    facts: Facts,
+}
+
+impl Object {
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    /// The body; cloning it is a reference-count bump, not a copy.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+    /// Purge sequence at which its fill began.
+    pub fn born(&self) -> u64 {
+        self.born
+    }
+    fn charged(&self) -> u64 {
+        self.body.len() as u64 + self.key.len() as u64 + self.meta.footprint() as u64 + OVERHEAD
+    }
+}
+
+/// The answer to a lookup.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    Fresh(Arc<Object>),
+    /// Expired: serve within its stale windows, or revalidate it.
+    Stale(Arc<Object>),
+    Miss,
+}
+
+impl Lookup {
+    pub fn object(&self) -> Option<&Arc<Object>> {
+        match self {
+            Lookup::Fresh(o) | Lookup::Stale(o) => Some(o),
+            Lookup::Miss => None,
+        }
+    }
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Lookup::Fresh(_))
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    Stored,
+    /// A purge that covers the object arrived while it was being filled, so
+    /// the (possibly outdated) body was dropped.
+    PurgedDuringFill,
+}
+
+struct Entry {
+    obj: Arc<Object>,
+    /// Purge sequence up to which this entry is known to be alive.
+    checked: u64,
+}
+
+struct Shard {
+    arc: ArcCache<Entry>,
+    ctr: Counters,
+    /// Births of this shard's open writers (birth -> count).
+    writers: BTreeMap<u64, u32>,
+}
+
+/// Keeps shards on separate cache lines.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+pub(crate) struct Inner {
+    cfg: Config,
+    shards: Box<[Padded]>,
+    purge: PurgeTable,
+    purges: AtomicU64,
+    swept_to: AtomicU64,
+    sweep_lock: Mutex<()>,
+    signal: Arc<Signal>,
+}
+
+#[derive(Default)]
+struct Signal {
+    stop: AtomicBool,
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.signal.stop.store(true, Release);
+        *self.signal.pending.lock() = true;
+        self.signal.cv.notify_all();
+    }
+}
+
+/// A handle to a cache; clones share it.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl Cache {
+    /// Opens a memory cache from a config; starts its background sweeper.
+    pub fn open(cfg: Config) -> Result<Cache> {
+        cfg.validate()?;
+        let shard_bytes = cfg.shard_bytes();
+        let shards = (0..cfg.shards)
+            .map(|_| {
+                Padded(Mutex::new(Shard {
+                    arc: ArcCache::new(shard_bytes),
+                    ctr: Counters::default(),
+                    writers: BTreeMap::new(),
+                }))
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            purge: PurgeTable::new(cfg.purge_slots, cfg.ban_slots),
+            cfg,
+            shards,
+            purges: AtomicU64::new(0),
+            swept_to: AtomicU64::new(1),
+            sweep_lock: Mutex::new(()),
+            signal: Arc::new(Signal::default()),
+        });
+        spawn_sweeper(Arc::downgrade(&inner), inner.signal.clone());
+        Ok(Cache { inner })
+    }
+
+    /// Opens a cache from the textual config format.
+    pub fn open_str(text: &str) -> Result<Cache> {
+        Cache::open(Config::parse(text)?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    fn shard(&self, h: u128) -> MutexGuard<'_, Shard> {
+        let n = self.inner.shards.len();
+        self.inner.shards[((h >> 64) as u64 % n as u64) as usize]
+            .0
+            .lock()
+    }
+
+    /// Looks a key up now.
+    pub fn get(&self, key: &[u8]) -> Result<Lookup> {
+        self.get_at(key, now_ms())
+    }
+
+    /// Looks a key up as of `now` (unix ms), for callers with their own clock.
+    pub fn get_at(&self, key: &[u8], now: UnixMs) -> Result<Lookup> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        let h = KeyHash::of(key).0;
+        let seq = self.inner.purge.seq();
+        let mut s = self.shard(h);
+        let Shard { arc, ctr, .. } = &mut *s;
+        let Some(e) = arc.get(h).filter(|e| *e.obj.key == *key) else {
+            ctr.misses += 1;
+            return Ok(Lookup::Miss);
+        };
+        if e.checked != seq {
+            let o = &e.obj;
+            if self.inner.purge.is_purged(&o.key, &o.facts, o.born) {
+                arc.remove(h);
+                ctr.purged += 1;
+                ctr.misses += 1;
+                return Ok(Lookup::Miss);
+            }
+            e.checked = seq;
+        }
+        let obj = e.obj.clone();
+        ctr.bytes_hit += obj.body.len() as u64;
+        Ok(match obj.meta.freshness(now) {
+            Freshness::Fresh => {
+                ctr.hits += 1;
+                Lookup::Fresh(obj)
+            }
+            Freshness::Stale => {
+                ctr.stale_hits += 1;
+                Lookup::Stale(obj)
+            }
+        })
+    }
+
+    /// Stores a whole body at once.
+    pub fn insert(&self, key: &[u8], meta: Meta, body: Bytes) -> Result<Commit> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        self.check_size(body.len() as u64)?;
+        self.store(key.into(), meta, body, None)
+    }
+
+    /// Starts a streaming insert. Nothing is visible until `commit`; an
+    /// aborted or dropped writer leaves no trace.
+    pub fn writer(&self, key: &[u8], meta: Meta) -> Result<Writer> {
+        self.writer_sized(key, meta, None)
+    }
+
+    /// Like `writer`, with the body size known up front (e.g. from
+    /// `Content-Length`): oversized objects are refused before any byte.
+    pub fn writer_sized(&self, key: &[u8], meta: Meta, size: Option<u64>) -> Result<Writer> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        if let Some(n) = size {
+            self.check_size(n)?;
+        }
+        let h = KeyHash::of(key).0;
+        let born = {
+            let mut s = self.shard(h);
+            let born = self.inner.purge.seq();
+            *s.writers.entry(born).or_default() += 1;
+            born
+        };
+        Ok(Writer::new(self.clone(), key.into(), meta, size, born))
+    }
+
+    pub(crate) fn check_size(&self, size: u64) -> Result<()> {
+        let max = self.max_object();
+        if size > max {
+            return Err(Error::ObjectTooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    /// Largest body the memory tier accepts.
+    pub fn max_object(&self) -> u64 {
+        self.inner.cfg.max_object_bytes()
+    }
+
+    /// Ends a writer's registration; counts it as aborted if it did not commit.
+    pub(crate) fn writer_done(&self, key: &[u8], born: u64, committed: bool) {
+        let mut s = self.shard(KeyHash::of(key).0);
+        if let Some(n) = s.writers.get_mut(&born) {
+            *n -= 1;
+            if *n == 0 {
+                s.writers.remove(&born);
+            }
+        }
+        if !committed {
+            s.ctr.aborted += 1;
+        }
+    }
+
+    /// Commits a body. `born` is the writer's birth, or `None` for a one-shot
+    /// insert, which is born now, under the shard lock.
+    pub(crate) fn store(
+        &self,
+        key: Box<[u8]>,
+        mut meta: Meta,
+        body: Bytes,
+        born: Option<u64>,
+    ) -> Result<Commit> {
+        let h = KeyHash::of(&key).0;
+        meta.size = body.len() as u64;
+        meta.checksum = xxhash_rust::xxh3::xxh3_64(&body);
+        let facts = Facts::new(
+            &key,
+            meta.group.as_deref(),
+            &meta.tags,
+            &meta.surrogate_keys,
+            meta.mask,
+        );
+        let mut s = self.shard(h);
+        let seq = self.inner.purge.seq();
+        let born = born.unwrap_or(seq);
+        let obj = Arc::new(Object {
+            key,
+            meta,
+            body,
+            born,
+            facts,
+        });
+        let charged = obj.charged();
+        let cap = self.inner.cfg.shard_bytes();
+        if charged > cap {
+            return Err(Error::ObjectTooLarge {
+                size: charged,
+                max: cap,
+            });
+        }
+        if self.inner.purge.is_purged(&obj.key, &obj.facts, born) {
+            s.ctr.purged += 1;
+            return Ok(Commit::PurgedDuringFill);
+        }
+        let Shard { arc, ctr, .. } = &mut *s;
+        ctr.inserts += 1;
+        ctr.bytes_inserted += obj.body.len() as u64;
+        let entry = Entry { obj, checked: seq };
+        let mut evicted = 0;
+        arc.insert(h, charged, entry, &mut |_, _| evicted += 1);
+        ctr.evictions += evicted;
+        Ok(Commit::Stored)
+    }
+
+    /// Removes one key. Returns whether it was cached.
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        let h = KeyHash::of(key).0;
+        let mut s = self.shard(h);
+        let ours = s.arc.peek(h).is_some_and(|e| *e.obj.key == *key);
+        if ours {
+            s.arc.remove(h);
+            s.ctr.removed += 1;
+        }
+        Ok(ours)
+    }
+
+    /// Records a purge: O(1), visible to the next lookup; space is reclaimed
+    /// in the background.
+    pub fn purge(&self, p: &Purge) -> Result<PurgeReport> {
+        if let Purge::Key(k) = p {
+            key::validate(k, self.inner.cfg.max_key)?;
+        }
+        let covered = match p {
+            Purge::All => Some(self.counters().objects),
+            _ => None,
+        };
+        let seq = self.inner.purge.record(p)?;
+        self.inner.purges.fetch_add(1, Relaxed);
+        let covered = match p {
+            Purge::Key(k) => Some(u64::from(self.evict_purged(k))),
+            _ => covered,
+        };
+        let sig = &self.inner.signal;
+        *sig.pending.lock() = true;
+        sig.cv.notify_one();
+        Ok(PurgeReport { seq, covered })
+    }
+
+    /// Drops a purged key at once (the record stays for in-flight fills).
+    fn evict_purged(&self, key: &[u8]) -> bool {
+        let h = KeyHash::of(key).0;
+        let mut s = self.shard(h);
+        let ours = s.arc.peek(h).is_some_and(|e| *e.obj.key == *key);
+        if ours {
+            s.arc.remove(h);
+            s.ctr.purged += 1;
+        }
+        ours
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for p in self.inner.shards.iter() {
+            let s = p.0.lock();
+            let mut c = s.ctr;
+            c.objects = s.arc.len() as u64;
+            c.bytes_used = s.arc.used();
+            c.bytes_capacity = s.arc.stats().capacity;
+            total.add(&c);
+        }
+        total.purges = self.inner.purges.load(Relaxed);
+        total.active_bans = self.inner.purge.active_bans();
+        total
+    }
+
+    /// ARC list sizes per shard (for tests, benchmarks and debugging).
+    pub fn arc_stats(&self) -> Vec<ArcStats> {
+        self.inner
+            .shards
+            .iter()
+            .map(|p| p.0.lock().arc.stats())
+            .collect()
+    }
+
+    /// Sweeps every shard now, removing purged objects and retiring purge
+    /// records no object needs any more. Returns the objects removed. The
+    /// background sweeper calls this after purges; tests may call it directly.
+    pub fn reclaim_now(&self) -> u64 {
+        self.inner.sweep()
+    }
+}
+
+impl Inner {
+    fn sweep(&self) -> u64 {
+        let _one = self.sweep_lock.lock();
+        let start = self.purge.seq();
+        let mut removed = 0;
+        for p in self.shards.iter() {
+            let mut i = 0;
+            loop {
+                let mut s = p.0.lock();
+                let Shard { arc, ctr, .. } = &mut *s;
+                let end = (i + SWEEP_CHUNK).min(arc.slots());
+                let dead: Vec<u128> = (i..end)
+                    .filter_map(|j| arc.resident_at(j))
+                    .filter(|(_, e)| self.purge.is_purged(&e.obj.key, &e.obj.facts, e.obj.born))
+                    .map(|(h, _)| h)
+                    .collect();
+                for h in &dead {
+                    arc.remove(*h);
+                }
+                ctr.purged += dead.len() as u64;
+                removed += dead.len() as u64;
+                i = end;
+                if i >= arc.slots() {
+                    break;
+                }
+            }
+        }
+        // Records at or before `safe` match no resident object any more and
+        // no open writer was born before them.
+        let oldest_writer = self
+            .shards
+            .iter()
+            .filter_map(|p| p.0.lock().writers.keys().next().copied())
+            .min();
+        let safe = oldest_writer.map_or(start, |w| w.min(start));
+        self.purge.retire(safe);
+        self.swept_to.store(start, Release);
+        removed
+    }
+}
+
+fn spawn_sweeper(inner: Weak<Inner>, signal: Arc<Signal>) {
+    let spawned = std::thread::Builder::new()
+        .name("cdncore-sweep".into())
+        .spawn(move || loop {
+            {
+                let mut pending = signal.pending.lock();
+                if !*pending {
+                    signal.cv.wait_for(&mut pending, Duration::from_secs(1));
+                }
+                *pending = false;
+            }
+            if signal.stop.load(Acquire) {
+                return;
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.purge.seq() > inner.swept_to.load(Acquire) {
+                inner.sweep();
+            }
+        });
+    // Without a thread, purged space is still reclaimed by lookups and
+    // eviction; records then retire only through `reclaim_now`.
+    if let Err(e) = spawned {
+        eprintln!("cdncore: cannot start the purge sweeper: {e}");
+    }
+}

@@ -1,0 +1,289 @@
+//! The engine's one configuration format, shared by Rust callers, the C ABI
+//! and the nginx directives: `key=value` tokens separated by white space,
+//! newlines or `;`, with `#` comments — the style of nginx's
+//! `proxy_cache_path` arguments.
+//!
+//! ```text
+//! mem=256m shards=8 default_ttl=2m
+//! max_key=4k max_object=8m   # per-object cap of the memory tier
+//! ```
+//!
+//! Sizes take `k`, `m`, `g`, `t` (powers of 1024); durations `ms`, `s`, `m`,
+//! `h`, `d` (a bare number is seconds, as in nginx). Unknown or repeated keys
+//! are errors that name the key.
+
+use crate::error::{Error, Result};
+use crate::key::{DEFAULT_MAX_KEY, MAX_KEY_LIMIT};
+use std::str::FromStr;
+
+/// Engine configuration. `Config::default()` is a usable small cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Byte budget of the memory tier (bodies, metadata and keys).
+    pub mem: u64,
+    /// Independent ARC shards; more shards, less lock contention.
+    pub shards: usize,
+    /// Largest object the memory tier takes; `None`: a quarter of a shard.
+    pub max_object: Option<u64>,
+    /// Longest key accepted.
+    pub max_key: usize,
+    /// Freshness of responses that carry no explicit lifetime, in ms.
+    pub default_ttl_ms: u64,
+    /// Store responses with `Set-Cookie` (the cookie itself is never replayed).
+    pub cache_set_cookie: bool,
+    /// Slots of the purge generation table (prefix, group, surrogate key).
+    pub purge_slots: usize,
+    /// Slots of the ban list (regex, mask, non-directory prefix purges).
+    pub ban_slots: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mem: 256 << 20,
+            shards: 8,
+            max_object: None,
+            max_key: DEFAULT_MAX_KEY,
+            default_ttl_ms: 120_000,
+            cache_set_cookie: false,
+            purge_slots: 1 << 16,
+            ban_slots: 64,
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "mem",
+    "shards",
+    "max_object",
+    "max_key",
+    "default_ttl",
+    "cache_set_cookie",
+    "purge_slots",
+    "ban_slots",
+];
+
+impl Config {
+    /// Parses the textual format; see the module docs.
+    pub fn parse(text: &str) -> Result<Config> {
+        let mut cfg = Config::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for token in tokens(text) {
+            let (key, value) = token
+                .split_once('=')
+                .ok_or_else(|| Error::config(token, "expected key=value"))?;
+            let Some(&known) = KEYS.iter().find(|k| **k == key) else {
+                return Err(Error::config(
+                    key,
+                    format!("unknown key (known: {})", KEYS.join(", ")),
+                ));
+            };
+            if seen.contains(&known) {
+                return Err(Error::config(key, "given twice"));
+            }
+            seen.push(known);
+            cfg.set(known, value)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn set(&mut self, key: &str, v: &str) -> Result<()> {
+        match key {
+            "mem" => self.mem = parse_size(key, v)?,
+            "shards" => self.shards = parse_count(key, v)?,
+            "max_object" => self.max_object = Some(parse_size(key, v)?),
+            "max_key" => self.max_key = parse_size(key, v)? as usize,
+            "default_ttl" => self.default_ttl_ms = parse_duration_ms(key, v)?,
+            "cache_set_cookie" => self.cache_set_cookie = parse_bool(key, v)?,
+            "purge_slots" => self.purge_slots = parse_count(key, v)?,
+            "ban_slots" => self.ban_slots = parse_count(key, v)?,
+            _ => unreachable!("key list and setter disagree"),
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and relations between fields.
+    pub fn validate(&self) -> Result<()> {
+        if self.shards == 0 || self.shards > 1024 {
+            return Err(Error::config("shards", "must be 1..=1024"));
+        }
+        if self.mem < (self.shards as u64) * 64 * 1024 {
+            return Err(Error::config(
+                "mem",
+                format!("must be at least 64k per shard ({} shards)", self.shards),
+            ));
+        }
+        if self.max_key == 0 || self.max_key > MAX_KEY_LIMIT {
+            return Err(Error::config(
+                "max_key",
+                format!("must be 1..={MAX_KEY_LIMIT}"),
+            ));
+        }
+        if let Some(m) = self.max_object {
+            if m == 0 || m > self.shard_bytes() {
+                return Err(Error::config(
+                    "max_object",
+                    format!(
+                        "must be 1..={} (one shard: mem / shards)",
+                        self.shard_bytes()
+                    ),
+                ));
+            }
+        }
+        if !(64..=1 << 24).contains(&self.purge_slots) {
+            return Err(Error::config("purge_slots", "must be 64..=16777216"));
+        }
+        if !(1..=4096).contains(&self.ban_slots) {
+            return Err(Error::config("ban_slots", "must be 1..=4096"));
+        }
+        Ok(())
+    }
+
+    /// Byte budget of one shard.
+    pub fn shard_bytes(&self) -> u64 {
+        self.mem / self.shards as u64
+    }
+
+    /// Largest object the memory tier stores.
+    pub fn max_object_bytes(&self) -> u64 {
+        self.max_object.unwrap_or(self.shard_bytes() / 4)
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Config> {
+        Config::parse(s)
+    }
+}
+
+/// Splits on white space and `;`, dropping `#` comments.
+fn tokens(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(|l| l.split_once('#').map_or(l, |(a, _)| a))
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ';'))
+        .filter(|t| !t.is_empty())
+}
+
+fn bad(field: &str, value: &str, expected: &str) -> Error {
+    Error::config(
+        field,
+        format!("invalid value {value:?} (expected {expected})"),
+    )
+}
+
+/// `512`, `4k`, `256m`, `10g`, `1t` (powers of 1024).
+pub fn parse_size(field: &str, v: &str) -> Result<u64> {
+    let expected = "a size such as 4096, 64k, 256m, 10g";
+    let lower = v.to_ascii_lowercase();
+    let (digits, shift) = match lower.as_bytes().last() {
+        Some(b'k') => (&lower[..lower.len() - 1], 10),
+        Some(b'm') => (&lower[..lower.len() - 1], 20),
+        Some(b'g') => (&lower[..lower.len() - 1], 30),
+        Some(b't') => (&lower[..lower.len() - 1], 40),
+        _ => (lower.as_str(), 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad(field, v, expected))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| bad(field, v, "a size below 16 exbibytes"))
+}
+
+/// `250ms`, `30s`, `5m`, `1h30m`, `7d`; a bare number is seconds.
+pub fn parse_duration_ms(field: &str, v: &str) -> Result<u64> {
+    let expected = "a duration such as 250ms, 30s, 5m, 1h30m, 7d";
+    if v.is_empty() {
+        return Err(bad(field, v, expected));
+    }
+    let mut total: u64 = 0;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits_end]
+            .parse()
+            .map_err(|_| bad(field, v, expected))?;
+        rest = &rest[digits_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit_end] {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad(field, v, expected)),
+        };
+        rest = &rest[unit_end..];
+        total = n
+            .checked_mul(ms)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(|| bad(field, v, "a shorter duration"))?;
+    }
+    Ok(total)
+}
+
+fn parse_count(field: &str, v: &str) -> Result<usize> {
+    v.parse().map_err(|_| bad(field, v, "a whole number"))
+}
+
+fn parse_bool(field: &str, v: &str) -> Result<bool> {
+    match v {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(bad(field, v, "on or off")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key_with_comments_and_separators() {
+        let c = Config::parse(
+            "mem=64m shards=4 # comment\n max_object=1m;max_key=8k\n\
+             default_ttl=1h30m cache_set_cookie=on purge_slots=1024 ban_slots=8",
+        )
+        .unwrap();
+        assert_eq!(c.mem, 64 << 20);
+        assert_eq!(c.shards, 4);
+        assert_eq!(c.max_object, Some(1 << 20));
+        assert_eq!(c.max_key, 8192);
+        assert_eq!(c.default_ttl_ms, 5_400_000);
+        assert!(c.cache_set_cookie);
+        assert_eq!((c.purge_slots, c.ban_slots), (1024, 8));
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(e("mem=12q").contains("mem: invalid value \"12q\""));
+        assert!(e("colour=blue").contains("colour: unknown key"));
+        assert!(e("mem").contains("expected key=value"));
+        assert!(e("mem=1m mem=2m").contains("mem: given twice"));
+        assert!(e("default_ttl=5x").contains("default_ttl"));
+        assert!(e("shards=0").contains("shards"));
+        assert!(e("mem=1m shards=8 max_object=1g").contains("max_object"));
+        assert!(e("mem=99999999999999999999").contains("mem"));
+        assert!(e("mem=16777216t").contains("mem"));
+        assert!(e("cache_set_cookie=maybe").contains("on or off"));
+        assert!(e("max_key=1m").contains("max_key"));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("x", "4K").unwrap(), 4096);
+        assert_eq!(parse_size("x", "7").unwrap(), 7);
+        assert!(parse_size("x", "").is_err());
+        assert!(parse_size("x", "-1m").is_err());
+        assert_eq!(parse_duration_ms("x", "250ms").unwrap(), 250);
+        assert_eq!(parse_duration_ms("x", "90").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("x", "2d").unwrap(), 172_800_000);
+        assert!(parse_duration_ms("x", "ms").is_err());
+        assert!(parse_duration_ms("x", "").is_err());
+    }
+}
