@@ -153,7 +153,9 @@ impl Cache {
             sweep_lock: Mutex::new(()),
             signal: Arc::new(Signal::default()),
         });
-        spawn_sweeper(Arc::downgrade(&inner), inner.signal.clone());
+        if inner.cfg.sweeper {
+            spawn_sweeper(Arc::downgrade(&inner), inner.signal.clone());
+        }
         Ok(Cache { inner })
     }
 

@@ -35,6 +35,9 @@ pub struct Config {
     pub purge_slots: usize,
     /// Slots of the ban list (regex, mask, non-directory prefix purges).
     pub ban_slots: usize,
+    /// Run a background thread that reclaims purged objects; when off, the
+    /// embedder calls `Cache::reclaim_now` (e.g. from its own timer).
+    pub sweeper: bool,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             cache_set_cookie: false,
             purge_slots: 1 << 16,
             ban_slots: 64,
+            sweeper: true,
         }
     }
 }
@@ -61,6 +65,7 @@ const KEYS: &[&str] = &[
     "cache_set_cookie",
     "purge_slots",
     "ban_slots",
+    "sweeper",
 ];
 
 impl Config {
@@ -98,7 +103,8 @@ impl Config {
             "cache_set_cookie" => self.cache_set_cookie = parse_bool(key, v)?,
             "purge_slots" => self.purge_slots = parse_count(key, v)?,
             "ban_slots" => self.ban_slots = parse_count(key, v)?,
-            _ => unreachable!("key list and setter disagree"),
+            "sweeper" => self.sweeper = parse_bool(key, v)?,
+            _ => return Err(Error::config(key, "unknown key")),
         }
         Ok(())
     }
@@ -245,7 +251,7 @@ mod tests {
     fn parses_every_key_with_comments_and_separators() {
         let c = Config::parse(
             "mem=64m shards=4 # comment\n max_object=1m;max_key=8k\n\
-             default_ttl=1h30m cache_set_cookie=on purge_slots=1024 ban_slots=8",
+             default_ttl=1h30m cache_set_cookie=on purge_slots=1024 ban_slots=8 sweeper=off",
         )
         .unwrap();
         assert_eq!(c.mem, 64 << 20);
@@ -255,6 +261,7 @@ mod tests {
         assert_eq!(c.default_ttl_ms, 5_400_000);
         assert!(c.cache_set_cookie);
         assert_eq!((c.purge_slots, c.ban_slots), (1024, 8));
+        assert!(!c.sweeper);
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
 
