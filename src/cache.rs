@@ -259,8 +259,8 @@ impl Cache {
     }
 
     /// Ends a writer's registration; counts it as aborted if it did not commit.
-    pub(crate) fn writer_done(&self, key: &[u8], born: u64, committed: bool) {
-        let mut s = self.shard(KeyHash::of(key).0);
+    pub(crate) fn writer_done(&self, hash: u128, born: u64, committed: bool) {
+        let mut s = self.shard(hash);
         if let Some(n) = s.writers.get_mut(&born) {
             *n -= 1;
             if *n == 0 {

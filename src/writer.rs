@@ -13,6 +13,8 @@ const UNKNOWN_SIZE_START: usize = 16 * 1024;
 pub struct Writer {
     cache: Cache,
     key: Box<[u8]>,
+    /// Hash of `key`, kept to unregister after `key` moved into the cache.
+    hash: u128,
     meta: Meta,
     declared: Option<u64>,
     buf: BytesMut,
@@ -32,6 +34,7 @@ impl Writer {
         let start = declared.map_or(UNKNOWN_SIZE_START, |n| n as usize);
         Writer {
             cache,
+            hash: crate::KeyHash::of(&key).0,
             key,
             meta,
             declared,
@@ -91,8 +94,7 @@ impl Writer {
         let body: Bytes = std::mem::take(&mut self.buf).freeze();
         let key = std::mem::take(&mut self.key);
         let meta = std::mem::take(&mut self.meta);
-        let result = self.cache.store(key.clone(), meta, body, Some(self.born));
-        self.key = key;
+        let result = self.cache.store(key, meta, body, Some(self.born));
         self.finished = result.is_ok();
         result
     }
@@ -103,6 +105,6 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.cache.writer_done(&self.key, self.born, self.finished);
+        self.cache.writer_done(self.hash, self.born, self.finished);
     }
 }
