@@ -1,0 +1,6 @@
+//! Groupcache-style fill: which peer owns a key, and (later) the load path
+//! that asks it, with singleflight and a hot cache.
+
+pub mod ring;
+
+pub use ring::{NodeId, Ring, RingError};
