@@ -30,6 +30,7 @@ pub mod fill;
 pub mod http;
 pub mod key;
 pub mod meta;
+pub mod policy;
 pub mod purge;
 pub mod stats;
 pub mod writer;
