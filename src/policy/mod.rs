@@ -2,6 +2,7 @@
 //! from C: hotlink protection, traffic statistics, the anti-attack guard, the
 //! request scheduler and the request log. The nginx module only adapts them.
 
+pub mod guard;
 pub mod hotlink;
 
 /// A policy file or value that cannot be used, naming what is wrong.
