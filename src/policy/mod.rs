@@ -5,6 +5,7 @@
 pub mod guard;
 pub mod hotlink;
 pub mod sched;
+pub mod traffic;
 
 /// A policy file or value that cannot be used, naming what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
