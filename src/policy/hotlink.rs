@@ -157,6 +157,17 @@ fn referer_host(referer: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
+/// Delay before a domain's policy is fetched again: uniform in `0..=max_ms`
+/// (UpCDN: 0-5 minutes), so thousands of nodes never refresh at once.
+/// `entropy` is anything that differs between nodes and domains, e.g. a hash
+/// of node id, domain and current time.
+pub fn refresh_delay_ms(max_ms: u64, entropy: u64) -> u64 {
+    match max_ms {
+        0 => 0,
+        m => xxhash_rust::xxh3::xxh3_64(&entropy.to_le_bytes()) % (m + 1),
+    }
+}
+
 /// The token a signed URL carries: base64url(HMAC-SHA256(secret, expires + path)).
 pub fn sign(secret: &[u8], path: &str, expires: u64) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
@@ -400,6 +411,18 @@ mod tests {
         assert!(e(r#"[{"domain": "a", "allow": ["a/b"]}]"#).contains("bad referer host"));
         assert!(e(r#"[{"domain": ""}]"#).contains("empty domain"));
         assert!(e(r#"[{"domain": "a"}, {"domain": "A"}]"#).contains("twice"));
+    }
+
+    #[test]
+    fn refresh_delays_spread_over_the_window() {
+        let delays: Vec<u64> = (0..1000).map(|i| refresh_delay_ms(300_000, i)).collect();
+        assert!(delays.iter().all(|&d| d <= 300_000));
+        // Every fifth of the window gets a fair share: no thundering herd.
+        for k in 0..5 {
+            let n = delays.iter().filter(|&&d| d / 60_001 == k).count();
+            assert!((120..280).contains(&n), "fifth {k}: {n}");
+        }
+        assert_eq!(refresh_delay_ms(0, 7), 0);
     }
 
     #[test]
