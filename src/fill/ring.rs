@@ -25,6 +25,8 @@ pub enum RingError {
     Duplicate(String),
     #[error("vnodes must be 1..=4096")]
     BadVnodes,
+    #[error("this node {0:?} is not in the peer list")]
+    NotAPeer(String),
 }
 
 /// An immutable ring; build a new one when the peer set changes.
