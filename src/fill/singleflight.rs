@@ -12,7 +12,6 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::thread::ThreadId;
 
 /// The caller is already running the call for this key (it would wait on
 /// itself forever).
@@ -26,8 +25,16 @@ enum State<V> {
     Abandoned,
 }
 
+/// Identifies the calling thread while it lives: the address of a
+/// thread-local. (Unlike `thread::current()`, this allocates nothing on
+/// threads that C code created.)
+fn thread_mark() -> usize {
+    thread_local!(static MARK: u8 = const { 0 });
+    MARK.with(|m| m as *const u8 as usize)
+}
+
 struct Call<V> {
-    leader: ThreadId,
+    leader: usize,
     state: Mutex<State<V>>,
     cv: Condvar,
     waiters: Mutex<usize>,
@@ -64,7 +71,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Group<K, V> {
     pub fn run(&self, key: K, f: impl FnOnce() -> V) -> Result<Shared<V>, Reentrant> {
         let mut f = Some(f);
         loop {
-            let me = std::thread::current().id();
+            let me = thread_mark();
             let (call, leader) = {
                 let mut calls = self.calls.lock();
                 match calls.get(&key) {
