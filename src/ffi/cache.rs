@@ -247,8 +247,8 @@ pub unsafe extern "C" fn cdn_cache_get_copy(
 /// Stores a whole body at once: a 200 response fresh for `ttl_ms`
 /// milliseconds. For metadata (tags, headers, ...) use a writer.
 ///
-/// Errors: `CDN_INVALID_KEY`, `CDN_TOO_LARGE`, `CDN_PURGED_DURING_FILL`
-/// (cannot happen for a one-shot insert, listed for completeness).
+/// Errors: `CDN_INVALID_KEY`, `CDN_TOO_LARGE`, `CDN_PURGED_DURING_FILL` (a
+/// purge covering the key raced the insert and won: not stored).
 /// Ownership: the body is copied; the caller keeps `body`.
 /// Thread safety: any thread, concurrently.
 ///
