@@ -14,7 +14,9 @@ const BODY: usize = 1024;
 const ROUNDS: usize = 9;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let gets: usize = std::env::args().nth(1).map_or(Ok(1_000_000), |a| a.parse())?;
+    let gets: usize = std::env::args()
+        .nth(1)
+        .map_or(Ok(1_000_000), |a| a.parse())?;
     let cache = Cache::open_str("mem=256m shards=8")?;
     let keys: Vec<Vec<u8>> = (0..KEYS)
         .map(|i| format!("bench.example.com/assets/{i}.js").into_bytes())

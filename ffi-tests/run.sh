@@ -49,7 +49,7 @@ expect_pass() {
     echo "FAILED (no clean summary line): $*"
     exit 1
   fi
-  echo "$last    <- ${*##*/}"
+  echo "$last    <- ${*//$WORK\//}"
 }
 
 step "C tests, shared library"

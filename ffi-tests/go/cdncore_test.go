@@ -168,7 +168,9 @@ func TestManyGoroutinesHammerOneCache(t *testing.T) {
 				key := []byte(fmt.Sprintf("go.dev/k%d", (i*7+g)%50))
 				switch i % 5 {
 				case 0:
-					if err := c.Insert(key, key, 60000); err != nil {
+					// A purge racing the insert may win: dropped, never half-stored.
+					err := c.Insert(key, key, 60000)
+					if err != nil && !cdncore.IsStatus(err, cdncore.StatusPurgedDuringFill) {
 						t.Error(err)
 						return
 					}

@@ -40,5 +40,5 @@ pub const CDN_ABI_VERSION: u32 = 1;
 /// Thread safety: any thread. Never fails.
 #[no_mangle]
 pub extern "C" fn cdn_abi_version() -> u32 {
-    CDN_ABI_VERSION
+    status::guard_value(CDN_ABI_VERSION, || CDN_ABI_VERSION)
 }

@@ -174,7 +174,9 @@ pub unsafe extern "C" fn cdn_last_error_copy(
     buf_len: usize,
     out_len: *mut usize,
 ) -> cdn_status {
-    let msg: Vec<u8> = LAST.try_with(|l| l.borrow().clone()).unwrap_or(vec![0]);
+    let msg: Vec<u8> = guard_value(vec![0], || {
+        LAST.try_with(|l| l.borrow().clone()).unwrap_or(vec![0])
+    });
     let copy = || -> FfiResult<()> {
         if out_len.is_null() || (buf.is_null() && buf_len != 0) {
             return Err(FfiError::arg(
@@ -199,7 +201,9 @@ pub unsafe extern "C" fn cdn_last_error_copy(
     };
     let status = guard(copy);
     // Copying never replaces the message it copies (even on failure).
-    let _ = LAST.try_with(|l| *l.borrow_mut() = msg);
+    guard_value((), || {
+        let _ = LAST.try_with(|l| *l.borrow_mut() = msg);
+    });
     status
 }
 
@@ -209,7 +213,13 @@ pub unsafe extern "C" fn cdn_last_error_copy(
 /// Ownership: static string, never freed. Thread safety: any thread.
 #[no_mangle]
 pub extern "C" fn cdn_status_str(status: i32) -> *const c_char {
-    let s: &'static [u8] = match status {
+    guard_value(c"CDN_UNKNOWN".as_ptr(), || {
+        status_name(status).as_ptr().cast()
+    })
+}
+
+fn status_name(status: i32) -> &'static [u8] {
+    match status {
         0 => b"CDN_OK\0",
         1 => b"CDN_INVALID_ARGUMENT\0",
         2 => b"CDN_INVALID_HANDLE\0",
@@ -227,8 +237,7 @@ pub extern "C" fn cdn_status_str(status: i32) -> *const c_char {
         14 => b"CDN_ERROR\0",
         15 => b"CDN_PANIC\0",
         _ => b"CDN_UNKNOWN\0",
-    };
-    s.as_ptr().cast()
+    }
 }
 
 #[cfg(test)]
