@@ -296,6 +296,7 @@ extern "C" {
  * The ABI version of the loaded library (`CDN_ABI_VERSION` it was built with).
  *
  * Thread safety: any thread. Never fails.
+ * Ownership: nothing to free.
  */
 uint32_t cdn_abi_version(void);
 
@@ -323,6 +324,7 @@ enum cdn_status cdn_cache_open(const uint8_t *config, size_t config_len, struct 
  * freed/committed/aborted; memory is released when the last one goes.
  * Thread safety: no other call may be using this handle concurrently (or
  * after).
+ * Ownership: releases the handle (the caller's reference ends here).
  *
  * # Safety
  * `cache` is NULL or a pointer returned by `cdn_cache_open`.
@@ -348,6 +350,7 @@ enum cdn_status cdn_cache_get(const struct cdn_cache *cache, const uint8_t *key,
 /**
  * As `cdn_cache_get`, judging freshness at `now_ms` (unix milliseconds)
  * instead of the wall clock; 0 means now.
+ * Ownership and thread safety as `cdn_cache_get`.
  *
  * # Safety
  * As `cdn_cache_get`.
@@ -387,6 +390,7 @@ enum cdn_status cdn_cache_insert(const struct cdn_cache *cache, const uint8_t *k
 /**
  * Removes `key`. Returns `CDN_NOT_FOUND` if it was not cached.
  * Thread safety: any thread, concurrently.
+ * Ownership: the key is only read during the call.
  *
  * # Safety
  * As `cdn_cache_get` (without `out`).
@@ -407,6 +411,7 @@ enum cdn_status cdn_cache_counters(const struct cdn_cache *cache, struct cdn_cou
  * Sweeps the cache now, removing purged objects (a background thread does
  * this anyway after purges), and writes how many were removed to
  * `*removed`. Thread safety: any thread, concurrently.
+ * Ownership: `*removed` is the caller's.
  *
  * # Safety
  * `cache` is a live cache handle; `removed` points to a writable `uint64_t`.
@@ -416,6 +421,7 @@ enum cdn_status cdn_cache_reclaim(const struct cdn_cache *cache, uint64_t *remov
 /**
  * The largest body the cache stores, or 0 if `cache` is not a valid handle.
  * Thread safety: any thread.
+ * Ownership: nothing to free.
  *
  * # Safety
  * `cache` is NULL or a live cache handle.
@@ -540,6 +546,7 @@ enum cdn_status cdn_object_get_info(const struct cdn_object *obj, struct cdn_obj
  * behaviour, as with `free()` (the magic word is cleared on free, which
  * catches many such mistakes but not all).
  * Thread safety: any thread, once no other thread uses the object.
+ * Ownership: releases the handle and everything borrowed from it.
  *
  * # Safety
  * `obj` is NULL or a live object handle.
@@ -561,6 +568,8 @@ enum cdn_status cdn_cache_purge_key(const struct cdn_cache *cache, const uint8_t
 /**
  * Purges every key starting with `prefix` (O(1) for a directory prefix
  * such as "example.com/news/", a bounded ban otherwise).
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * As `cdn_cache_purge_key`, with `prefix`/`len`.
@@ -570,6 +579,8 @@ enum cdn_status cdn_cache_purge_prefix(const struct cdn_cache *cache, const uint
 /**
  * Purges every object of a group (`cdn_writer_set_group`, or by default
  * the key's first path level).
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * As `cdn_cache_purge_key`, with `group`/`len`.
@@ -578,6 +589,8 @@ enum cdn_status cdn_cache_purge_group(const struct cdn_cache *cache, const uint8
 
 /**
  * Purges every object carrying integer tag `tag`.
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * `cache` is a live cache handle; `report` is writable.
@@ -586,6 +599,8 @@ enum cdn_status cdn_cache_purge_tag(const struct cdn_cache *cache, uint16_t tag,
 
 /**
  * Purges every object carrying surrogate key `skey` (UTF-8).
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * As `cdn_cache_purge_key`, with `skey`/`len`.
@@ -595,6 +610,8 @@ enum cdn_status cdn_cache_purge_surrogate_key(const struct cdn_cache *cache, con
 /**
  * Purges every object whose mask shares a bit with `mask` (0 is refused
  * with `CDN_INVALID_PURGE`: it would match nothing).
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * `cache` is a live cache handle; `report` is writable.
@@ -605,6 +622,8 @@ enum cdn_status cdn_cache_purge_mask(const struct cdn_cache *cache, uint64_t mas
  * Purges every key matching `regex` (UTF-8, Rust `regex` syntax, matched
  * against the raw key). A pattern that does not compile is
  * `CDN_INVALID_REGEX` with the reason in `cdn_last_error()`.
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * As `cdn_cache_purge_key`, with `regex`/`len`.
@@ -613,6 +632,8 @@ enum cdn_status cdn_cache_purge_regex(const struct cdn_cache *cache, const uint8
 
 /**
  * Purges everything.
+ * Ownership: arguments are copied; `*report` is the caller's.
+ * Thread safety: any thread, concurrently with lookups and inserts.
  *
  * # Safety
  * `cache` is a live cache handle; `report` is writable.
@@ -674,6 +695,7 @@ enum cdn_status cdn_writer_new(const struct cdn_cache *cache, const uint8_t *key
  * As `cdn_writer_new`, with the body size known up front (e.g. from
  * Content-Length): too large a size fails here with `CDN_TOO_LARGE`, and a
  * body of another length fails at write/commit with `CDN_SIZE_MISMATCH`.
+ * Ownership and thread safety as `cdn_writer_new`.
  *
  * # Safety
  * As `cdn_writer_new`.
@@ -696,6 +718,7 @@ enum cdn_status cdn_writer_write(struct cdn_writer *writer, const uint8_t *data,
 /**
  * Sets the HTTP status to replay (100..=999). Thread safety: one thread at
  * a time per writer (this holds for every `cdn_writer_set_*`/`add_*`).
+ * Ownership: the writer stays the caller's; arguments are copied.
  *
  * # Safety
  * `writer` is a live writer.
@@ -705,6 +728,8 @@ enum cdn_status cdn_writer_set_status(struct cdn_writer *writer, uint16_t status
 /**
  * Sets the freshness lifetime: fresh for `ttl_ms` milliseconds after the
  * writer was created.
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer.
@@ -714,6 +739,8 @@ enum cdn_status cdn_writer_set_ttl(struct cdn_writer *writer, uint64_t ttl_ms);
 /**
  * Sets the `stale-while-revalidate` and `stale-if-error` windows (seconds
  * after expiry).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer.
@@ -722,6 +749,8 @@ enum cdn_status cdn_writer_set_stale(struct cdn_writer *writer, uint32_t stale_w
 
 /**
  * Sets the `ETag` validator (copied, quotes included).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer; `etag` points to `len` readable bytes.
@@ -730,6 +759,8 @@ enum cdn_status cdn_writer_set_etag(struct cdn_writer *writer, const uint8_t *et
 
 /**
  * Sets `Last-Modified` (unix seconds).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer.
@@ -738,6 +769,8 @@ enum cdn_status cdn_writer_set_last_modified(struct cdn_writer *writer, uint64_t
 
 /**
  * Adds an integer tag (purged by `cdn_cache_purge_tag`).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer.
@@ -747,6 +780,8 @@ enum cdn_status cdn_writer_add_tag(struct cdn_writer *writer, uint16_t tag);
 /**
  * Adds a surrogate key (UTF-8, copied; purged by
  * `cdn_cache_purge_surrogate_key`).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer; `skey` points to `len` readable bytes.
@@ -756,6 +791,8 @@ enum cdn_status cdn_writer_add_surrogate_key(struct cdn_writer *writer, const ui
 /**
  * Sets the purge group (copied; purged by `cdn_cache_purge_group`). Without
  * one, the group is the key's first path level (for URLs, the host).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer; `group` points to `len` readable bytes.
@@ -765,6 +802,8 @@ enum cdn_status cdn_writer_set_group(struct cdn_writer *writer, const uint8_t *g
 /**
  * Sets the mask bitmap (purged by `cdn_cache_purge_mask` when the masks
  * share a bit).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer.
@@ -773,6 +812,8 @@ enum cdn_status cdn_writer_set_mask(struct cdn_writer *writer, uint64_t mask);
 
 /**
  * Adds a response header to replay (name UTF-8 and non-empty; both copied).
+ * Ownership: the writer stays the caller's; arguments are copied.
+ * Thread safety: one thread at a time per writer.
  *
  * # Safety
  * `writer` is a live writer; `name`/`value` point to their lengths' bytes.
@@ -788,6 +829,7 @@ enum cdn_status cdn_writer_add_header(struct cdn_writer *writer, const uint8_t *
  * declared size was not reached; `CDN_PURGED_DURING_FILL` if a purge
  * covering the key arrived while the writer was open (not stored).
  * Thread safety: one thread at a time per writer.
+ * Ownership: releases the writer in every case.
  *
  * # Safety
  * `writer` is NULL or a writer from `cdn_writer_new*` (a released one is
@@ -799,6 +841,7 @@ enum cdn_status cdn_writer_commit(struct cdn_writer *writer);
  * Drops the body and frees the writer; nothing was ever visible. NULL is a
  * no-op; an already released writer returns `CDN_INVALID_HANDLE`.
  * Thread safety: one thread at a time per writer.
+ * Ownership: releases the writer.
  *
  * # Safety
  * `writer` is NULL or a writer from `cdn_writer_new*`.

@@ -107,6 +107,7 @@ pub unsafe extern "C" fn cdn_cache_open(
 /// freed/committed/aborted; memory is released when the last one goes.
 /// Thread safety: no other call may be using this handle concurrently (or
 /// after).
+/// Ownership: releases the handle (the caller's reference ends here).
 ///
 /// # Safety
 /// `cache` is NULL or a pointer returned by `cdn_cache_open`.
@@ -166,6 +167,7 @@ pub unsafe extern "C" fn cdn_cache_get(
 
 /// As `cdn_cache_get`, judging freshness at `now_ms` (unix milliseconds)
 /// instead of the wall clock; 0 means now.
+/// Ownership and thread safety as `cdn_cache_get`.
 ///
 /// # Safety
 /// As `cdn_cache_get`.
@@ -293,6 +295,7 @@ pub(crate) fn purged() -> FfiError {
 
 /// Removes `key`. Returns `CDN_NOT_FOUND` if it was not cached.
 /// Thread safety: any thread, concurrently.
+/// Ownership: the key is only read during the call.
 ///
 /// # Safety
 /// As `cdn_cache_get` (without `out`).
@@ -339,6 +342,7 @@ pub unsafe extern "C" fn cdn_cache_counters(
 /// Sweeps the cache now, removing purged objects (a background thread does
 /// this anyway after purges), and writes how many were removed to
 /// `*removed`. Thread safety: any thread, concurrently.
+/// Ownership: `*removed` is the caller's.
 ///
 /// # Safety
 /// `cache` is a live cache handle; `removed` points to a writable `uint64_t`.
@@ -359,6 +363,7 @@ pub unsafe extern "C" fn cdn_cache_reclaim(
 
 /// The largest body the cache stores, or 0 if `cache` is not a valid handle.
 /// Thread safety: any thread.
+/// Ownership: nothing to free.
 ///
 /// # Safety
 /// `cache` is NULL or a live cache handle.

@@ -38,6 +38,7 @@ pub const CDN_ABI_VERSION: u32 = 1;
 /// The ABI version of the loaded library (`CDN_ABI_VERSION` it was built with).
 ///
 /// Thread safety: any thread. Never fails.
+/// Ownership: nothing to free.
 #[no_mangle]
 pub extern "C" fn cdn_abi_version() -> u32 {
     status::guard_value(CDN_ABI_VERSION, || CDN_ABI_VERSION)

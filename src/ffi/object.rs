@@ -336,6 +336,7 @@ pub unsafe extern "C" fn cdn_object_get_info(
 /// behaviour, as with `free()` (the magic word is cleared on free, which
 /// catches many such mistakes but not all).
 /// Thread safety: any thread, once no other thread uses the object.
+/// Ownership: releases the handle and everything borrowed from it.
 ///
 /// # Safety
 /// `obj` is NULL or a live object handle.

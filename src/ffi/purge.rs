@@ -76,6 +76,8 @@ pub unsafe extern "C" fn cdn_cache_purge_key(
 
 /// Purges every key starting with `prefix` (O(1) for a directory prefix
 /// such as "example.com/news/", a bounded ban otherwise).
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// As `cdn_cache_purge_key`, with `prefix`/`len`.
@@ -97,6 +99,8 @@ pub unsafe extern "C" fn cdn_cache_purge_prefix(
 
 /// Purges every object of a group (`cdn_writer_set_group`, or by default
 /// the key's first path level).
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// As `cdn_cache_purge_key`, with `group`/`len`.
@@ -117,6 +121,8 @@ pub unsafe extern "C" fn cdn_cache_purge_group(
 }
 
 /// Purges every object carrying integer tag `tag`.
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// `cache` is a live cache handle; `report` is writable.
@@ -131,6 +137,8 @@ pub unsafe extern "C" fn cdn_cache_purge_tag(
 }
 
 /// Purges every object carrying surrogate key `skey` (UTF-8).
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// As `cdn_cache_purge_key`, with `skey`/`len`.
@@ -153,6 +161,8 @@ pub unsafe extern "C" fn cdn_cache_purge_surrogate_key(
 
 /// Purges every object whose mask shares a bit with `mask` (0 is refused
 /// with `CDN_INVALID_PURGE`: it would match nothing).
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// `cache` is a live cache handle; `report` is writable.
@@ -169,6 +179,8 @@ pub unsafe extern "C" fn cdn_cache_purge_mask(
 /// Purges every key matching `regex` (UTF-8, Rust `regex` syntax, matched
 /// against the raw key). A pattern that does not compile is
 /// `CDN_INVALID_REGEX` with the reason in `cdn_last_error()`.
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// As `cdn_cache_purge_key`, with `regex`/`len`.
@@ -188,6 +200,8 @@ pub unsafe extern "C" fn cdn_cache_purge_regex(
 }
 
 /// Purges everything.
+/// Ownership: arguments are copied; `*report` is the caller's.
+/// Thread safety: any thread, concurrently with lookups and inserts.
 ///
 /// # Safety
 /// `cache` is a live cache handle; `report` is writable.

@@ -162,6 +162,7 @@ pub unsafe extern "C" fn cdn_writer_new(
 /// As `cdn_writer_new`, with the body size known up front (e.g. from
 /// Content-Length): too large a size fails here with `CDN_TOO_LARGE`, and a
 /// body of another length fails at write/commit with `CDN_SIZE_MISMATCH`.
+/// Ownership and thread safety as `cdn_writer_new`.
 ///
 /// # Safety
 /// As `cdn_writer_new`.
@@ -253,6 +254,7 @@ unsafe fn with_meta(
 
 /// Sets the HTTP status to replay (100..=999). Thread safety: one thread at
 /// a time per writer (this holds for every `cdn_writer_set_*`/`add_*`).
+/// Ownership: the writer stays the caller's; arguments are copied.
 ///
 /// # Safety
 /// `writer` is a live writer.
@@ -272,6 +274,8 @@ pub unsafe extern "C" fn cdn_writer_set_status(writer: *mut cdn_writer, status: 
 
 /// Sets the freshness lifetime: fresh for `ttl_ms` milliseconds after the
 /// writer was created.
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer.
@@ -288,6 +292,8 @@ pub unsafe extern "C" fn cdn_writer_set_ttl(writer: *mut cdn_writer, ttl_ms: u64
 
 /// Sets the `stale-while-revalidate` and `stale-if-error` windows (seconds
 /// after expiry).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer.
@@ -308,6 +314,8 @@ pub unsafe extern "C" fn cdn_writer_set_stale(
 }
 
 /// Sets the `ETag` validator (copied, quotes included).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer; `etag` points to `len` readable bytes.
@@ -334,6 +342,8 @@ pub unsafe extern "C" fn cdn_writer_set_etag(
 }
 
 /// Sets `Last-Modified` (unix seconds).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer.
@@ -352,6 +362,8 @@ pub unsafe extern "C" fn cdn_writer_set_last_modified(
 }
 
 /// Adds an integer tag (purged by `cdn_cache_purge_tag`).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer.
@@ -368,6 +380,8 @@ pub unsafe extern "C" fn cdn_writer_add_tag(writer: *mut cdn_writer, tag: u16) -
 
 /// Adds a surrogate key (UTF-8, copied; purged by
 /// `cdn_cache_purge_surrogate_key`).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer; `skey` points to `len` readable bytes.
@@ -392,6 +406,8 @@ pub unsafe extern "C" fn cdn_writer_add_surrogate_key(
 
 /// Sets the purge group (copied; purged by `cdn_cache_purge_group`). Without
 /// one, the group is the key's first path level (for URLs, the host).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer; `group` points to `len` readable bytes.
@@ -419,6 +435,8 @@ pub unsafe extern "C" fn cdn_writer_set_group(
 
 /// Sets the mask bitmap (purged by `cdn_cache_purge_mask` when the masks
 /// share a bit).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer.
@@ -434,6 +452,8 @@ pub unsafe extern "C" fn cdn_writer_set_mask(writer: *mut cdn_writer, mask: u64)
 }
 
 /// Adds a response header to replay (name UTF-8 and non-empty; both copied).
+/// Ownership: the writer stays the caller's; arguments are copied.
+/// Thread safety: one thread at a time per writer.
 ///
 /// # Safety
 /// `writer` is a live writer; `name`/`value` point to their lengths' bytes.
@@ -473,6 +493,7 @@ pub unsafe extern "C" fn cdn_writer_add_header(
 /// declared size was not reached; `CDN_PURGED_DURING_FILL` if a purge
 /// covering the key arrived while the writer was open (not stored).
 /// Thread safety: one thread at a time per writer.
+/// Ownership: releases the writer in every case.
 ///
 /// # Safety
 /// `writer` is NULL or a writer from `cdn_writer_new*` (a released one is
@@ -495,6 +516,7 @@ pub unsafe extern "C" fn cdn_writer_commit(writer: *mut cdn_writer) -> cdn_statu
 /// Drops the body and frees the writer; nothing was ever visible. NULL is a
 /// no-op; an already released writer returns `CDN_INVALID_HANDLE`.
 /// Thread safety: one thread at a time per writer.
+/// Ownership: releases the writer.
 ///
 /// # Safety
 /// `writer` is NULL or a writer from `cdn_writer_new*`.
