@@ -157,6 +157,22 @@ func TestFailingGetterStoresNothing(t *testing.T) {
 	}
 }
 
+func TestPanickingGetterIsAFailedFill(t *testing.T) {
+	c := open(t, "mem=16m shards=2")
+	_, err := c.Fill([]byte("go.dev/panic"), func([]byte, *cdncore.Writer) error { panic("boom") })
+	if !cdncore.IsStatus(err, cdncore.StatusGetterFailed) {
+		t.Fatalf("want getter failed, got %v", err)
+	}
+	obj, err := c.Fill([]byte("go.dev/panic"), func(k []byte, w *cdncore.Writer) error {
+		_, err := w.Write([]byte("recovered"))
+		return err
+	})
+	if err != nil || string(obj.Body()) != "recovered" {
+		t.Fatalf("cache unusable after a panicking getter: %v", err)
+	}
+	obj.Free()
+}
+
 func TestManyGoroutinesHammerOneCache(t *testing.T) {
 	c := open(t, "mem=4m shards=4")
 	var wg sync.WaitGroup

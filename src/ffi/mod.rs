@@ -43,3 +43,6 @@ pub const CDN_ABI_VERSION: u32 = 1;
 pub extern "C" fn cdn_abi_version() -> u32 {
     status::guard_value(CDN_ABI_VERSION, || CDN_ABI_VERSION)
 }
+
+#[cfg(test)]
+mod tests;

@@ -234,7 +234,13 @@ func (w *Writer) Abort() error { return check(C.cdn_writer_abort(w.w)) }
 type Getter func(key []byte, w *Writer) error
 
 //export cdnGoGetter
-func cdnGoGetter(userdata unsafe.Pointer, key *C.uint8_t, keyLen C.size_t, w *C.cdn_writer) C.int32_t {
+func cdnGoGetter(userdata unsafe.Pointer, key *C.uint8_t, keyLen C.size_t, w *C.cdn_writer) (rc C.int32_t) {
+	// A Go panic must not unwind through the library's C frames.
+	defer func() {
+		if recover() != nil {
+			rc = 2
+		}
+	}()
 	g := cgo.Handle(uintptr(userdata)).Value().(Getter)
 	k := C.GoBytes(unsafe.Pointer(key), C.int(keyLen))
 	if err := g(k, &Writer{w}); err != nil {
