@@ -7,15 +7,38 @@ demo:
 	bash scripts/deps.sh
 	cargo run --release --example quickstart
 
-test: lint unit
+test: lint unit ffi
 
 lint:
 	bash scripts/deps.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(MAKE) header-check
 
 unit:
 	cargo test
 
 bench:
 	cargo bench
+
+# C ABI (docs/c-abi.md): libcdncore.so/.a, include/cdncore.h, cdncore.pc.
+.PHONY: ffi install header-check bench-ffi
+
+# Regenerates include/cdncore.h and fails if the committed one was stale.
+header-check:
+	CDNCORE_HEADER_STRICT=1 cargo build --lib
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git diff --exit-code include/ || { echo "include/cdncore.h was stale: commit the regenerated header"; exit 1; }; \
+	else echo "header-check: not a git checkout, staleness not checked"; fi
+
+# C tests (plain, valgrind, ASan), the C example and the Go tests.
+ffi:
+	bash scripts/deps.sh
+	bash ffi-tests/run.sh
+
+install:
+	bash scripts/install.sh $(PREFIX)
+
+# get-hit through the C ABI vs the same loop in Rust.
+bench-ffi:
+	bash ffi-tests/bench.sh

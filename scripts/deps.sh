@@ -4,6 +4,7 @@
 # everything is present.
 set -euo pipefail
 PKGS=(build-essential pkg-config valgrind)
+PKGS+=(golang-go) # C ABI: Go tests through cgo (ffi-tests/go)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

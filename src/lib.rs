@@ -26,6 +26,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod evict;
+pub mod ffi;
 pub mod fill;
 pub mod http;
 pub mod key;

@@ -1,8 +1,11 @@
-//! Groupcache-style fill: which peer owns a key, and (later) the load path
-//! that asks it, with singleflight and a hot cache.
+//! Groupcache-style fill: which peer owns a key (`ring`, `peer`), concurrent
+//! fills of one key sharing a single getter call (`singleflight`), and a hot
+//! cache for popular keys owned elsewhere (`hot`).
 
 pub mod hot;
 pub mod peer;
 pub mod ring;
+pub mod singleflight;
 
 pub use ring::{NodeId, Ring, RingError};
+pub use singleflight::{Group, Reentrant};

@@ -1,0 +1,3 @@
+module rcdn.local/cdnexample
+
+go 1.19
