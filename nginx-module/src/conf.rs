@@ -334,3 +334,30 @@ pub unsafe extern "C" fn set_purge(
         }
     })
 }
+
+/// A time argument (`10s`, `5m`, `250ms`) stored at the command's offset in
+/// `LocConf`; unlike nginx's slot, a bad value is named in the error.
+pub unsafe extern "C" fn set_time(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cmd is the command being parsed.
+    let (name, offset) = unsafe { (lossy(&(*cmd).name), (*cmd).offset) };
+    guard::conf(cf, &name.clone(), || {
+        // SAFETY: offset points at an ngx_msec_t field of our LocConf.
+        let field = unsafe { &mut *conf.cast::<u8>().add(offset).cast::<ngx_msec_t>() };
+        if *field != MSEC_UNSET {
+            return c"is duplicate".as_ptr().cast_mut();
+        }
+        // SAFETY: called by nginx while parsing this directive.
+        let v = unsafe { args(cf) }[0];
+        match parse_time(v.as_bytes()) {
+            Some(ms) if ms < MSEC_UNSET as u64 => {
+                *field = ms as ngx_msec_t;
+                NGX_CONF_OK
+            }
+            _ => bad(cf, &name, &lossy(&v), "expected a time such as 30s, 5m, 250ms"),
+        }
+    })
+}

@@ -168,14 +168,14 @@ static mut COMMANDS: [ngx_command_t; 10] = [
     command(
         ngx_string!("rcdn_stale_if_error"),
         ANY_LEVEL | NGX_CONF_TAKE1,
-        ngx_conf_set_msec_slot,
+        conf::set_time,
         LOC,
         core::mem::offset_of!(LocConf, stale_if_error),
     ),
     command(
         ngx_string!("rcdn_cache_lock_timeout"),
         ANY_LEVEL | NGX_CONF_TAKE1,
-        ngx_conf_set_msec_slot,
+        conf::set_time,
         LOC,
         core::mem::offset_of!(LocConf, lock_timeout),
     ),

@@ -19,11 +19,16 @@ pub fn nginx_bin() -> PathBuf {
     Path::new(dir).join("nginx")
 }
 
-/// `target/<profile>/libngx_http_rcdn_module.so`, next to `deps/`.
+/// The module `cargo test` just built: `target/<profile>/deps/` (beside the
+/// test binary; the copy in `target/<profile>/` is only refreshed by
+/// `cargo build`), or `RCDN_MODULE` if set.
 pub fn module_so() -> PathBuf {
+    if let Ok(p) = std::env::var("RCDN_MODULE") {
+        return p.into();
+    }
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("libngx_http_rcdn_module.so")
+    let deps = exe.parent().expect("deps dir");
+    deps.join("libngx_http_rcdn_module.so")
 }
 
 pub fn free_port() -> u16 {
