@@ -85,7 +85,8 @@ pub fn finish(key: &[u8], outcome: Outcome) {
         let mut t = t.borrow_mut();
         if t.outcomes.len() >= MAX_OUTCOMES {
             let now = now_ms();
-            t.outcomes.retain(|_, (_, at)| now.saturating_sub(*at) < PASS_MS);
+            t.outcomes
+                .retain(|_, (_, at)| now.saturating_sub(*at) < PASS_MS);
             if t.outcomes.len() >= MAX_OUTCOMES {
                 t.outcomes.clear();
             }

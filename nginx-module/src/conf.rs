@@ -140,6 +140,9 @@ fn bad(cf: *mut ngx_conf_t, name: &str, value: &str, why: &str) -> *mut c_char {
 }
 
 /// `rcdn_store <engine tokens>...;` (http): the engine config, checked now.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_store(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -163,6 +166,9 @@ pub unsafe extern "C" fn set_store(
 }
 
 /// `rcdn_cache_key <complex value>;`
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_key(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -225,6 +231,9 @@ fn parse_time(s: &[u8]) -> Option<u64> {
 }
 
 /// `rcdn_cache_valid [code ...|any] <time>;` (repeatable).
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_valid(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -247,7 +256,10 @@ pub unsafe extern "C" fn set_valid(
         for c in codes {
             let code = match c.as_bytes() {
                 b"any" => 0,
-                b => match std::str::from_utf8(b).ok().and_then(|s| s.parse::<u16>().ok()) {
+                b => match std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                {
                     Some(n) if (200..=599).contains(&n) => n,
                     _ => {
                         return bad(
@@ -266,6 +278,9 @@ pub unsafe extern "C" fn set_valid(
 }
 
 /// `rcdn_cache_methods GET | HEAD ...;` (GET is always cacheable).
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_methods(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -296,6 +311,9 @@ pub unsafe extern "C" fn set_methods(
 }
 
 /// `rcdn_purge_secret <secret>;`
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_secret(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -315,6 +333,9 @@ pub unsafe extern "C" fn set_secret(
 }
 
 /// `cdn_purge;` makes the location the purge endpoint.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_purge(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -337,6 +358,9 @@ pub unsafe extern "C" fn set_purge(
 
 /// A time argument (`10s`, `5m`, `250ms`) stored at the command's offset in
 /// `LocConf`; unlike nginx's slot, a bad value is named in the error.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn set_time(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
@@ -357,7 +381,12 @@ pub unsafe extern "C" fn set_time(
                 *field = ms as ngx_msec_t;
                 NGX_CONF_OK
             }
-            _ => bad(cf, &name, &lossy(&v), "expected a time such as 30s, 5m, 250ms"),
+            _ => bad(
+                cf,
+                &name,
+                &lossy(&v),
+                "expected a time such as 30s, 5m, 250ms",
+            ),
         }
     })
 }

@@ -133,7 +133,12 @@ impl Drop for ReqCtx {
 unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
     // SAFETY: ev is our waiter event; data is its live request (the event
     // is unlinked by ReqCtx::drop before the request can be freed).
-    let (r, timed_out) = unsafe { ((*ev).data.cast::<ngx_http_request_t>(), (*ev).timedout() != 0) };
+    let (r, timed_out) = unsafe {
+        (
+            (*ev).data.cast::<ngx_http_request_t>(),
+            (*ev).timedout() != 0,
+        )
+    };
     // SAFETY: r is live (see above).
     let c = unsafe { (*r).connection };
     // SAFETY: c is live.

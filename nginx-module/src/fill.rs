@@ -88,7 +88,10 @@ fn validators(o: &Object) -> Vec<(&'static [u8], Vec<u8>)> {
     }
     if let Some(lm) = o.meta().last_modified {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lm);
-        v.push((&b"If-Modified-Since"[..], httpdate::fmt_http_date(t).into_bytes()));
+        v.push((
+            &b"If-Modified-Since"[..],
+            httpdate::fmt_http_date(t).into_bytes(),
+        ));
     }
     v
 }
@@ -114,10 +117,8 @@ unsafe fn rebuild_headers(
         }
         let mut part: *const ngx_list_part_t = &old.part;
         while !part.is_null() {
-            let elts = core::slice::from_raw_parts(
-                (*part).elts as *const ngx_table_elt_t,
-                (*part).nelts,
-            );
+            let elts =
+                core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts);
             for h in elts {
                 let lower = h.key.as_bytes().to_ascii_lowercase();
                 if h.hash == 0 || DROP.contains(&lower.as_slice()) {

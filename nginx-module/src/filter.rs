@@ -97,14 +97,15 @@ unsafe fn response_headers(r: *mut ngx_http_request_t) -> Vec<(String, Vec<u8>)>
     unsafe {
         let ho = &(*r).headers_out;
         if ho.content_type.len > 0 {
-            out.push(("Content-Type".to_string(), ho.content_type.as_bytes().to_vec()));
+            out.push((
+                "Content-Type".to_string(),
+                ho.content_type.as_bytes().to_vec(),
+            ));
         }
         let mut part: *const ngx_list_part_t = &ho.headers.part;
         while !part.is_null() {
-            let elts = core::slice::from_raw_parts(
-                (*part).elts as *const ngx_table_elt_t,
-                (*part).nelts,
-            );
+            let elts =
+                core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts);
             for h in elts.iter().filter(|h| h.hash != 0) {
                 let name = String::from_utf8_lossy(h.key.as_bytes()).into_owned();
                 out.push((name, h.value.as_bytes().to_vec()));
@@ -167,7 +168,7 @@ unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
         refresh(&cache, lc, f, &h);
         return;
     }
-    if status >= 500 || status < 200 {
+    if !(200..500).contains(&status) {
         f.outcome = Some(Outcome::Error);
         return;
     }
@@ -193,7 +194,10 @@ unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     apply_extras(&mut meta, &h);
     let key = if vary == variant::VaryKind::AcceptEncoding {
         let mut marker = meta.clone();
-        marker.headers = vec![(variant::MARKER.to_string(), Bytes::from_static(b"accept-encoding"))];
+        marker.headers = vec![(
+            variant::MARKER.to_string(),
+            Bytes::from_static(b"accept-encoding"),
+        )];
         marker.expires_at = marker.expires_at.saturating_add(86_400_000);
         f.marker = Some(marker);
         variant::key(&f.base, f.coding)

@@ -16,11 +16,7 @@ fn message(p: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// For directive setters: a panic fails the configuration.
-pub fn conf(
-    cf: *mut ngx_conf_t,
-    name: &str,
-    f: impl FnOnce() -> *mut c_char,
-) -> *mut c_char {
+pub fn conf(cf: *mut ngx_conf_t, name: &str, f: impl FnOnce() -> *mut c_char) -> *mut c_char {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(rc) => rc,
         Err(p) => {

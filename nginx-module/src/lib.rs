@@ -44,7 +44,8 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        status::register_variables(cf)
+        // SAFETY: nginx passes the http block's conf.
+        unsafe { status::register_variables(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
@@ -127,14 +128,14 @@ const fn command(
     }
 }
 
-const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET as usize;
+const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 static mut COMMANDS: [ngx_command_t; 10] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
         conf::set_store,
-        NGX_HTTP_MAIN_CONF_OFFSET as usize,
+        NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
@@ -225,7 +226,11 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         };
         let text = mc.store.clone().unwrap_or_default();
         if let Err(e) = store::open(&text) {
-            ngx_log_error!(NGX_LOG_EMERG, log, "rcdn: cannot open the store \"{text}\": {e}");
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "rcdn: cannot open the store \"{text}\": {e}"
+            );
             return Status::NGX_ERROR.into();
         }
         Status::NGX_OK.into()

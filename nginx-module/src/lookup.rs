@@ -15,13 +15,20 @@ use std::sync::Arc;
 /// Wake-ups after which a request stops waiting and goes to the origin.
 const MAX_ROUNDS: u8 = 3;
 
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx passes a live request.
     let log = unsafe { (*(*r).connection).log };
-    guard::request(log, "lookup", NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
-        // SAFETY: r is live for the whole phase handler.
-        unsafe { lookup(r) }
-    })
+    guard::request(
+        log,
+        "lookup",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is live for the whole phase handler.
+            unsafe { lookup(r) }
+        },
+    )
 }
 
 fn declined() -> ngx_int_t {

@@ -119,10 +119,14 @@ pub fn parse(query: &[u8]) -> Result<(Target, Option<Vec<u8>>), String> {
             }
         };
         if target.replace(t).is_some() {
-            return Err("give exactly one of url, prefix, tag, itag, mask, group, regex, key, all".into());
+            return Err(
+                "give exactly one of url, prefix, tag, itag, mask, group, regex, key, all".into(),
+            );
         }
     }
-    let target = target.ok_or("nothing to purge: give one of url, prefix, tag, itag, mask, group, regex, key, all")?;
+    let target = target.ok_or(
+        "nothing to purge: give one of url, prefix, tag, itag, mask, group, regex, key, all",
+    )?;
     Ok((target, host))
 }
 
@@ -177,13 +181,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The content handler of a `cdn_purge` location.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx passes a live request.
     let log = unsafe { (*(*r).connection).log };
-    guard::request(log, "purge", NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
-        // SAFETY: r is live for the handler.
-        unsafe { purge(r) }
-    })
+    guard::request(
+        log,
+        "purge",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is live for the handler.
+            unsafe { purge(r) }
+        },
+    )
 }
 
 /// # Safety
@@ -200,7 +212,8 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: r is live.
         let given = unsafe { header_in(r, SECRET_HEADER) }.unwrap_or_default();
         if !same(given, secret.as_bytes()) {
-            let body = json!({"ok": false, "error": "forbidden: missing or wrong X-Rcdn-Purge-Secret"});
+            let body =
+                json!({"ok": false, "error": "forbidden: missing or wrong X-Rcdn-Purge-Secret"});
             // SAFETY: r is live.
             return unsafe { respond(r, NGX_HTTP_FORBIDDEN, &body) };
         }

@@ -22,17 +22,25 @@ const SKIP: &[&str] = &[
 ];
 
 /// The content handler that replaces `proxy_pass` on a hit.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx passes a live request.
     let log = unsafe { (*(*r).connection).log };
-    guard::request(log, "serve", NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
-        // SAFETY: r is the live main request whose lookup chose this handler.
-        let Some(obj) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.hit.clone()) else {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        };
-        // SAFETY: r is live.
-        unsafe { send(r, obj) }
-    })
+    guard::request(
+        log,
+        "serve",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is the live main request whose lookup chose this handler.
+            let Some(obj) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.hit.clone()) else {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            };
+            // SAFETY: r is live.
+            unsafe { send(r, obj) }
+        },
+    )
 }
 
 /// Pushes one response header.

@@ -43,7 +43,10 @@ impl CacheStatus {
 }
 
 /// Adds the variables; runs in preconfiguration, before they can be used.
-pub fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
     let mut name = ngx_string!("rcdn_cache_status");
     let flags = (NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_NOHASH) as ngx_uint_t;
     // SAFETY: cf is the conf being parsed; name is copied by nginx.

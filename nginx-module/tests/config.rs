@@ -27,13 +27,33 @@ fn bad_arguments_are_rejected_with_directive_and_value() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("rcdn_store mem=lots;", "", &["rcdn_store", "mem=lots"]),
         ("rcdn_store colour=blue;", "", &["rcdn_store", "colour"]),
-        ("rcdn_store mem=1m; rcdn_store mem=2m;", "", &["rcdn_store", "duplicate"]),
+        (
+            "rcdn_store mem=1m; rcdn_store mem=2m;",
+            "",
+            &["rcdn_store", "duplicate"],
+        ),
         ("rcdn_cache maybe;", "", &["rcdn_cache", "maybe"]),
         ("", "rcdn_cache_valid 999 1m;", &["rcdn_cache_valid", "999"]),
-        ("", "rcdn_cache_valid 200 forever;", &["rcdn_cache_valid", "forever"]),
-        ("", "rcdn_cache_methods GET POST;", &["rcdn_cache_methods", "POST"]),
-        ("", "rcdn_stale_if_error soon;", &["rcdn_stale_if_error", "soon"]),
-        ("", "rcdn_cache_lock_timeout -1;", &["rcdn_cache_lock_timeout"]),
+        (
+            "",
+            "rcdn_cache_valid 200 forever;",
+            &["rcdn_cache_valid", "forever"],
+        ),
+        (
+            "",
+            "rcdn_cache_methods GET POST;",
+            &["rcdn_cache_methods", "POST"],
+        ),
+        (
+            "",
+            "rcdn_stale_if_error soon;",
+            &["rcdn_stale_if_error", "soon"],
+        ),
+        (
+            "",
+            "rcdn_cache_lock_timeout -1;",
+            &["rcdn_cache_lock_timeout"],
+        ),
         ("", "rcdn_cache_key \"\";", &["rcdn_cache_key"]),
         ("", "rcdn_cache_key $nosuchvar;", &["nosuchvar"]),
         ("", "rcdn_purge_secret \"\";", &["rcdn_purge_secret"]),
@@ -44,7 +64,10 @@ fn bad_arguments_are_rejected_with_directive_and_value() {
         let (ok, err) = config_test(&conf(http, loc));
         assert!(!ok, "accepted: http[{http}] loc[{loc}]");
         for w in *words {
-            assert!(err.contains(w), "message for [{http}{loc}] lacks {w:?}: {err}");
+            assert!(
+                err.contains(w),
+                "message for [{http}{loc}] lacks {w:?}: {err}"
+            );
         }
     }
 }

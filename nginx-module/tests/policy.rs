@@ -16,7 +16,10 @@ fn files() -> Vec<(&'static str, Vec<u8>)> {
         ("cookie/a.txt", b"cookie".to_vec()),
         ("short/a.txt", pattern(5000, 1)),
         ("shortnosie/a.txt", pattern(5000, 2)),
-        ("gz/page.html", b"<html>".iter().cycle().take(6000).copied().collect()),
+        (
+            "gz/page.html",
+            b"<html>".iter().cycle().take(6000).copied().collect(),
+        ),
         ("slow/obj.bin", pattern(300_000, 3)),
     ]
 }
@@ -34,7 +37,10 @@ fn no_store_private_and_set_cookie_are_not_cached() {
             seen.push(origin_hits(&origin, path).len());
         }
         // Every request reached the origin (the first also ran the probing fill).
-        assert!(seen[0] >= 1 && seen[1] > seen[0] && seen[2] > seen[1], "{path}: {seen:?}");
+        assert!(
+            seen[0] >= 1 && seen[1] > seen[0] && seen[2] > seen[1],
+            "{path}: {seen:?}"
+        );
     }
     // The response itself still carries the cookie to the client.
     let r = get(cdn.port, "/cookie/a.txt");
@@ -48,13 +54,19 @@ fn vary_accept_encoding_variants_and_purge_of_all() {
     let cdn = start_cdn(1, origin.port, "", "");
     let gz = [("Accept-Encoding", "gzip, deflate")];
     let a = request(cdn.port, "GET", "/gz/page.html", &gz);
-    assert_eq!((a.cache(), a.header("content-encoding")), ("MISS", Some("gzip")));
+    assert_eq!(
+        (a.cache(), a.header("content-encoding")),
+        ("MISS", Some("gzip"))
+    );
     let b = get(cdn.port, "/gz/page.html");
     assert_eq!(b.cache(), "MISS", "identity must be its own variant");
     assert_eq!(b.header("content-encoding"), None);
     assert_eq!(b.body.len(), 6000);
     let c = request(cdn.port, "GET", "/gz/page.html", &gz);
-    assert_eq!((c.cache(), c.header("content-encoding")), ("HIT", Some("gzip")));
+    assert_eq!(
+        (c.cache(), c.header("content-encoding")),
+        ("HIT", Some("gzip"))
+    );
     assert_eq!(c.body, a.body);
     assert!(c.body.len() < 6000);
     let d = get(cdn.port, "/gz/page.html");
@@ -62,7 +74,10 @@ fn vary_accept_encoding_variants_and_purge_of_all() {
     assert_eq!(origin_hits(&origin, "/gz/page.html").len(), 2);
     let p = get(cdn.port, "/purge?url=/gz/page.html");
     assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&p.body));
-    assert_eq!(request(cdn.port, "GET", "/gz/page.html", &gz).cache(), "MISS");
+    assert_eq!(
+        request(cdn.port, "GET", "/gz/page.html", &gz).cache(),
+        "MISS"
+    );
     assert_eq!(get(cdn.port, "/gz/page.html").cache(), "MISS");
     cdn.check_log();
 }
@@ -80,7 +95,11 @@ fn stale_served_when_origin_is_down_and_error_without_stale() {
     assert_eq!((r.status, r.cache()), (200, "STALE"));
     assert!(r.body == want);
     let never = get(cdn.port, "/small.txt");
-    assert!(never.status >= 500, "nothing stale: expected an error, got {}", never.status);
+    assert!(
+        never.status >= 500,
+        "nothing stale: expected an error, got {}",
+        never.status
+    );
     cdn.check_log();
 }
 
@@ -96,7 +115,12 @@ fn configured_stale_window_and_its_absence() {
     let a = get(with.port, "/shortnosie/a.txt");
     assert_eq!((a.status, a.cache()), (200, "STALE"));
     let b = get(without.port, "/shortnosie/a.txt");
-    assert!(b.status >= 500, "no stale window: got {} {}", b.status, b.cache());
+    assert!(
+        b.status >= 500,
+        "no stale window: got {} {}",
+        b.status,
+        b.cache()
+    );
     with.check_log();
     without.check_log();
 }
@@ -138,8 +162,16 @@ fn concurrent_misses_collapse_into_one_origin_request() {
         assert!(r.body == want, "body differs");
         statuses.push(r.cache().to_string());
     }
-    assert_eq!(origin_hits(&origin, "/slow/obj.bin").len(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| *s == "MISS").count(), 1, "{statuses:?}");
+    assert_eq!(
+        origin_hits(&origin, "/slow/obj.bin").len(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "MISS").count(),
+        1,
+        "{statuses:?}"
+    );
     cdn.check_log();
 }
 
@@ -153,15 +185,12 @@ fn fill_completes_after_the_client_disconnects() {
             .expect("send");
         std::thread::sleep(Duration::from_millis(300));
     } // the client goes away mid-fill
-    // The origin sends at 100k/s: ~3 s. Wait (bounded) for the stored copy.
+      // The origin sends at 100k/s: ~3 s. Wait (bounded) for the stored copy.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = String::new();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        if origin
-            .log("logs/origin.log")
-            .contains("GET /slow/obj.bin")
-        {
+        if origin.log("logs/origin.log").contains("GET /slow/obj.bin") {
             let r = get(cdn.port, "/slow/obj.bin");
             last = r.cache().to_string();
             if last == "HIT" {

@@ -67,7 +67,10 @@ fn purge_by_surrogate_key_integer_tag_and_mask() {
 fn purge_by_group() {
     check("group=teamA", &["/tagged/t.txt"]);
     // Default group: the key's host part.
-    check("group=localhost", &["/news/a.txt", "/news/b.txt", "/sport/a.txt", "/img/x.jpg"]);
+    check(
+        "group=localhost",
+        &["/news/a.txt", "/news/b.txt", "/sport/a.txt", "/img/x.jpg"],
+    );
 }
 
 #[test]

@@ -18,10 +18,17 @@ fn miss_then_hit_small_and_multi_mib() {
             let b = get(cdn.port, path);
             assert_eq!((b.status, b.cache()), (200, "HIT"), "{path}");
             assert!(b.body == want, "{path}: HIT body differs");
-            assert_eq!(b.header("content-length"), Some(want.len().to_string().as_str()));
+            assert_eq!(
+                b.header("content-length"),
+                Some(want.len().to_string().as_str())
+            );
             assert!(b.header("age").is_some(), "{path}: no Age header");
         }
-        assert_eq!(origin_hits(&origin, path).len(), 1, "{path}: origin fetched more than once");
+        assert_eq!(
+            origin_hits(&origin, path).len(),
+            1,
+            "{path}: origin fetched more than once"
+        );
     }
     cdn.check_log();
 }
@@ -32,13 +39,21 @@ fn conditional_requests_get_304() {
     let cdn = start_cdn(1, origin.port, "", "");
     let a = get(cdn.port, "/small.txt");
     let etag = a.header("etag").expect("etag").to_string();
-    let lm = a.header("last-modified").expect("last-modified").to_string();
+    let lm = a
+        .header("last-modified")
+        .expect("last-modified")
+        .to_string();
     let b = request(cdn.port, "GET", "/small.txt", &[("If-None-Match", &etag)]);
     assert_eq!((b.status, b.cache()), (304, "HIT"));
     assert!(b.body.is_empty());
     let c = request(cdn.port, "GET", "/small.txt", &[("If-Modified-Since", &lm)]);
     assert_eq!(c.status, 304);
-    let d = request(cdn.port, "GET", "/small.txt", &[("If-None-Match", "\"other\"")]);
+    let d = request(
+        cdn.port,
+        "GET",
+        "/small.txt",
+        &[("If-None-Match", "\"other\"")],
+    );
     assert_eq!(d.status, 200);
     assert_eq!(d.body, b"hello, small world\n");
     cdn.check_log();
@@ -55,8 +70,17 @@ fn range_requests_206_and_416() {
     assert_eq!(a.body, &want[100..200]);
     let logged = origin_hits(&origin, "/big.bin");
     assert_eq!(logged.len(), 1);
-    assert!(logged[0].ends_with("range=-"), "fill forwarded the Range: {}", logged[0]);
-    let b = request(cdn.port, "GET", "/big.bin", &[("Range", "bytes=3000000-3000009")]);
+    assert!(
+        logged[0].ends_with("range=-"),
+        "fill forwarded the Range: {}",
+        logged[0]
+    );
+    let b = request(
+        cdn.port,
+        "GET",
+        "/big.bin",
+        &[("Range", "bytes=3000000-3000009")],
+    );
     assert_eq!((b.status, b.cache()), (206, "HIT"));
     assert_eq!(b.body, &want[3_000_000..3_000_010]);
     let total = want.len().to_string();
@@ -88,14 +112,22 @@ fn head_requests() {
     assert_eq!((b.status, b.cache()), (200, "HIT"));
     assert!(b.body.is_empty());
     let c = get(cdn.port, "/small.txt");
-    assert_eq!((c.cache(), c.body.as_slice()), ("HIT", &b"hello, small world\n"[..]));
+    assert_eq!(
+        (c.cache(), c.body.as_slice()),
+        ("HIT", &b"hello, small world\n"[..])
+    );
     cdn.check_log();
 }
 
 #[test]
 fn cached_statuses_follow_rcdn_cache_valid() {
     let origin = start_origin(&[], "");
-    let cdn = start_cdn(1, origin.port, "", "rcdn_cache_valid 200 1m; rcdn_cache_valid 404 10s;");
+    let cdn = start_cdn(
+        1,
+        origin.port,
+        "",
+        "rcdn_cache_valid 200 1m; rcdn_cache_valid 404 10s;",
+    );
     let a = get(cdn.port, "/missing/x");
     assert_eq!((a.status, a.cache()), (404, "MISS"));
     let b = get(cdn.port, "/missing/x");

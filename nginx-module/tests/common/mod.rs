@@ -14,8 +14,9 @@ pub fn nginx_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NGINX_BINARY") {
         return p.into();
     }
-    let dir = option_env!("DEP_NGINX_BUILD_DIR")
-        .expect("build with --features vendored (or set NGINX_BINARY)");
+    let Some(dir) = option_env!("DEP_NGINX_BUILD_DIR") else {
+        panic!("build with --features vendored (or set NGINX_BINARY)");
+    };
     Path::new(dir).join("nginx")
 }
 
@@ -75,7 +76,11 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("nginx did not come up on {}: {}", self.port, self.error_log());
+        panic!(
+            "nginx did not come up on {}: {}",
+            self.port,
+            self.error_log()
+        );
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -280,7 +285,8 @@ impl Resp {
 /// One HTTP/1.0 request (the server closes; we read to EOF).
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
