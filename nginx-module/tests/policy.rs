@@ -21,6 +21,7 @@ fn files() -> Vec<(&'static str, Vec<u8>)> {
             b"<html>".iter().cycle().take(6000).copied().collect(),
         ),
         ("slow/obj.bin", pattern(300_000, 3)),
+        ("swr/a.txt", pattern(4000, 4)),
     ]
 }
 
@@ -201,4 +202,31 @@ fn fill_completes_after_the_client_disconnects() {
         }
     }
     panic!("the fill was not stored after the client left (last status {last})");
+}
+
+#[test]
+fn stale_while_revalidate_serves_at_once_and_refreshes_in_background() {
+    let origin = start_origin(&files(), "");
+    let cdn = start_cdn(1, origin.port, "", "");
+    let a = get(cdn.port, "/swr/a.txt");
+    assert_eq!(a.cache(), "MISS");
+    std::thread::sleep(Duration::from_millis(1600));
+    let b = get(cdn.port, "/swr/a.txt");
+    assert_eq!((b.status, b.cache()), (200, "UPDATING"));
+    assert_eq!(b.body, a.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin_hits(&origin, "/swr/a.txt").len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let c = get(cdn.port, "/swr/a.txt");
+    assert_eq!((c.cache(), c.body == a.body), ("HIT", true));
+    let logged = origin_hits(&origin, "/swr/a.txt");
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert!(
+        !logged[1].contains("inm=-"),
+        "refresh was not conditional: {}",
+        logged[1]
+    );
+    cdn.check_log();
 }

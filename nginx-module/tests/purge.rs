@@ -152,3 +152,23 @@ fn unauthorised_purges_get_403() {
     assert_eq!(ok.status, 200);
     assert_eq!(get(cdn.port, "/news/a.txt").cache(), "MISS");
 }
+
+#[test]
+fn purge_method_and_post_work_too() {
+    let origin = start_origin(&files(), "");
+    let cdn = start_cdn(1, origin.port, "", "");
+    get(cdn.port, "/news/a.txt");
+    get(cdn.port, "/news/b.txt");
+    let r = request(cdn.port, "PURGE", "/purge?url=/news/a.txt", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = request(
+        cdn.port,
+        "POST",
+        "/purge?url=/news/b.txt",
+        &[("Content-Length", "0")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get(cdn.port, "/news/a.txt").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/news/b.txt").cache(), "MISS");
+    cdn.check_log();
+}

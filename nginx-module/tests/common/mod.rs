@@ -180,6 +180,7 @@ http {{
     location /cookie/ {{ add_header Set-Cookie "session=1"; }}
     location /short/ {{ add_header Cache-Control "max-age=1, stale-if-error=60"; }}
     location /shortnosie/ {{ add_header Cache-Control "max-age=1"; }}
+    location /swr/ {{ add_header Cache-Control "max-age=1, stale-while-revalidate=30"; }}
     location /gz/ {{ gzip on; gzip_vary on; gzip_http_version 1.0; gzip_min_length 1; gzip_types *; gzip_proxied any; }}
     location /tagged/ {{ add_header Surrogate-Key "news sport"; add_header X-Rcdn-Tags "42"; add_header X-Rcdn-Mask "0x10"; add_header X-Rcdn-Group "teamA"; }}
     location /missing/ {{ return 404; }}
