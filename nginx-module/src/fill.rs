@@ -133,9 +133,13 @@ unsafe fn rebuild_headers(
             }
             part = (*part).next;
         }
+        // The list struct moves into the request: if its last part is the
+        // embedded one, `last` must follow it.
+        let last_is_embedded = core::ptr::eq(list.last, &list.part);
         hin.headers = list;
-        // The list struct moved: its `last` must point at our own part.
-        hin.headers.last = &mut hin.headers.part;
+        if last_is_embedded {
+            hin.headers.last = &mut hin.headers.part;
+        }
         hin.range = core::ptr::null_mut();
         hin.if_range = core::ptr::null_mut();
         hin.if_none_match = core::ptr::null_mut();

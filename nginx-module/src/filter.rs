@@ -149,6 +149,18 @@ fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
 /// # Safety
 /// `r` must be the live fill subrequest owning `f`.
 unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
+    // SAFETY: forwarded.
+    unsafe { judge(r, f) };
+    if f.writer.is_none() {
+        // Nothing to store: release the waiters now (they pass to the
+        // origin or use a stale copy) instead of after the whole body.
+        f.finish();
+    }
+}
+
+/// # Safety
+/// `r` must be the live fill subrequest owning `f`.
+unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: r is live.
     let (status, length) = unsafe {
         (

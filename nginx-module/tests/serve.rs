@@ -166,3 +166,24 @@ fn method_bypass() {
     assert_eq!(b.cache(), "MISS");
     cdn.check_log();
 }
+
+#[test]
+fn fill_with_many_request_headers() {
+    let origin = start_origin(&[], "");
+    let cdn = start_cdn(1, origin.port, "", "");
+    let names: Vec<String> = (0..60).map(|i| format!("X-Test-{i}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    headers.push(("Range", "bytes=0-4"));
+    headers.push(("Accept-Encoding", "gzip"));
+    let a = request(cdn.port, "GET", "/small.txt", &headers);
+    assert_eq!(
+        (a.status, a.cache(), a.body.as_slice()),
+        (206, "MISS", &b"hello"[..])
+    );
+    let b = get(cdn.port, "/small.txt");
+    assert_eq!(
+        (b.cache(), b.body.as_slice()),
+        ("HIT", &b"hello, small world\n"[..])
+    );
+    cdn.check_log();
+}
