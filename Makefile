@@ -19,7 +19,7 @@ lint:
 	cargo clippy -p ngx_http_rcdn_module --all-targets --features vendored -- -D warnings
 
 unit:
-	cargo test --workspace --features ngx_http_rcdn_module/vendored
+	cargo test --workspace --features ngx_http_rcdn_module/vendored,ngx_http_rcdn_module/fault-injection
 
 bench:
 	cargo bench

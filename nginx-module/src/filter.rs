@@ -162,6 +162,8 @@ unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
 /// `r` must be the live fill subrequest owning `f`.
 unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: r is live.
+    unsafe { crate::guard::fault(r, "filter") };
+    // SAFETY: r is live.
     let (status, length) = unsafe {
         (
             (*r).headers_out.status as u16,

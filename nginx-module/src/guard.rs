@@ -58,3 +58,22 @@ pub fn event(log: *mut ngx_log_t, what: &str, f: impl FnOnce()) {
         }
     }
 }
+
+/// Panics if the request asks for a fault at `point` (fault-injection
+/// builds only; a no-op otherwise).
+///
+/// # Safety
+/// `r` must be live.
+#[allow(unused_variables)]
+pub unsafe fn fault(r: *mut ngx_http_request_t, point: &str) {
+    #[cfg(feature = "fault-injection")]
+    {
+        // SAFETY: r is live; faults are asked for by the main request.
+        let main = unsafe { (*r).main };
+        // SAFETY: as above.
+        let asked = unsafe { crate::lookup::header_in(main, b"x-rcdn-fault") };
+        if asked == Some(point.as_bytes()) {
+            panic!("injected fault at {point}");
+        }
+    }
+}

@@ -63,6 +63,8 @@ pub unsafe fn header_in<'a>(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<
 /// `r` must be a live main request.
 unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live.
+    unsafe { guard::fault(r, "lookup") };
+    // SAFETY: r is live.
     if unsafe { (*r).main } != r {
         return declined(); // fills and other subrequests go to their handler
     }

@@ -202,6 +202,8 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// `r` must be live.
 unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live.
+    unsafe { guard::fault(r, "purge") };
+    // SAFETY: r is live.
     let rc = unsafe { ngx_http_discard_request_body(r) };
     if rc != NGX_OK as ngx_int_t {
         return rc;

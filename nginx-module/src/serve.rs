@@ -33,6 +33,8 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         "serve",
         NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         || {
+            // SAFETY: r is live.
+            unsafe { guard::fault(r, "serve") };
             // SAFETY: r is the live main request whose lookup chose this handler.
             let Some(obj) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.hit.clone()) else {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
