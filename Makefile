@@ -16,7 +16,7 @@ lint:
 	bash scripts/deps.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy -p ngx_http_rcdn_module --all-targets --features vendored -- -D warnings
+	cargo clippy -p ngx_http_rcdn_module --all-targets --features vendored,fault-injection -- -D warnings
 
 unit:
 	cargo test --workspace --features ngx_http_rcdn_module/vendored,ngx_http_rcdn_module/fault-injection
