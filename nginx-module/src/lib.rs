@@ -12,6 +12,7 @@
 //!   [`filter`] stream its body into an engine `Writer` and commit it;
 //! - waiters wake and are served from the cache.
 
+pub mod bus;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
@@ -64,7 +65,8 @@ impl HttpModule for Module {
         unsafe { *h = Some(lookup::precontent) };
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
-        Status::NGX_OK.into()
+        // SAFETY: cf is the http block's conf.
+        unsafe { bus::add_zone(cf) }
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
@@ -225,6 +227,7 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             return Status::NGX_OK.into();
         };
         let text = mc.store.clone().unwrap_or_default();
+        bus::init_worker();
         if let Err(e) = store::open(&text) {
             ngx_log_error!(
                 NGX_LOG_EMERG,

@@ -91,6 +91,7 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
         ctx.status = CacheStatus::Bypass;
         return declined();
     };
+    crate::bus::apply(&cache);
     if ctx.key.is_empty() {
         // SAFETY: r is live.
         match unsafe { eval_key(r, lc) } {

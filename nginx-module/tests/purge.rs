@@ -172,3 +172,39 @@ fn purge_method_and_post_work_too() {
     assert_eq!(get(cdn.port, "/news/b.txt").cache(), "MISS");
     cdn.check_log();
 }
+
+#[test]
+fn purges_reach_every_worker() {
+    let origin = start_origin(&[("news/v.txt", b"version 1".to_vec())], "");
+    let cdn = start_cdn(2, origin.port, "", "");
+    // Fill until both workers hold a copy (two origin requests).
+    for _ in 0..200 {
+        assert_eq!(get(cdn.port, "/news/v.txt").body, b"version 1");
+        if origin_hits(&origin, "/news/v.txt").len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        origin_hits(&origin, "/news/v.txt").len(),
+        2,
+        "both workers must have filled"
+    );
+    std::fs::write(origin.path("www/news/v.txt"), b"version 2").expect("update");
+    let r = get(cdn.port, "/purge?url=/news/*");
+    assert_eq!(r.status, 200);
+    for i in 0..40 {
+        let b = get(cdn.port, "/news/v.txt");
+        assert_eq!(
+            b.body,
+            b"version 2",
+            "request {i} got the purged copy ({})",
+            b.cache()
+        );
+    }
+    assert_eq!(
+        origin_hits(&origin, "/news/v.txt").len(),
+        4,
+        "each worker refills once"
+    );
+    cdn.check_log();
+}

@@ -227,6 +227,8 @@ pub fn origin_hits(origin: &Nginx, uri: &str) -> Vec<String> {
 pub fn start_cdn(workers: u32, origin_port: u16, http_extra: &str, loc_extra: &str) -> Nginx {
     let port = free_port();
     let so = module_so();
+    // reuseport spreads connections over the workers (by source port).
+    let listen_opts = if workers > 1 { " reuseport" } else { "" };
     let conf = format!(
         r#"load_module {so};
 daemon off; master_process on; worker_processes {workers};
@@ -237,7 +239,7 @@ http {{
   rcdn_store mem=256m max_object=16m default_ttl=2m;
   {http_extra}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{listen_opts};
     location / {{
       rcdn_cache on;
       proxy_pass http://127.0.0.1:{origin_port};
