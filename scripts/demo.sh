@@ -25,7 +25,7 @@ for port in 8080 8081; do
 done
 
 mkdir -p "$PREFIX/modules" "$PREFIX/logs" "$PREFIX/origin/news" "$PREFIX/origin/img" "$PREFIX/origin/private"
-cp target/release/libngx_http_rcdn_module.so "$PREFIX/modules/"
+cp target/release/libngx_http_rcdn_module.so "$PREFIX/modules/ngx_http_rcdn_module.so"
 echo "<h1>rcdn demo origin</h1>" > "$PREFIX/origin/index.html"
 echo "today's news, generated $(date -u)" > "$PREFIX/origin/news/today.html"
 echo "sport news" > "$PREFIX/origin/news/sport.html"
