@@ -27,11 +27,19 @@ trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Workers run as nobody when started by root: they must be able to read.
+chmod 755 "$DIR"
 echo "generating objects..." >&2
-mkdir -p "$DIR/www/o4k" "$DIR/www/o16k" "$DIR/www/o1m"
-head -c 4096 /dev/urandom > "$DIR/4k"; head -c 16384 /dev/urandom > "$DIR/16k"; head -c 1048576 /dev/urandom > "$DIR/1m"
-for i in $(seq 0 9999); do cp "$DIR/4k" "$DIR/www/o4k/$i"; cp "$DIR/16k" "$DIR/www/o16k/$i"; done
-for i in $(seq 0 99); do cp "$DIR/1m" "$DIR/www/o1m/$i"; done
+python3 - "$DIR/www" <<'PY'
+import os, sys
+root = sys.argv[1]
+for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
+    os.makedirs(f"{root}/{name}")
+    data = os.urandom(size)
+    for i in range(n):
+        with open(f"{root}/{name}/{i}", "wb") as f:
+            f.write(data)
+PY
 
 OP=$(free_port); RP=$(free_port); PP=$(free_port); SP=$(free_port)
 start() { # name conf
@@ -44,7 +52,7 @@ COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.
 events { worker_connections 4096; }"
 start origin "$COMMON http { access_log off; sendfile on; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
 start rcdn "load_module $SO; $COMMON http { access_log off; rcdn_store mem=1g max_object=2m default_ttl=1h;
-  server { listen 127.0.0.1:$RP; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; } } }"
+  server { listen 127.0.0.1:$RP; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
 start proxy_cache "$COMMON http { access_log off; sendfile on;
   proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;
   server { listen 127.0.0.1:$PP; location / { proxy_cache z; proxy_cache_valid 200 1h; proxy_pass http://127.0.0.1:$OP; } } }"
@@ -53,6 +61,13 @@ start static "$COMMON http { access_log off; sendfile on; tcp_nopush on; open_fi
 for p in $OP $RP $PP $SP; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
+
+# Every server must answer 200 with the object's size (and rcdn must hit).
+for p in $OP $RP $PP $SP; do
+  for _ in 1 2 3; do got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$p/o4k/1"); done
+  [ "$got" = "200 4096" ] || { echo "bench: port $p answered $got" >&2; exit 1; }
+done
+[ "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$RP/o4k/1")" = HIT ] || echo "bench: warning: rcdn did not HIT" >&2
 
 workers_cpu() { # name -> total utime+stime ticks of its workers
   local master; master=$(cat "$DIR/$1/logs/nginx.pid")
