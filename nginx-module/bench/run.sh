@@ -85,6 +85,7 @@ run() { # name port prefix keys -> prints "rps p99 cpu_us_per_req"
   local before; before=$(workers_cpu "$name")
   local out; out=$(PREFIX=$prefix KEYS=$keys wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s nginx-module/bench/keys.lua "http://127.0.0.1:$port")
   local after; after=$(workers_cpu "$name")
+  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s/^/bench: $name $prefix: /" >&2 || true
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   local p99; p99=$(echo "$out" | awk '$1=="99%" {print $2}')
