@@ -82,8 +82,13 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     if ctx.waiting() {
         return Status::NGX_AGAIN.into(); // a spurious re-run while we wait
     }
+    // A response to an authorised request belongs to that client
+    // (RFC 9111 §3.5): never share it.
     // SAFETY: r is live.
-    if unsafe { (*r).method } & lc.methods == 0 {
+    if unsafe { (*r).method } & lc.methods == 0
+        // SAFETY: r is live.
+        || unsafe { header_in(r, b"authorization") }.is_some()
+    {
         ctx.status = CacheStatus::Bypass;
         return declined();
     }

@@ -164,6 +164,14 @@ fn method_bypass() {
     assert_eq!(a.cache(), "BYPASS");
     let b = get(cdn.port, "/small.txt");
     assert_eq!(b.cache(), "MISS");
+    // Authorised requests are never served from, or stored into, the cache.
+    let auth = [("Authorization", "Basic dTpw")];
+    let c = request(cdn.port, "GET", "/small.txt", &auth);
+    assert_eq!((c.status, c.cache()), (200, "BYPASS"));
+    let before = origin_hits(&origin, "/big.bin").len();
+    request(cdn.port, "GET", "/big.bin", &auth);
+    assert_eq!(get(cdn.port, "/big.bin").cache(), "MISS");
+    assert_eq!(origin_hits(&origin, "/big.bin").len(), before + 2);
     cdn.check_log();
 }
 
