@@ -23,16 +23,33 @@ fn slot(r: *mut ngx_http_request_t) -> *mut *mut c_void {
 /// # Safety
 /// `r` must be a live request whose pool outlives every use of the pointer.
 unsafe fn attach<T>(r: *mut ngx_http_request_t, value: T) -> Option<&'static mut T> {
-    // SAFETY: r is live; its pool is valid. Our types are at most 8-aligned
-    // (no u128), which pool memory satisfies.
-    let p = unsafe { Pool::from_ngx_pool((*r).pool) }.allocate(value);
-    if p.is_null() {
+    // The value lives on the Rust heap (properly aligned even if an engine
+    // type gains a u128; pool memory is only 8-aligned); the pool owns it
+    // through `Owned`, so it is dropped with the request.
+    let p = Box::into_raw(Box::new(value));
+    // SAFETY: r is live; its pool is valid; Owned is pointer-sized.
+    let owner = unsafe { Pool::from_ngx_pool((*r).pool) }.allocate(Owned(p));
+    if owner.is_null() {
+        // SAFETY: p came from Box::into_raw and was not handed out.
+        drop(unsafe { Box::from_raw(p) });
         return None;
     }
     // SAFETY: the slot belongs to this module.
     unsafe { *slot(r) = p.cast() };
-    // SAFETY: p is valid until the pool is destroyed, i.e. past the request.
+    // SAFETY: p is valid until the pool drops its Owned, i.e. past the
+    // request.
     Some(unsafe { &mut *p })
+}
+
+/// A heap value owned by a request pool.
+struct Owned<T>(*mut T);
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::into_raw in `attach` and is
+        // dropped exactly once, here.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
 }
 
 /// State of a main request in a caching location.
