@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark on loopback, one run, ratios against nginx proxy_cache:
 #   rcdn module  vs  nginx proxy_cache (keys_zone + proxy_cache_path)  vs
-#   nginx serving the same files statically (sendfile + open_file_cache).
+#   nginx serving the same files statically (sendfile + open_file_cache),
+#   and Varnish (malloc storage) when `varnishd` is installed.
 # Same nginx binary (vendored), same origin, same objects, worker_processes 2.
 # Reports req/s, p99 latency and server CPU time per request (workers'
 # utime+stime / requests; steadier than req/s since wrk shares the cores).
@@ -93,8 +94,9 @@ workers_cpu() { # name -> total utime+stime ticks of its workers (varnish: its c
 
 run() { # name port prefix keys -> prints "rps p99 cpu_us_per_req"
   local name=$1 port=$2 prefix=$3 keys=$4
-  # warm both workers' caches
-  PREFIX=$prefix KEYS=$keys wrk -t1 -c8 -d"$(( keys > 1000 ? 4 : 1 ))s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$port" >/dev/null
+  # Warm every key, several passes: the module's caches are per worker
+  # until the shared tiers land, and connections land on either worker.
+  PREFIX=$prefix KEYS=$keys wrk -t1 -c16 -d"$(( keys > 1000 ? 8 : 2 ))s" -s nginx-module/bench/warm.lua "http://127.0.0.1:$port" >/dev/null
   local before; before=$(workers_cpu "$name")
   local out; out=$(PREFIX=$prefix KEYS=$keys wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s nginx-module/bench/keys.lua "http://127.0.0.1:$port")
   local after; after=$(workers_cpu "$name")
