@@ -230,3 +230,26 @@ fn stale_while_revalidate_serves_at_once_and_refreshes_in_background() {
     );
     cdn.check_log();
 }
+
+#[test]
+fn expired_object_replaced_when_the_origin_changed() {
+    let origin = start_origin(&files(), "");
+    let cdn = start_cdn(1, origin.port, "", "");
+    let a = get(cdn.port, "/shortnosie/a.txt");
+    assert_eq!(a.cache(), "MISS");
+    std::fs::write(
+        origin.path("www/shortnosie/a.txt"),
+        b"new content, new etag",
+    )
+    .expect("update");
+    std::thread::sleep(Duration::from_millis(1600));
+    let b = get(cdn.port, "/shortnosie/a.txt");
+    assert_eq!((b.status, b.cache()), (200, "EXPIRED"));
+    assert_eq!(b.body, b"new content, new etag");
+    let c = get(cdn.port, "/shortnosie/a.txt");
+    assert_eq!(
+        (c.cache(), c.body.as_slice()),
+        ("HIT", &b"new content, new etag"[..])
+    );
+    cdn.check_log();
+}
