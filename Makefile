@@ -1,9 +1,12 @@
 # The two commands of the README: `make demo` and `make test`.
 PREFIX ?= /usr/local
 
-.PHONY: demo test lint unit bench
+.PHONY: demo tour test lint unit bench
 
 demo:
+	bash scripts/demo.sh
+
+tour:
 	bash scripts/deps.sh
 	cargo run --release --example quickstart
 
@@ -13,10 +16,11 @@ lint:
 	bash scripts/deps.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p ngx_http_rcdn_module --all-targets --features vendored,fault-injection -- -D warnings
 	$(MAKE) header-check
 
 unit:
-	cargo test
+	cargo test --workspace --features ngx_http_rcdn_module/vendored,ngx_http_rcdn_module/fault-injection
 
 bench:
 	cargo bench

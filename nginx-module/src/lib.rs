@@ -1,0 +1,247 @@
+//! `ngx_http_rcdn_module`: turns a stock nginx into an rcdn CDN node.
+//!
+//! A thin adapter over the `cdncore` engine: nginx parses directives, runs
+//! the request phases and talks to the origin (`proxy_pass`); the engine
+//! stores, looks up, judges freshness and purges. See `docs/nginx.md`.
+//!
+//! Request flow (main requests in a location with `rcdn_cache on`):
+//! - precontent phase ([`lookup`]): evaluate the key, look it up; a hit swaps
+//!   the content handler for [`serve`]; a miss starts one background fill
+//!   subrequest per key ([`fill`]) and waits for it ([`collapse`]);
+//! - the fill subrequest runs the location's `proxy_pass`; the filters in
+//!   [`filter`] stream its body into an engine `Writer` and commit it;
+//! - waiters wake and are served from the cache.
+
+pub mod bus;
+pub mod collapse;
+pub mod conf;
+pub mod ctx;
+pub mod fill;
+pub mod filter;
+pub mod guard;
+pub mod lookup;
+pub mod purge;
+pub mod serve;
+pub mod status;
+pub mod store;
+pub mod variant;
+
+use conf::{LocConf, MainConf};
+use core::ffi::{c_char, c_void};
+use core::ptr::{self, addr_of, addr_of_mut};
+use nginx_sys::*;
+use ngx::core::Status;
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::{ngx_log_error, ngx_string};
+
+/// The module's marker type for the `ngx` traits.
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is initialised before nginx calls us and
+        // only nginx writes its index fields, during configuration.
+        unsafe { &*addr_of!(ngx_http_rcdn_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes the http block's conf.
+        unsafe { status::register_variables(cf) }
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: cf is the http block's conf; the core main conf exists.
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
+            return Status::NGX_ERROR.into();
+        };
+        let phase = ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize;
+        // SAFETY: the phase array holds ngx_http_handler_pt elements.
+        let h = unsafe { ngx_array_push(&mut cmcf.phases[phase].handlers) }
+            .cast::<ngx_http_handler_pt>();
+        if h.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: h points at a fresh slot of the handlers array.
+        unsafe { *h = Some(lookup::precontent) };
+        // SAFETY: called once per configuration, single-threaded.
+        unsafe { filter::install() };
+        // SAFETY: cf is the http block's conf.
+        unsafe { bus::add_zone(cf) }
+    }
+
+    unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
+    where
+        Self: HttpModuleMainConf,
+    {
+        // SAFETY: conf is our MainConf, created by create_main_conf.
+        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+        let mut v = ngx_str_t {
+            len: conf::DEFAULT_KEY.len(),
+            data: conf::DEFAULT_KEY.as_ptr().cast_mut(),
+        };
+        // SAFETY: cf is valid during configuration.
+        match unsafe { conf::compile(cf, &mut v) } {
+            Some(cv) => {
+                mc.default_key = cv;
+                ptr::null_mut()
+            }
+            None => ngx::core::NGX_CONF_ERROR,
+        }
+    }
+}
+
+// SAFETY: MainConf is the type create_main_conf allocates for this module.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+// SAFETY: LocConf is the type create_loc_conf allocates for this module.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+static CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: Some(Module::init_main_conf),
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+const fn command(
+    name: ngx_str_t,
+    type_: u32,
+    set: unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char,
+    conf: usize,
+    offset: usize,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf: conf as ngx_uint_t,
+        offset: offset as ngx_uint_t,
+        post: ptr::null_mut(),
+    }
+}
+
+const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
+
+static mut COMMANDS: [ngx_command_t; 10] = [
+    command(
+        ngx_string!("rcdn_store"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+        conf::set_store,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_cache"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        LOC,
+        core::mem::offset_of!(LocConf, cache),
+    ),
+    command(
+        ngx_string!("rcdn_cache_key"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        conf::set_key,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_cache_valid"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        conf::set_valid,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_cache_methods"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        conf::set_methods,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stale_if_error"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        conf::set_time,
+        LOC,
+        core::mem::offset_of!(LocConf, stale_if_error),
+    ),
+    command(
+        ngx_string!("rcdn_cache_lock_timeout"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        conf::set_time,
+        LOC,
+        core::mem::offset_of!(LocConf, lock_timeout),
+    ),
+    command(
+        ngx_string!("rcdn_purge_secret"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        conf::set_secret,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("cdn_purge"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        conf::set_purge,
+        LOC,
+        0,
+    ),
+    ngx_command_t::empty(),
+];
+
+#[cfg(feature = "export-modules")]
+ngx::ngx_modules!(ngx_http_rcdn_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+pub static mut ngx_http_rcdn_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(CTX) as _,
+    // SAFETY: COMMANDS is a static that outlives the module.
+    commands: unsafe { addr_of_mut!(COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
+    ..ngx_module_t::default()
+};
+
+/// Opens this worker's cache. Runs after fork, so the engine's threads live
+/// in the worker that uses them.
+extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the live cycle.
+    let log = unsafe { (*cycle).log };
+    guard::request(log, "init_process", Status::NGX_OK.into(), || {
+        // SAFETY: the cycle is valid; the http main conf exists if http{} does.
+        let mc = Module::main_conf(unsafe { &*cycle });
+        let Some(mc) = mc else {
+            return Status::NGX_OK.into();
+        };
+        let text = mc.store.clone().unwrap_or_default();
+        bus::init_worker();
+        if let Err(e) = store::open(&text) {
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "rcdn: cannot open the store \"{text}\": {e}"
+            );
+            return Status::NGX_ERROR.into();
+        }
+        Status::NGX_OK.into()
+    })
+}
+
+extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
+    // SAFETY: nginx passes the live cycle.
+    let log = unsafe { (*cycle).log };
+    guard::event(log, "exit_process", store::close);
+}

@@ -1,0 +1,267 @@
+//! The precontent phase: look the key up and decide — serve a hit, wait for
+//! a fill, or pass the request to the location's `proxy_pass`.
+
+use crate::collapse::{self, Outcome};
+use crate::conf::{LocConf, MainConf};
+use crate::ctx::ReqCtx;
+use crate::status::CacheStatus;
+use crate::{fill, guard, serve, store, variant, Module};
+use cdncore::{now_ms, Cache, Lookup, Object};
+use nginx_sys::*;
+use ngx::core::Status;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
+use std::sync::Arc;
+
+/// Wake-ups after which a request stops waiting and goes to the origin.
+const MAX_ROUNDS: u8 = 3;
+
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx passes a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard::request(
+        log,
+        "lookup",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is live for the whole phase handler.
+            unsafe { lookup(r) }
+        },
+    )
+}
+
+fn declined() -> ngx_int_t {
+    Status::NGX_DECLINED.into()
+}
+
+/// Header value of the request, by lower-case name.
+///
+/// # Safety
+/// `r` must be live.
+pub unsafe fn header_in<'a>(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<&'a [u8]> {
+    // SAFETY: headers_in.headers is a list of ngx_table_elt_t.
+    let list = unsafe { &(*r).headers_in.headers };
+    let mut part: *const ngx_list_part_t = &list.part;
+    while !part.is_null() {
+        // SAFETY: each part holds nelts elements.
+        let elts = unsafe {
+            core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts)
+        };
+        for h in elts {
+            if h.hash != 0 && h.key.as_bytes().eq_ignore_ascii_case(lower) {
+                return Some(h.value.as_bytes());
+            }
+        }
+        // SAFETY: the last part's next is null.
+        part = unsafe { (*part).next };
+    }
+    None
+}
+
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is live.
+    unsafe { guard::fault(r, "lookup") };
+    // SAFETY: r is live.
+    if unsafe { (*r).main } != r {
+        return declined(); // fills and other subrequests go to their handler
+    }
+    // SAFETY: r is live; loc conf always exists for our module.
+    let Some(lc) = Module::location_conf(unsafe { &*r }) else {
+        return declined();
+    };
+    if lc.cache != 1 || lc.purge {
+        return declined();
+    }
+    // SAFETY: r is a live main request.
+    let Some(ctx) = (unsafe { ReqCtx::get_or_create(r) }) else {
+        return Status::NGX_ERROR.into();
+    };
+    if ctx.waiting() {
+        return Status::NGX_AGAIN.into(); // a spurious re-run while we wait
+    }
+    // A response to an authorised request belongs to that client
+    // (RFC 9111 §3.5): never share it.
+    // SAFETY: r is live.
+    if unsafe { (*r).method } & lc.methods == 0
+        // SAFETY: r is live.
+        || unsafe { header_in(r, b"authorization") }.is_some()
+    {
+        ctx.status = CacheStatus::Bypass;
+        return declined();
+    }
+    let Some(cache) = store::get() else {
+        ctx.status = CacheStatus::Bypass;
+        return declined();
+    };
+    crate::bus::apply(&cache);
+    if ctx.key.is_empty() {
+        // SAFETY: r is live.
+        match unsafe { eval_key(r, lc) } {
+            Some(k) if !k.is_empty() => ctx.key = k,
+            _ => {
+                ctx.status = CacheStatus::Bypass;
+                return declined();
+            }
+        }
+    }
+    // SAFETY: r is live.
+    let coding = variant::normalise(unsafe { header_in(r, b"accept-encoding") });
+    let found = resolve(&cache, &ctx.key, coding);
+    // SAFETY: r is live; ctx belongs to it.
+    unsafe { decide(r, lc, ctx, found, coding) }
+}
+
+/// Evaluates `rcdn_cache_key` (or the default key).
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn eval_key(r: *mut ngx_http_request_t, lc: &LocConf) -> Option<Vec<u8>> {
+    let mut cv = lc.key;
+    if cv.is_null() {
+        // SAFETY: r is live.
+        cv = Module::main_conf(unsafe { &*r }).map(|m: &MainConf| m.default_key)?;
+    }
+    if cv.is_null() {
+        return None;
+    }
+    let mut out = ngx_str_t::default();
+    // SAFETY: cv is a compiled complex value from our configuration.
+    if unsafe { ngx_http_complex_value(r, cv, &mut out) } != NGX_OK as ngx_int_t {
+        return None;
+    }
+    Some(out.as_bytes().to_vec())
+}
+
+/// Looks up the base key, following a variant marker to the variant.
+pub fn resolve(cache: &Cache, base: &[u8], coding: &str) -> Lookup {
+    match cache.get(base) {
+        Ok(l) => match l.object() {
+            Some(o) if o.meta().header(variant::MARKER).is_some() => cache
+                .get(&variant::key(base, coding))
+                .unwrap_or(Lookup::Miss),
+            _ => l,
+        },
+        Err(_) => Lookup::Miss,
+    }
+}
+
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn decide(
+    r: *mut ngx_http_request_t,
+    lc: &LocConf,
+    ctx: &mut ReqCtx,
+    found: Lookup,
+    coding: &'static str,
+) -> ngx_int_t {
+    let now = now_ms();
+    if ctx.woken {
+        ctx.rounds += 1;
+    }
+    match found {
+        Lookup::Fresh(o) => {
+            let st = fetched_status(ctx);
+            // SAFETY: forwarded.
+            unsafe { hit(r, ctx, o, st) }
+        }
+        Lookup::Stale(o) => {
+            let sie_ok = o.meta().within_stale_if_error(now)
+                || now < o.meta().expires_at + lc.stale_if_error as u64;
+            if ctx.woken && matches!(ctx.outcome, Some(Outcome::Stored | Outcome::Refreshed)) {
+                // Just fetched, already stale (no-cache, max-age=0): serve it once.
+                let st = fetched_status(ctx);
+                // SAFETY: forwarded.
+                return unsafe { hit(r, ctx, o, st) };
+            }
+            let failed = collapse::recent(&ctx.key, collapse::ERROR_MS) == Some(Outcome::Error);
+            if sie_ok && (failed || ctx.woken) {
+                // SAFETY: forwarded.
+                return unsafe { hit(r, ctx, o, CacheStatus::Stale) };
+            }
+            if o.meta().within_stale_while_revalidate(now) {
+                // SAFETY: forwarded.
+                if collapse::try_start(&ctx.key)
+                    && !unsafe { fill::start(r, lc, &ctx.key, coding, Some(o.clone())) }
+                {
+                    collapse::abandon(&ctx.key);
+                }
+                // SAFETY: forwarded.
+                return unsafe { hit(r, ctx, o, CacheStatus::Updating) };
+            }
+            ctx.had_stale = true;
+            // SAFETY: forwarded.
+            unsafe { miss(r, lc, ctx, coding, Some(o)) }
+        }
+        // SAFETY: forwarded.
+        Lookup::Miss => unsafe { miss(r, lc, ctx, coding, None) },
+    }
+}
+
+/// Status of a request served from the cache: HIT, or what its own fill did.
+fn fetched_status(ctx: &ReqCtx) -> CacheStatus {
+    if !ctx.woken || !ctx.initiator {
+        CacheStatus::Hit
+    } else if ctx.outcome == Some(Outcome::Refreshed) {
+        CacheStatus::Revalidated
+    } else if ctx.had_stale {
+        CacheStatus::Expired
+    } else {
+        CacheStatus::Miss
+    }
+}
+
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn hit(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReqCtx,
+    o: Arc<Object>,
+    st: CacheStatus,
+) -> ngx_int_t {
+    ctx.status = st;
+    ctx.hit = Some(o);
+    // SAFETY: r is live; swapping the content handler serves this request
+    // from the cache instead of the location's proxy_pass.
+    unsafe { (*r).content_handler = Some(serve::handler) };
+    declined()
+}
+
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn miss(
+    r: *mut ngx_http_request_t,
+    lc: &LocConf,
+    ctx: &mut ReqCtx,
+    coding: &'static str,
+    stale: Option<Arc<Object>>,
+) -> ngx_int_t {
+    ctx.status = if ctx.had_stale {
+        CacheStatus::Expired
+    } else {
+        CacheStatus::Miss
+    };
+    let pass = ctx.timed_out
+        || ctx.rounds >= MAX_ROUNDS
+        || matches!(ctx.outcome, Some(Outcome::Uncacheable | Outcome::Error))
+        || collapse::recent(&ctx.key, collapse::PASS_MS) == Some(Outcome::Uncacheable);
+    if pass {
+        return declined(); // to the origin directly, like a plain proxy
+    }
+    if collapse::try_start(&ctx.key) {
+        // SAFETY: forwarded.
+        if !unsafe { fill::start(r, lc, &ctx.key, coding, stale) } {
+            collapse::abandon(&ctx.key);
+            return declined();
+        }
+        ctx.initiator = true;
+    } else {
+        ctx.initiator = false;
+    }
+    ctx.outcome = None;
+    // SAFETY: r is the live main request owning ctx.
+    unsafe { ctx.start_wait(r, lc.lock_timeout) };
+    Status::NGX_AGAIN.into()
+}

@@ -1,0 +1,307 @@
+//! The purge endpoint (`cdn_purge`). One purge per request, named by a
+//! query parameter; the answer is JSON. See docs/nginx.md for the format.
+//!
+//! `?url=/a/b.jpg` (all variants), `?url=/news/*` or `?prefix=/news/`,
+//! `?tag=news` (Surrogate-Key / Cache-Tag), `?itag=42`, `?mask=0x10`,
+//! `?group=example.com`, `?regex=\.jpg$`, `?all=1`, `?key=<raw key>`;
+//! `host=` picks the host part of URL keys (default: the request's Host).
+
+use crate::conf::LocConf;
+use crate::lookup::header_in;
+use crate::{guard, store, variant, Module};
+use cdncore::Purge;
+use nginx_sys::*;
+use ngx::core::{Pool, Status};
+use ngx::http::HttpModuleLocationConf;
+use serde_json::{json, Value};
+
+/// Header carrying the shared secret of `rcdn_purge_secret`.
+pub const SECRET_HEADER: &[u8] = b"x-rcdn-purge-secret";
+
+/// A parsed purge request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    Url(Vec<u8>),
+    Prefix(Vec<u8>),
+    Tag(String),
+    ITag(u16),
+    Mask(u64),
+    Group(Vec<u8>),
+    Regex(String),
+    All,
+    Key(Vec<u8>),
+}
+
+/// Decimal or `0x` hexadecimal.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+fn unhex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Percent-decodes a query component (`+` stays `+`).
+pub fn percent_decode(s: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hi = s.get(i + 1).copied().and_then(unhex);
+            let lo = s.get(i + 2).copied().and_then(unhex);
+            match (hi, lo) {
+                (Some(h), Some(l)) => out.push(h << 4 | l),
+                _ => return Err("bad percent-encoding in the query".into()),
+            }
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn text(v: Vec<u8>, what: &str) -> Result<String, String> {
+    String::from_utf8(v).map_err(|_| format!("{what} is not UTF-8"))
+}
+
+fn path(v: Vec<u8>, what: &str) -> Result<Vec<u8>, String> {
+    if v.first() != Some(&b'/') {
+        return Err(format!("{what} must start with '/'"));
+    }
+    Ok(v)
+}
+
+/// Parses the query string into (target, host override).
+pub fn parse(query: &[u8]) -> Result<(Target, Option<Vec<u8>>), String> {
+    let mut target = None;
+    let mut host = None;
+    for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (name, raw) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let v = percent_decode(raw)?;
+        let t = match name {
+            b"host" => {
+                host = Some(v);
+                continue;
+            }
+            b"url" => match v.strip_suffix(b"*") {
+                Some(p) => Target::Prefix(path(p.to_vec(), "url")?),
+                None => Target::Url(path(v, "url")?),
+            },
+            b"prefix" => Target::Prefix(path(v, "prefix")?),
+            b"tag" if !v.is_empty() => Target::Tag(text(v, "tag")?),
+            b"itag" => Target::ITag(
+                text(v, "itag")?
+                    .parse()
+                    .map_err(|_| "itag must be an integer 0..65535".to_string())?,
+            ),
+            b"mask" => match parse_u64(&text(v, "mask")?) {
+                Some(m) if m != 0 => Target::Mask(m),
+                _ => return Err("mask must be a non-zero integer (decimal or 0x hex)".into()),
+            },
+            b"group" if !v.is_empty() => Target::Group(v),
+            b"regex" if !v.is_empty() => Target::Regex(text(v, "regex")?),
+            b"key" if !v.is_empty() => Target::Key(v),
+            b"all" if matches!(v.as_slice(), b"" | b"1" | b"true") => Target::All,
+            _ => {
+                return Err(format!(
+                    "unknown or empty parameter \"{}\"",
+                    String::from_utf8_lossy(name)
+                ))
+            }
+        };
+        if target.replace(t).is_some() {
+            return Err(
+                "give exactly one of url, prefix, tag, itag, mask, group, regex, key, all".into(),
+            );
+        }
+    }
+    let target = target.ok_or(
+        "nothing to purge: give one of url, prefix, tag, itag, mask, group, regex, key, all",
+    )?;
+    Ok((target, host))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn joined(host: &[u8], path: &[u8]) -> Vec<u8> {
+    [host, path].concat()
+}
+
+/// Turns a target into engine purges and a JSON description.
+pub fn plan(target: Target, host: &[u8]) -> (Vec<Purge>, Value) {
+    match target {
+        Target::Url(p) => url_plan("url", joined(host, &p)),
+        Target::Key(k) => url_plan("key", k),
+        Target::Prefix(p) => {
+            let k = joined(host, &p);
+            let j = json!({"purge": "prefix", "prefix": lossy(&k)});
+            (vec![Purge::Prefix(k)], j)
+        }
+        Target::Tag(t) => (
+            vec![Purge::SurrogateKey(t.clone())],
+            json!({"purge": "tag", "tag": t}),
+        ),
+        Target::ITag(t) => (vec![Purge::Tag(t)], json!({"purge": "itag", "itag": t})),
+        Target::Mask(m) => (
+            vec![Purge::Mask(m)],
+            json!({"purge": "mask", "mask": format!("{m:#x}")}),
+        ),
+        Target::Group(g) => {
+            let j = json!({"purge": "group", "group": lossy(&g)});
+            (vec![Purge::Group(g)], j)
+        }
+        Target::Regex(r) => (
+            vec![Purge::Regex(r.clone())],
+            json!({"purge": "regex", "regex": r}),
+        ),
+        Target::All => (vec![Purge::All], json!({"purge": "all"})),
+    }
+}
+
+fn url_plan(kind: &str, base: Vec<u8>) -> (Vec<Purge>, Value) {
+    let keys = variant::all_keys(&base);
+    let j = json!({"purge": kind, "key": lossy(&base)});
+    (keys.into_iter().map(Purge::Key).collect(), j)
+}
+
+/// Constant-time comparison, so the secret cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The content handler of a `cdn_purge` location.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx passes a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard::request(
+        log,
+        "purge",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is live for the handler.
+            unsafe { purge(r) }
+        },
+    )
+}
+
+/// # Safety
+/// `r` must be live.
+unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is live.
+    unsafe { guard::fault(r, "purge") };
+    // SAFETY: r is live.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: r is live.
+    let lc: Option<&LocConf> = Module::location_conf(unsafe { &*r });
+    if let Some(secret) = lc.and_then(|c| c.purge_secret.as_deref()) {
+        // SAFETY: r is live.
+        let given = unsafe { header_in(r, SECRET_HEADER) }.unwrap_or_default();
+        if !same(given, secret.as_bytes()) {
+            let body =
+                json!({"ok": false, "error": "forbidden: missing or wrong X-Rcdn-Purge-Secret"});
+            // SAFETY: r is live.
+            return unsafe { respond(r, NGX_HTTP_FORBIDDEN, &body) };
+        }
+    }
+    // SAFETY: r is live.
+    let (args, server) = unsafe { ((*r).args.as_bytes(), (*r).headers_in.server.as_bytes()) };
+    let (status, body) = match parse(args) {
+        Err(e) => (NGX_HTTP_BAD_REQUEST, json!({"ok": false, "error": e})),
+        Ok((target, host)) => run(target, host.as_deref().unwrap_or(server)),
+    };
+    // SAFETY: r is live.
+    unsafe { respond(r, status, &body) }
+}
+
+fn run(target: Target, host: &[u8]) -> (u32, Value) {
+    let Some(cache) = store::get() else {
+        return (
+            NGX_HTTP_SERVICE_UNAVAILABLE,
+            json!({"ok": false, "error": "no cache is open in this worker"}),
+        );
+    };
+    crate::bus::apply(&cache);
+    let (purges, mut body) = plan(target, host);
+    let mut removed = 0u64;
+    let mut seq = 0u64;
+    for p in &purges {
+        match cache.purge(p) {
+            Ok(rep) => {
+                crate::bus::publish(p);
+                removed += rep.covered.unwrap_or(0);
+                seq = rep.seq;
+            }
+            Err(e) => {
+                return (
+                    NGX_HTTP_BAD_REQUEST,
+                    json!({"ok": false, "error": e.to_string()}),
+                )
+            }
+        }
+    }
+    body["ok"] = json!(true);
+    body["seq"] = json!(seq);
+    if matches!(purges.first(), Some(Purge::Key(_))) {
+        body["removed"] = json!(removed);
+    }
+    (NGX_HTTP_OK, body)
+}
+
+/// Sends a JSON response.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &Value) -> ngx_int_t {
+    let mut text = body.to_string();
+    text.push('\n');
+    // SAFETY: r is live; the body is copied into its pool.
+    unsafe {
+        let pool = Pool::from_ngx_pool((*r).pool);
+        let out = &mut (*r).headers_out;
+        out.status = status as ngx_uint_t;
+        out.content_length_n = text.len() as off_t;
+        let ct = ngx::ngx_string!("application/json");
+        out.content_type = ct;
+        out.content_type_len = ct.len;
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+            return rc;
+        }
+        let Some(data) = ngx_str_t::from_bytes(pool.as_ptr(), text.as_bytes()) else {
+            return Status::NGX_ERROR.into();
+        };
+        let b = pool.calloc_type::<ngx_buf_t>();
+        if b.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        (*b).start = data.data;
+        (*b).pos = data.data;
+        (*b).last = data.data.add(data.len);
+        (*b).end = (*b).last;
+        (*b).set_memory(1);
+        (*b).set_last_buf(((*r).main == r) as u32);
+        (*b).set_last_in_chain(1);
+        let mut chain = ngx_chain_t {
+            buf: b,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut chain)
+    }
+}

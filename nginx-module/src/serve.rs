@@ -1,0 +1,154 @@
+//! Serving an object from the cache. The body is not copied: a memory buf
+//! points into the cached `Bytes`, and the request pool holds an `Arc` to
+//! the object until nginx has sent it. HEAD, `If-None-Match` /
+//! `If-Modified-Since` (304) and single or multiple `Range`s (206/416) are
+//! done by nginx's own filters below ours.
+
+use crate::ctx::ReqCtx;
+use crate::{guard, variant};
+use cdncore::{now_ms, Object};
+use nginx_sys::*;
+use ngx::core::{Pool, Status};
+use std::sync::Arc;
+
+/// Headers we set through `headers_out` fields or never replay.
+const SKIP: &[&str] = &[
+    "content-type",
+    "content-length",
+    "last-modified",
+    "accept-ranges",
+    "age",
+    variant::MARKER,
+];
+
+/// The content handler that replaces `proxy_pass` on a hit.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx passes a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard::request(
+        log,
+        "serve",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is live.
+            unsafe { guard::fault(r, "serve") };
+            // SAFETY: r is the live main request whose lookup chose this handler.
+            let Some(obj) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.hit.clone()) else {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            };
+            // SAFETY: r is live.
+            unsafe { send(r, obj) }
+        },
+    )
+}
+
+/// Pushes one response header.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn push_header(
+    r: *mut ngx_http_request_t,
+    name: &[u8],
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
+    // SAFETY: headers_out.headers is a list of ngx_table_elt_t in r's pool.
+    unsafe {
+        let h = ngx_list_push(&mut (*r).headers_out.headers).cast::<ngx_table_elt_t>();
+        add_to_ngx_table(h, (*r).pool, name, value)?;
+        (*h).next = core::ptr::null_mut();
+        Some(h)
+    }
+}
+
+/// Sends `obj` as the response of `r`.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
+    // SAFETY: r is live.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let meta = obj.meta();
+    let body = obj.body();
+    // SAFETY: r is live; every string set below is copied into its pool.
+    unsafe {
+        let out = &mut (*r).headers_out;
+        out.status = ngx_uint_t::from(meta.status);
+        out.content_length_n = body.len() as off_t;
+        out.last_modified_time = meta.last_modified.map_or(-1, |t| t as time_t);
+        for (name, value) in &meta.headers {
+            let lower = name.to_ascii_lowercase();
+            if lower == "content-type" {
+                let Some(ct) = ngx_str_t::from_bytes((*r).pool, value) else {
+                    return Status::NGX_ERROR.into();
+                };
+                out.content_type = ct;
+                out.content_type_len = ct.len;
+                continue;
+            }
+            if SKIP.contains(&lower.as_str()) {
+                continue;
+            }
+            let Some(h) = push_header(r, name.as_bytes(), value) else {
+                return Status::NGX_ERROR.into();
+            };
+            if lower == "etag" {
+                (*r).headers_out.etag = h;
+            }
+        }
+        let age = meta.age_secs(now_ms()).to_string();
+        if push_header(r, b"Age", age.as_bytes()).is_none() {
+            return Status::NGX_ERROR.into();
+        }
+        if meta.status == 200 {
+            (*r).set_allow_ranges(1);
+        }
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+            return rc;
+        }
+        if body.is_empty() {
+            return ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
+        }
+        send_body(r, obj)
+    }
+}
+
+/// # Safety
+/// `r` must be a live main request whose header was sent.
+unsafe fn send_body(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
+    // SAFETY: r is live.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let (start, len) = (obj.body().as_ptr(), obj.body().len());
+    // The pool keeps the object (and so the bytes) alive until the request
+    // is freed, which nginx does only after all output is written.
+    if pool.allocate(obj).is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    let b = pool.calloc_type::<ngx_buf_t>();
+    if b.is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: b is a zeroed buf from the pool; the bytes are immutable and
+    // pinned (above) for the buf's lifetime. `memory` tells nginx not to
+    // write into them.
+    unsafe {
+        (*b).start = start.cast_mut();
+        (*b).pos = start.cast_mut();
+        (*b).last = start.add(len).cast_mut();
+        (*b).end = (*b).last;
+        (*b).set_memory(1);
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        let mut out = ngx_chain_t {
+            buf: b,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut out)
+    }
+}

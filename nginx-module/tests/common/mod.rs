@@ -1,0 +1,371 @@
+//! Test harness: the vendored `objs/nginx` with our module, a second nginx
+//! as the origin, a tiny HTTP/1.0 client. Every server listens on a free
+//! 127.0.0.1 port; every process is stopped by its PID on drop.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The nginx binary built by nginx-sys (vendored), or `NGINX_BINARY`.
+pub fn nginx_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NGINX_BINARY") {
+        return p.into();
+    }
+    let Some(dir) = option_env!("DEP_NGINX_BUILD_DIR") else {
+        panic!("build with --features vendored (or set NGINX_BINARY)");
+    };
+    Path::new(dir).join("nginx")
+}
+
+/// The module `cargo test` just built: `target/<profile>/deps/` (beside the
+/// test binary; the copy in `target/<profile>/` is only refreshed by
+/// `cargo build`), or `RCDN_MODULE` if set.
+pub fn module_so() -> PathBuf {
+    if let Ok(p) = std::env::var("RCDN_MODULE") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.join("libngx_http_rcdn_module.so")
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One nginx master process in its own temp prefix.
+pub struct Nginx {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    /// Writes `conf` (with `{port}` replaced) and starts nginx on it.
+    pub fn start(conf: &str, port: u16) -> Nginx {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        std::fs::write(dir.path().join("nginx.conf"), conf).expect("write conf");
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let n = Nginx {
+            dir,
+            port,
+            child: Some(child),
+        };
+        n.wait_up();
+        n
+    }
+
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "nginx did not come up on {}: {}",
+            self.port,
+            self.error_log()
+        );
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.path("logs/error.log")).unwrap_or_default()
+    }
+
+    pub fn log(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    /// Fails on alerts, critical errors, or a worker killed by a signal.
+    pub fn check_log(&self) {
+        let log = self.error_log();
+        for bad in ["[alert]", "[crit]", "[emerg]", "exited on signal", "panic"] {
+            assert!(!log.contains(bad), "error.log has {bad}:\n{log}");
+        }
+    }
+
+    /// Stops nginx (fast shutdown) and waits for it, by PID.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the PID of the child we spawned.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Sends a signal to the master process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the PID of the child we spawned.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Waits (bounded) for the master to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Writes the origin's files: `small.txt`, `big.bin` (3 MiB), and the
+/// given extra (path, bytes) pairs.
+pub fn origin_files(root: &Path, extra: &[(&str, Vec<u8>)]) {
+    std::fs::create_dir_all(root).expect("www");
+    std::fs::write(root.join("small.txt"), b"hello, small world\n").expect("small");
+    std::fs::write(root.join("big.bin"), pattern(3 << 20, 7)).expect("big");
+    for (p, data) in extra {
+        let f = root.join(p);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("dirs");
+        std::fs::write(f, data).expect("extra");
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The origin: a second nginx serving `www/` with header-setting locations.
+/// Its access log `logs/origin.log` lists every request it got.
+pub fn start_origin(extra_files: &[(&str, Vec<u8>)], extra_locations: &str) -> Nginx {
+    let port = free_port();
+    let dir_hint = ""; // root is relative to the prefix
+    let conf = format!(
+        r#"daemon off; master_process on; worker_processes 1;
+error_log logs/error.log info; pid logs/nginx.pid;
+events {{ worker_connections 512; }}
+http {{
+  log_format o '$request_method $request_uri ims=$http_if_modified_since inm=$http_if_none_match ae=$http_accept_encoding range=$http_range';
+  access_log logs/origin.log o;
+  server {{
+    listen 127.0.0.1:{port};
+    root www{dir_hint};
+    location / {{ }}
+    location /slow/ {{ limit_rate 100k; }}
+    location /nostore/ {{ add_header Cache-Control no-store; }}
+    location /private/ {{ add_header Cache-Control "private, max-age=60"; }}
+    location /cookie/ {{ add_header Set-Cookie "session=1"; }}
+    location /short/ {{ add_header Cache-Control "max-age=1, stale-if-error=60"; }}
+    location /shortnosie/ {{ add_header Cache-Control "max-age=1"; }}
+    location /swr/ {{ add_header Cache-Control "max-age=1, stale-while-revalidate=30"; }}
+    location /gz/ {{ gzip on; gzip_vary on; gzip_http_version 1.0; gzip_min_length 1; gzip_types *; gzip_proxied any; }}
+    location /tagged/ {{ add_header Surrogate-Key "news sport"; add_header X-Rcdn-Tags "42"; add_header X-Rcdn-Mask "0x10"; add_header X-Rcdn-Group "teamA"; }}
+    location /missing/ {{ return 404; }}
+    location /err/ {{ return 503; }}
+    {extra_locations}
+  }}
+}}
+"#
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    origin_files(&dir.path().join("www"), extra_files);
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+    std::fs::write(dir.path().join("nginx.conf"), &conf).expect("conf");
+    let child = Command::new(nginx_bin())
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start origin");
+    let n = Nginx {
+        dir,
+        port,
+        child: Some(child),
+    };
+    n.wait_up();
+    n
+}
+
+/// Requests the origin logged for a path (exact `$request_uri` match).
+pub fn origin_hits(origin: &Nginx, uri: &str) -> Vec<String> {
+    origin
+        .log("logs/origin.log")
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(uri))
+        .map(String::from)
+        .collect()
+}
+
+/// The CDN node: our module in front of `origin_port`. `http_extra` goes in
+/// `http{}`, `loc_extra` in the caching `location /`.
+pub fn start_cdn(workers: u32, origin_port: u16, http_extra: &str, loc_extra: &str) -> Nginx {
+    let port = free_port();
+    let so = module_so();
+    // reuseport spreads connections over the workers (by source port).
+    let listen_opts = if workers > 1 { " reuseport" } else { "" };
+    let conf = format!(
+        r#"load_module {so};
+daemon off; master_process on; worker_processes {workers};
+error_log logs/error.log info; pid logs/nginx.pid;
+events {{ worker_connections 512; }}
+http {{
+  access_log logs/access.log;
+  rcdn_store mem=256m max_object=16m default_ttl=2m;
+  {http_extra}
+  server {{
+    listen 127.0.0.1:{port}{listen_opts};
+    location / {{
+      rcdn_cache on;
+      proxy_pass http://127.0.0.1:{origin_port};
+      add_header X-Cache $rcdn_cache_status always;
+      {loc_extra}
+    }}
+    location /purge {{
+      cdn_purge;
+    }}
+    location /purge-secret {{
+      cdn_purge;
+      rcdn_purge_secret s3cret;
+    }}
+    location /purge-denied {{
+      cdn_purge;
+      deny all;
+    }}
+  }}
+}}
+"#,
+        so = so.display()
+    );
+    Nginx::start(&conf, port)
+}
+
+/// A response read to EOF.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn cache(&self) -> &str {
+        self.header("x-cache").unwrap_or("")
+    }
+}
+
+/// One HTTP/1.0 request (the server closes; we read to EOF).
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    parse(&raw)
+}
+
+pub fn get(port: u16, path: &str) -> Resp {
+    request(port, "GET", path, &[])
+}
+
+fn parse(raw: &[u8]) -> Resp {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// Runs `nginx -t` on a config; returns (success, stderr).
+pub fn config_test(conf: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+    std::fs::write(dir.path().join("nginx.conf"), conf).expect("conf");
+    let out = Command::new(nginx_bin())
+        .arg("-t")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .output()
+        .expect("nginx -t");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
