@@ -1,0 +1,308 @@
+//! The shared index: one memory-mapped file that every process opening the
+//! store maps. Fixed-size buckets of four 16-byte slots keyed by the 128-bit
+//! key hash. A slot is two `u64` words: the hash tag and the location
+//! (region, region epoch, offset, hit bit). Readers take no lock; writers
+//! publish with compare-and-swap. The index is only a hint: every record is
+//! verified against the full key and its checksums before it is served, so a
+//! tag collision or a torn slot can cost a miss, never a wrong object.
+//!
+//! Region states live in the same mapping: one word per region holding its
+//! epoch (high 32 bits) and append cursor in units (low 32 bits), so an
+//! append reservation is one `fetch_add` and says which epoch it belongs to.
+
+use super::record::UNIT;
+use crate::error::{Error, Result};
+use memmap2::MmapMut;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use xxhash_rust::xxh3::xxh3_64;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"RCIDX001");
+const VERSION: u64 = 1;
+const PAGE: usize = 4096;
+pub const WAYS: usize = 4;
+const W_HEAD: usize = 16;
+const W_LAP: usize = 24;
+/// Cursor value that marks a region closed to appends.
+pub const CLOSED: u64 = u32::MAX as u64 / 2;
+
+/// Sizes an index is built for; a stored index of other sizes is rebuilt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub region_size: u64,
+    pub regions: u64,
+    pub buckets: u64,
+}
+
+impl Geometry {
+    fn region_table_words(&self) -> usize {
+        (self.regions as usize * 2).div_ceil(PAGE / 8) * (PAGE / 8)
+    }
+    pub fn file_len(&self) -> u64 {
+        (PAGE + self.region_table_words() * 8) as u64 + self.buckets * WAYS as u64 * 16
+    }
+}
+
+/// Where a record is, as packed into a slot's second word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub region: u32,
+    pub epoch16: u16,
+    pub unit: u32,
+}
+
+const HIT: u64 = 1 << 7;
+
+impl Loc {
+    pub fn pack(&self) -> u64 {
+        (self.epoch16 as u64) << 48 | (self.region as u64) << 32 | (self.unit as u64) << 8
+    }
+    pub fn unpack(w: u64) -> Loc {
+        Loc {
+            epoch16: (w >> 48) as u16,
+            region: (w >> 32) as u32 & 0xffff,
+            unit: (w >> 8) as u32 & 0xff_ffff,
+        }
+    }
+    pub fn offset(&self) -> u64 {
+        self.unit as u64 * UNIT
+    }
+}
+
+/// A slot found by a lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub slot: usize,
+    pub word: u64,
+}
+
+impl Found {
+    pub fn loc(&self) -> Loc {
+        Loc::unpack(self.word)
+    }
+    pub fn hit(&self) -> bool {
+        self.word & HIT != 0
+    }
+}
+
+pub struct Index {
+    map: MmapMut,
+    pub geo: Geometry,
+    pub salt: u64,
+    table: usize,
+    slots: usize,
+}
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+fn tag_of(h: u128) -> u64 {
+    ((h >> 64) as u64).max(1)
+}
+
+impl Index {
+    /// Maps an existing index if it is intact and of this geometry.
+    pub fn attach(path: &Path, geo: Geometry) -> Result<Option<Index>> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path, "open", e)),
+        };
+        let len = file.metadata().map_err(|e| io(path, "stat", e))?.len();
+        if len != geo.file_len() {
+            return Ok(None);
+        }
+        let idx = Self::map(path, &file, geo, 0)?;
+        let w = idx.words();
+        let sum = xxh3_64(&idx.map[..48]);
+        let ok = w[0].load(Acquire) == MAGIC
+            && w[1].load(Relaxed) == VERSION
+            && w[2].load(Relaxed) == geo.region_size
+            && w[3].load(Relaxed) == geo.regions
+            && w[4].load(Relaxed) == geo.buckets
+            && w[6].load(Relaxed) == sum;
+        if !ok {
+            return Ok(None);
+        }
+        let salt = w[5].load(Relaxed);
+        Ok(Some(Index { salt, ..idx }))
+    }
+
+    /// Creates a fresh, empty index file at `path` (a temporary name; the
+    /// caller fills it and renames it into place).
+    pub fn create(path: &Path, geo: Geometry, salt: u64) -> Result<Index> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| io(path, "create", e))?;
+        file.set_len(geo.file_len())
+            .map_err(|e| io(path, "size", e))?;
+        super::region::preallocate(&file, geo.file_len()).map_err(|e| io(path, "allocate", e))?;
+        let mut idx = Self::map(path, &file, geo, salt)?;
+        for (i, v) in [
+            MAGIC,
+            VERSION,
+            geo.region_size,
+            geo.regions,
+            geo.buckets,
+            salt,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            idx.map[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let sum = xxh3_64(&idx.map[..48]);
+        idx.map[48..56].copy_from_slice(&sum.to_le_bytes());
+        idx.words()[W_HEAD].store(geo.regions - 1, Relaxed);
+        for r in 0..geo.regions as usize {
+            idx.state(r).store(CLOSED, Relaxed);
+        }
+        Ok(idx)
+    }
+
+    fn map(path: &Path, file: &File, geo: Geometry, salt: u64) -> Result<Index> {
+        // SAFETY: the file is ours to map; other processes change it only
+        // through atomic operations on aligned words (see `words`), and the
+        // header bytes written non-atomically are written before the file is
+        // renamed into place, i.e. before any other process can map it.
+        let map = unsafe { MmapMut::map_mut(file) }.map_err(|e| io(path, "mmap", e))?;
+        let table = PAGE / 8;
+        Ok(Index {
+            map,
+            geo,
+            salt,
+            table,
+            slots: table + geo.region_table_words(),
+        })
+    }
+
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page-aligned and a whole number of words
+        // long, lives as long as `self`, and `AtomicU64` has the layout of
+        // `u64`; all shared access to it is atomic.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.map.len() / 8)
+        }
+    }
+
+    /// The region being appended to.
+    pub fn head(&self) -> &AtomicU64 {
+        &self.words()[W_HEAD]
+    }
+    /// Count of region (re)openings: the FIFO clock.
+    pub fn lap(&self) -> &AtomicU64 {
+        &self.words()[W_LAP]
+    }
+    /// Epoch (high 32 bits) and append cursor in units (low 32 bits).
+    pub fn state(&self, r: usize) -> &AtomicU64 {
+        &self.words()[self.table + 2 * r]
+    }
+    /// The lap at which region `r` was last opened.
+    pub fn region_lap(&self, r: usize) -> &AtomicU64 {
+        &self.words()[self.table + 2 * r + 1]
+    }
+
+    fn slot(&self, i: usize) -> (&AtomicU64, &AtomicU64) {
+        let w = self.words();
+        (&w[self.slots + 2 * i], &w[self.slots + 2 * i + 1])
+    }
+
+    fn bucket(&self, h: u128) -> usize {
+        (h as u64 % self.geo.buckets) as usize * WAYS
+    }
+
+    /// Slots whose tag matches `h`, in slot order.
+    pub fn lookup(&self, h: u128, out: &mut Vec<Found>) {
+        let tag = tag_of(h);
+        let b = self.bucket(h);
+        for slot in b..b + WAYS {
+            let (t, l) = self.slot(slot);
+            if t.load(Acquire) != tag {
+                continue;
+            }
+            let word = l.load(Acquire);
+            if word != 0 && t.load(Acquire) == tag {
+                out.push(Found { slot, word });
+            }
+        }
+    }
+
+    /// Publishes a location for `h`: replaces the slot holding its tag, or
+    /// takes an empty or dead slot, or else the one `age` says is oldest.
+    pub fn publish(&self, h: u128, word: u64, age: impl Fn(u64) -> Option<u64>) {
+        let tag = tag_of(h);
+        let b = self.bucket(h);
+        for _ in 0..8 {
+            for slot in b..b + WAYS {
+                let (t, l) = self.slot(slot);
+                if t.load(Acquire) == tag {
+                    l.store(word, Release);
+                    return;
+                }
+            }
+            let mut victim = (u64::MAX, b);
+            for slot in b..b + WAYS {
+                let (t, l) = self.slot(slot);
+                let (tv, lv) = (t.load(Acquire), l.load(Acquire));
+                let a = if tv == 0 || lv == 0 { None } else { age(lv) };
+                let a = a.unwrap_or(0); // empty or dead: take it first
+                if a < victim.0 {
+                    victim = (a, slot);
+                }
+            }
+            let (t, l) = self.slot(victim.1);
+            let old = t.load(Acquire);
+            // Claim the tag first: a reader that sees our tag with the
+            // previous location verifies the record's key and misses.
+            if t.compare_exchange(old, tag, AcqRel, Acquire).is_ok() {
+                l.store(word, Release);
+                return;
+            }
+        }
+    }
+
+    /// Replaces `old` by `new` in `slot` if it still holds `old`.
+    pub fn replace(&self, slot: usize, old: u64, new: u64) -> bool {
+        let (_, l) = self.slot(slot);
+        l.compare_exchange(old, new, AcqRel, Acquire).is_ok()
+    }
+
+    /// Marks a slot as hit since written (for re-insertion at recycling).
+    pub fn mark_hit(&self, f: &Found) {
+        if !f.hit() {
+            let (_, l) = self.slot(f.slot);
+            let _ = l.compare_exchange(f.word, f.word | HIT, AcqRel, Relaxed);
+        }
+    }
+
+    /// Empties a slot if it still holds `word`.
+    pub fn remove(&self, f: &Found) -> bool {
+        self.replace(f.slot, f.word, 0)
+    }
+
+    /// Occupied slots (a scan; for tests and statistics only).
+    pub fn occupied(&self) -> u64 {
+        let n = self.geo.buckets as usize * WAYS;
+        (0..n)
+            .filter(|&i| self.slot(i).1.load(Relaxed) != 0)
+            .count() as u64
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.map.flush_async()
+    }
+}
+
+/// A region state word: epoch in the high half, cursor (units) in the low.
+pub fn state_word(epoch: u32, cursor: u64) -> u64 {
+    ((epoch as u64) << 32) | cursor
+}
