@@ -89,7 +89,7 @@ fn round_trip_reopen_and_rebuild_after_index_loss() {
     check(&t);
     let l = got.lock().unwrap().join("\n");
     assert!(
-        l.contains("rebuilding index of") && l.contains("500 objects"),
+        l.contains("rebuilding index of") && l.contains("500 records"),
         "{l}"
     );
     // New writes after a rebuild go on where the old ones stopped.

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
+use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"RCIDX001");
@@ -39,8 +40,16 @@ impl Geometry {
     fn region_table_words(&self) -> usize {
         (self.regions as usize * 2).div_ceil(PAGE / 8) * (PAGE / 8)
     }
+    /// Byte offset of the bucket lock bytes.
+    fn locks_at(&self) -> usize {
+        PAGE + self.region_table_words() * 8
+    }
+    /// Word offset of the slots.
+    fn slots_word(&self) -> usize {
+        (self.locks_at() + (self.buckets as usize).div_ceil(PAGE) * PAGE) / 8
+    }
     pub fn file_len(&self) -> u64 {
-        (PAGE + self.region_table_words() * 8) as u64 + self.buckets * WAYS as u64 * 16
+        self.slots_word() as u64 * 8 + self.buckets * WAYS as u64 * 16
     }
 }
 
@@ -181,7 +190,7 @@ impl Index {
             geo,
             salt,
             table,
-            slots: table + geo.region_table_words(),
+            slots: geo.slots_word(),
         })
     }
 
@@ -223,8 +232,7 @@ impl Index {
     /// Slots whose tag matches `h`, in slot order.
     pub fn lookup(&self, h: u128, out: &mut Vec<Found>) {
         let tag = tag_of(h);
-        let b = self.bucket(h);
-        for slot in b..b + WAYS {
+        for slot in self.window(h) {
             let (t, l) = self.slot(slot);
             if t.load(Acquire) != tag {
                 continue;
@@ -236,44 +244,86 @@ impl Index {
         }
     }
 
+    fn lock_byte(&self, bucket: usize) -> &AtomicU8 {
+        let at = self.geo.locks_at() + bucket / WAYS;
+        // SAFETY: `at` is inside the mapping (the lock area has one byte per
+        // bucket), `AtomicU8` has the layout of `u8`, and every process
+        // touches these bytes only atomically.
+        unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU8) }
+    }
+
+    /// Serialises writers of one bucket (readers never wait). Held for a few
+    /// stores only, so a lock older than `STALE` belongs to a killed process
+    /// and is taken over.
+    fn lock_bucket(&self, b: usize) -> BucketGuard<'_> {
+        const STALE: Duration = Duration::from_millis(500);
+        let l = self.lock_byte(b);
+        let mut since: Option<Instant> = None;
+        loop {
+            if l.compare_exchange_weak(0, 1, Acquire, Relaxed).is_ok() {
+                return BucketGuard(l);
+            }
+            let t = *since.get_or_insert_with(Instant::now);
+            if t.elapsed() > STALE {
+                return BucketGuard(l); // the holder died mid-update
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// The slots a key may occupy: its bucket and the next one, so that a
+    /// full bucket overflows instead of evicting.
+    fn window(&self, h: u128) -> impl Iterator<Item = usize> {
+        let b = self.bucket(h);
+        let n = self.geo.buckets as usize * WAYS;
+        (b..b + 2 * WAYS).map(move |s| s % n)
+    }
+
     /// Publishes a location for `h`: replaces the slot holding its tag, or
     /// takes an empty or dead slot, or else the one `age` says is oldest.
     pub fn publish(&self, h: u128, word: u64, age: impl Fn(u64) -> Option<u64>) {
         let tag = tag_of(h);
         let b = self.bucket(h);
-        for _ in 0..8 {
-            for slot in b..b + WAYS {
-                let (t, l) = self.slot(slot);
-                if t.load(Acquire) == tag {
-                    l.store(word, Release);
-                    return;
-                }
-            }
-            let mut victim = (u64::MAX, b);
-            for slot in b..b + WAYS {
-                let (t, l) = self.slot(slot);
-                let (tv, lv) = (t.load(Acquire), l.load(Acquire));
-                let a = if tv == 0 || lv == 0 { None } else { age(lv) };
-                let a = a.unwrap_or(0); // empty or dead: take it first
-                if a < victim.0 {
-                    victim = (a, slot);
-                }
-            }
-            let (t, l) = self.slot(victim.1);
-            let old = t.load(Acquire);
-            // Claim the tag first: a reader that sees our tag with the
-            // previous location verifies the record's key and misses.
-            if t.compare_exchange(old, tag, AcqRel, Acquire).is_ok() {
+        let b2 = (b + WAYS) % (self.geo.buckets as usize * WAYS);
+        // Lock both buckets, lower first, so writers never deadlock.
+        let _g1 = self.lock_bucket(b.min(b2));
+        let _g2 = (b2 != b).then(|| self.lock_bucket(b.max(b2)));
+        for slot in self.window(h) {
+            let (t, l) = self.slot(slot);
+            if t.load(Acquire) == tag {
                 l.store(word, Release);
                 return;
             }
         }
+        let mut victim = (u64::MAX, b);
+        for slot in self.window(h) {
+            let (t, l) = self.slot(slot);
+            let (tv, lv) = (t.load(Acquire), l.load(Acquire));
+            // Empty or dead slots first, then the oldest region's.
+            let a = if tv == 0 || lv == 0 {
+                0
+            } else {
+                age(lv).unwrap_or(0)
+            };
+            if a < victim.0 {
+                victim = (a, slot);
+            }
+        }
+        let (t, l) = self.slot(victim.1);
+        // A reader between these stores sees a dead or foreign location and
+        // misses after checking the record's key.
+        l.store(0, Release);
+        t.store(tag, Release);
+        l.store(word, Release);
     }
 
     /// Replaces `old` by `new` in `slot` if it still holds `old`.
     pub fn replace(&self, slot: usize, old: u64, new: u64) -> bool {
+        let _g = self.lock_bucket(slot / WAYS * WAYS);
         let (_, l) = self.slot(slot);
         l.compare_exchange(old, new, AcqRel, Acquire).is_ok()
+            || (l.load(Acquire) == old | HIT
+                && l.compare_exchange(old | HIT, new, AcqRel, Acquire).is_ok())
     }
 
     /// Marks a slot as hit since written (for re-insertion at recycling).
@@ -299,6 +349,14 @@ impl Index {
 
     pub fn flush(&self) -> std::io::Result<()> {
         self.map.flush_async()
+    }
+}
+
+struct BucketGuard<'a>(&'a AtomicU8);
+
+impl Drop for BucketGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Release);
     }
 }
 

@@ -57,7 +57,7 @@ pub fn rebuild(dir: &Path, geo: Geometry, new_salt: u64, log: &Log) -> Result<In
         }
         let secs = start.elapsed().as_secs_f64().max(1e-9);
         log(&format!(
-            "rebuilding index of {}: region {}/{}, {objects} objects, {:.2} GB/s",
+            "rebuilding index of {}: region {}/{}, {objects} records, {:.2} GB/s",
             dir.display(),
             i + 1,
             heads.len(),
