@@ -6,6 +6,8 @@
 //! ```text
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
+//! tier=/dev/shm/rcdn,size=1g,region=32m   # block tiers, fastest first;
+//! tier=/var/cache/rcdn,size=100g          # `tier` may be repeated
 //! ```
 //!
 //! Sizes take `k`, `m`, `g`, `t` (powers of 1024); durations `ms`, `s`, `m`,
@@ -35,6 +37,8 @@ pub struct Config {
     pub purge_slots: usize,
     /// Slots of the ban list (regex, mask, non-directory prefix purges).
     pub ban_slots: usize,
+    /// Block tiers after `mem`, fastest first (`tier=` may be repeated).
+    pub tiers: Vec<crate::block::TierSpec>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             cache_set_cookie: false,
             purge_slots: 1 << 16,
             ban_slots: 64,
+            tiers: Vec::new(),
         }
     }
 }
@@ -61,6 +66,7 @@ const KEYS: &[&str] = &[
     "cache_set_cookie",
     "purge_slots",
     "ban_slots",
+    "tier",
 ];
 
 impl Config {
@@ -78,6 +84,10 @@ impl Config {
                     format!("unknown key (known: {})", KEYS.join(", ")),
                 ));
             };
+            if known == "tier" {
+                cfg.tiers.push(crate::block::TierSpec::parse(value)?);
+                continue;
+            }
             if seen.contains(&known) {
                 return Err(Error::config(key, "given twice"));
             }
@@ -98,7 +108,7 @@ impl Config {
             "cache_set_cookie" => self.cache_set_cookie = parse_bool(key, v)?,
             "purge_slots" => self.purge_slots = parse_count(key, v)?,
             "ban_slots" => self.ban_slots = parse_count(key, v)?,
-            _ => unreachable!("key list and setter disagree"),
+            _ => return Err(Error::config(key, "not settable here")),
         }
         Ok(())
     }
@@ -272,6 +282,20 @@ mod tests {
         assert!(e("mem=16777216t").contains("mem"));
         assert!(e("cache_set_cookie=maybe").contains("on or off"));
         assert!(e("max_key=1m").contains("max_key"));
+    }
+
+    #[test]
+    fn tiers_repeat_in_order() {
+        let c =
+            Config::parse("mem=8m tier=/dev/shm/a,size=64m,region=1m tier=/var/b,size=1g").unwrap();
+        assert_eq!(c.tiers.len(), 2);
+        assert_eq!(c.tiers[0].path, std::path::PathBuf::from("/dev/shm/a"));
+        assert_eq!((c.tiers[0].size, c.tiers[0].region), (64 << 20, 1 << 20));
+        assert_eq!(c.tiers[1].region, crate::block::DEFAULT_REGION);
+        let e = Config::parse("tier=/x,size=1g,bogus=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! turnover between processes) and `region.NNNNN` files. Objects up to the
 //! slice size are one record; larger ones are slices plus a manifest.
 
+pub(crate) mod engine;
 pub mod index;
 pub mod record;
 pub mod region;
@@ -13,6 +14,7 @@ mod scan;
 pub mod slice;
 mod tier;
 
+pub use engine::{BlockCounters, PROMOTE_HITS};
 pub use record::Kind;
 pub use slice::TierWriter;
 pub use tier::{Extent, Hit, Log, Tier, TierStats};
@@ -57,6 +59,7 @@ impl TierSpec {
             return Err(Error::config("tier", "expected a directory path first"));
         }
         let mut spec = TierSpec::new(path, 0);
+        let mut slice = None;
         for p in parts {
             let (k, val) = p
                 .split_once('=')
@@ -65,7 +68,7 @@ impl TierSpec {
             match k {
                 "size" => spec.size = parse_size(&field, val)?,
                 "region" => spec.region = parse_size(&field, val)?,
-                "slice" => spec.slice = parse_size(&field, val)?,
+                "slice" => slice = Some(parse_size(&field, val)?),
                 "slots" => spec.slots = Some(parse_size(&field, val)?),
                 _ => {
                     return Err(Error::config(
@@ -75,6 +78,8 @@ impl TierSpec {
                 }
             }
         }
+        // Unless given, slices are 1 MiB, or a quarter of a smaller region.
+        spec.slice = slice.unwrap_or(DEFAULT_SLICE.min(spec.region / 4));
         spec.validate()?;
         Ok(spec)
     }

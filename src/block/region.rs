@@ -144,12 +144,16 @@ pub struct DirGuard<'a> {
 
 impl DirLock {
     pub fn open(dir: &Path) -> io::Result<DirLock> {
+        Self::open_named(dir, "lock")
+    }
+
+    pub fn open_named(dir: &Path, name: &str) -> io::Result<DirLock> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join("lock"))?;
+            .open(dir.join(name))?;
         Ok(DirLock {
             file: Mutex::new(file),
         })
