@@ -100,6 +100,13 @@ fn child(role: &str, args: &[String]) {
                 i += 1;
             }
         }
+        // purge CONFIG: records a tag purge from another process
+        "purge" => {
+            let c = cdncore::Cache::open_str(&args[0]).expect("open cache");
+            c.purge(&cdncore::Purge::Tag(7)).expect("purge");
+        }
+        // big DIR SIZE: a 2 GiB object written and read back, then VmHWM
+        "big" => big_object(&dir, num(1)),
         _ => panic!("unknown role {role}"),
     }
 }
@@ -187,6 +194,113 @@ fn kill_during_writes_then_reopen() {
     println!("kill_during_writes_then_reopen: ok");
 }
 
+/// Bytes of the big object at `start..start + len`: a cheap pattern any
+/// offset can be checked against.
+fn pattern(start: u64, len: usize) -> Vec<u8> {
+    let (w0, w1) = (start / 8, (start + len as u64).div_ceil(8));
+    let mut b = Vec::with_capacity(((w1 - w0) * 8) as usize);
+    for w in w0..w1 {
+        b.extend_from_slice(&(w.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (w >> 7)).to_le_bytes());
+    }
+    let a = (start - w0 * 8) as usize;
+    b[a..a + len].to_vec()
+}
+
+const BIG: u64 = 2 << 30;
+
+fn big_object(dir: &Path, size: u64) {
+    let spec = TierSpec::new(dir, size); // 32 MiB regions, 1 MiB slices
+    let t = Tier::open(&spec, Tier::stderr_log()).expect("open");
+    let mut w = t.writer(b"big/object", meta(), 1).expect("writer");
+    let chunk = 256 << 10;
+    let mut pos = 0;
+    while pos < BIG {
+        w.write(&pattern(pos, chunk)).expect("write");
+        pos += chunk as u64;
+    }
+    w.commit().expect("commit");
+    let mut check = |start: u64, end: u64| {
+        let mut at = start;
+        let m = t
+            .read_range(b"big/object", start, end, &mut |piece| {
+                assert!(piece == pattern(at, piece.len()), "bytes at {at}");
+                at += piece.len() as u64;
+                Ok(())
+            })
+            .expect("read")
+            .expect("big object missing");
+        assert_eq!(m.size, BIG);
+        assert_eq!(at, end.min(BIG), "short read from {start}");
+    };
+    check(1_000_000_007, 1_003_000_000);
+    check(BIG - 5, BIG + 100);
+    check(0, BIG);
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    println!("{hwm}");
+}
+
+/// A purge recorded by another process applies here at once, in memory
+/// and in the block tiers.
+fn purge_from_another_process() {
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let conf = format!(
+        "mem=4m shards=2 tier={},size=4m,region=256k tier={},size=8m,region=256k",
+        a.path().display(),
+        b.path().display()
+    );
+    let c = cdncore::Cache::open_str(&conf).expect("open");
+    let mut m7 = meta();
+    m7.tags = vec![7];
+    c.insert(b"x.com/seven", m7, body_for("7").into())
+        .expect("insert");
+    c.insert(b"x.com/eight", meta(), body_for("8").into())
+        .expect("insert");
+    assert!(c.get(b"x.com/seven").expect("get").object().is_some());
+    wait_ok(spawn("purge", &[conf.clone()]));
+    assert!(
+        c.get(b"x.com/seven").expect("get").object().is_none(),
+        "purged elsewhere"
+    );
+    let other = cdncore::Cache::open_str(&conf).expect("open");
+    assert!(other.get(b"x.com/seven").expect("get").object().is_none());
+    assert!(other.get(b"x.com/eight").expect("get").object().is_some());
+    println!("purge_from_another_process: ok");
+}
+
+/// A 2 GiB object through a streaming writer and back by ranges, in a child
+/// whose peak RSS must stay far below the object size. On disk, not RAM.
+fn two_gib_object_with_bounded_memory() {
+    let base = Path::new("/var/tmp");
+    let d = tempfile::tempdir_in(base).expect("tempdir in /var/tmp");
+    let mut c = spawn("big", &args(d.path(), &[BIG + (512 << 20)]));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while c.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("2 GiB round trip took over 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = wait_ok(c);
+    let kb: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {out:?}"));
+    assert!(kb < 200 * 1024, "peak RSS {kb} kB for a 2 GiB object");
+    println!(
+        "two_gib_object_with_bounded_memory: ok, peak RSS {} MiB",
+        kb / 1024
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         let a: Vec<String> = std::env::args().skip(1).collect();
@@ -195,4 +309,6 @@ fn main() {
     }
     concurrent_writers_and_readers();
     kill_during_writes_then_reopen();
+    purge_from_another_process();
+    two_gib_object_with_bounded_memory();
 }
