@@ -219,7 +219,7 @@ fn big_object(dir: &Path, size: u64) {
         pos += chunk as u64;
     }
     w.commit().expect("commit");
-    let mut check = |start: u64, end: u64| {
+    let check = |start: u64, end: u64| {
         let mut at = start;
         let m = t
             .read_range(b"big/object", start, end, &mut |piece| {
@@ -263,7 +263,7 @@ fn purge_from_another_process() {
     c.insert(b"x.com/eight", meta(), body_for("8").into())
         .expect("insert");
     assert!(c.get(b"x.com/seven").expect("get").object().is_some());
-    wait_ok(spawn("purge", &[conf.clone()]));
+    wait_ok(spawn("purge", std::slice::from_ref(&conf)));
     assert!(
         c.get(b"x.com/seven").expect("get").object().is_none(),
         "purged elsewhere"
