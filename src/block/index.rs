@@ -1,8 +1,11 @@
 //! The shared index: one memory-mapped file that every process opening the
-//! store maps. Fixed-size buckets of four 16-byte slots keyed by the 128-bit
-//! key hash. A slot is two `u64` words: the hash tag and the location
-//! (region, region epoch, offset, hit bit). Readers take no lock; writers
-//! publish with compare-and-swap. The index is only a hint: every record is
+//! store maps. Buckets are one 64-byte cache line each: a writer lock word,
+//! five 32-bit hash tags and five 64-bit locations (region, region epoch,
+//! offset, hit bit), i.e. 12.8 bytes per slot. A key may live in either of
+//! two buckets chosen by its 128-bit hash and is placed in the emptier one
+//! ("two choices"), which keeps overflow negligible at 80 % load, i.e. 16
+//! bytes of index per object. Readers take no lock; writers of a bucket
+//! serialise on its lock word. The index is only a hint: every record is
 //! verified against the full key and its checksums before it is served, so a
 //! tag collision or a torn slot can cost a miss, never a wrong object.
 //!
@@ -15,14 +18,18 @@ use crate::error::{Error, Result};
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"RCIDX001");
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 const PAGE: usize = 4096;
-pub const WAYS: usize = 4;
+/// Slots per 64-byte bucket.
+pub const WAYS: usize = 5;
+const BUCKET: usize = 64;
+/// Byte offset of the location words inside a bucket.
+const WORDS_AT: usize = 24;
 const W_HEAD: usize = 16;
 const W_LAP: usize = 24;
 /// Cursor value that marks a region closed to appends.
@@ -40,16 +47,12 @@ impl Geometry {
     fn region_table_words(&self) -> usize {
         (self.regions as usize * 2).div_ceil(PAGE / 8) * (PAGE / 8)
     }
-    /// Byte offset of the bucket lock bytes.
-    fn locks_at(&self) -> usize {
+    /// Byte offset of the first bucket.
+    fn buckets_at(&self) -> usize {
         PAGE + self.region_table_words() * 8
     }
-    /// Word offset of the slots.
-    fn slots_word(&self) -> usize {
-        (self.locks_at() + (self.buckets as usize).div_ceil(PAGE) * PAGE) / 8
-    }
     pub fn file_len(&self) -> u64 {
-        self.slots_word() as u64 * 8 + self.buckets * WAYS as u64 * 16
+        self.buckets_at() as u64 + self.buckets * BUCKET as u64
     }
 }
 
@@ -100,7 +103,7 @@ pub struct Index {
     pub geo: Geometry,
     pub salt: u64,
     table: usize,
-    slots: usize,
+    buckets_at: usize,
 }
 
 fn io(path: &Path, what: &str, e: std::io::Error) -> Error {
@@ -110,8 +113,8 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> Error {
     }
 }
 
-fn tag_of(h: u128) -> u64 {
-    ((h >> 64) as u64).max(1)
+fn tag_of(h: u128) -> u32 {
+    ((h >> 96) as u32).max(1)
 }
 
 impl Index {
@@ -190,7 +193,7 @@ impl Index {
             geo,
             salt,
             table,
-            slots: geo.slots_word(),
+            buckets_at: geo.buckets_at(),
         })
     }
 
@@ -220,19 +223,94 @@ impl Index {
         &self.words()[self.table + 2 * r + 1]
     }
 
-    fn slot(&self, i: usize) -> (&AtomicU64, &AtomicU64) {
-        let w = self.words();
-        (&w[self.slots + 2 * i], &w[self.slots + 2 * i + 1])
+    /// Tag and location of slot `i` (bucket `i / WAYS`).
+    fn slot(&self, i: usize) -> (&AtomicU32, &AtomicU64) {
+        let base = self.buckets_at + i / WAYS * BUCKET;
+        let j = i % WAYS;
+        // SAFETY: `i` is below buckets * WAYS (callers derive it from
+        // `pair`), so both fields lie inside the mapping; the tag is 4-byte
+        // and the word 8-byte aligned (buckets are 64-byte aligned); every
+        // process accesses them only atomically.
+        unsafe {
+            let p = self.map.as_ptr();
+            (
+                &*(p.add(base + 4 + 4 * j) as *const AtomicU32),
+                &*(p.add(base + WORDS_AT + 8 * j) as *const AtomicU64),
+            )
+        }
     }
 
-    fn bucket(&self, h: u128) -> usize {
-        (h as u64 % self.geo.buckets) as usize * WAYS
+    fn lock_word(&self, bucket: usize) -> &AtomicU32 {
+        // SAFETY: as in `slot`; offset 0 of a bucket is its lock word.
+        unsafe { &*(self.map.as_ptr().add(self.buckets_at + bucket * BUCKET) as *const AtomicU32) }
     }
 
-    /// Slots whose tag matches `h`, in slot order.
+    /// The two buckets a key may occupy. The second follows from the first
+    /// and the tag alone (`b1 + b2 = f(tag) mod n`), so an entry can later be
+    /// moved to its other bucket without knowing its key.
+    fn pair(&self, h: u128) -> (usize, usize) {
+        let b1 = (h as u64 % self.geo.buckets) as usize;
+        (b1, self.other(b1, tag_of(h)))
+    }
+
+    fn other(&self, b: usize, tag: u32) -> usize {
+        let n = self.geo.buckets;
+        let f = (tag as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % n;
+        ((f + n - b as u64) % n) as usize
+    }
+
+    fn try_lock_bucket(&self, b: usize) -> Option<BucketGuard<'_>> {
+        let l = self.lock_word(b);
+        l.compare_exchange(0, 1, Acquire, Relaxed)
+            .ok()
+            .map(|_| BucketGuard(l))
+    }
+
+    /// Both buckets are full of live entries: move one of them to its other
+    /// bucket if that has room, and return the slot freed. The third bucket
+    /// is only try-locked, so lock order cannot deadlock.
+    fn kick(&self, buckets: [usize; 2], age: &impl Fn(u64) -> Option<u64>) -> Option<usize> {
+        for b in buckets {
+            for slot in b * WAYS..b * WAYS + WAYS {
+                let (t, l) = self.slot(slot);
+                let (tv, lv) = (t.load(Acquire), l.load(Acquire));
+                let alt = self.other(b, tv);
+                if buckets.contains(&alt) {
+                    continue;
+                }
+                let has_room = |i: usize| {
+                    let w = self.slot(i).1.load(Acquire);
+                    w == 0 || age(w).is_none()
+                };
+                // Look before locking: most other buckets are full too.
+                if !(alt * WAYS..alt * WAYS + WAYS).any(has_room) {
+                    continue;
+                }
+                let Some(_g) = self.try_lock_bucket(alt) else {
+                    continue;
+                };
+                let free = (alt * WAYS..alt * WAYS + WAYS).find(|&i| has_room(i));
+                if let Some(dst) = free {
+                    let (dt, dl) = self.slot(dst);
+                    dl.store(0, Release);
+                    dt.store(tv, Release);
+                    dl.store(lv, Release);
+                    return Some(slot);
+                }
+            }
+        }
+        None
+    }
+
+    fn slots_of(&self, h: u128) -> impl Iterator<Item = usize> {
+        let (b1, b2) = self.pair(h);
+        (b1 * WAYS..b1 * WAYS + WAYS).chain(b2 * WAYS..b2 * WAYS + WAYS)
+    }
+
+    /// Slots whose tag matches `h`.
     pub fn lookup(&self, h: u128, out: &mut Vec<Found>) {
         let tag = tag_of(h);
-        for slot in self.window(h) {
+        for slot in self.slots_of(h) {
             let (t, l) = self.slot(slot);
             if t.load(Acquire) != tag {
                 continue;
@@ -244,20 +322,12 @@ impl Index {
         }
     }
 
-    fn lock_byte(&self, bucket: usize) -> &AtomicU8 {
-        let at = self.geo.locks_at() + bucket / WAYS;
-        // SAFETY: `at` is inside the mapping (the lock area has one byte per
-        // bucket), `AtomicU8` has the layout of `u8`, and every process
-        // touches these bytes only atomically.
-        unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU8) }
-    }
-
     /// Serialises writers of one bucket (readers never wait). Held for a few
     /// stores only, so a lock older than `STALE` belongs to a killed process
     /// and is taken over.
     fn lock_bucket(&self, b: usize) -> BucketGuard<'_> {
         const STALE: Duration = Duration::from_millis(500);
-        let l = self.lock_byte(b);
+        let l = self.lock_word(b);
         let mut since: Option<Instant> = None;
         loop {
             if l.compare_exchange_weak(0, 1, Acquire, Relaxed).is_ok() {
@@ -271,42 +341,48 @@ impl Index {
         }
     }
 
-    /// The slots a key may occupy: its bucket and the next one, so that a
-    /// full bucket overflows instead of evicting.
-    fn window(&self, h: u128) -> impl Iterator<Item = usize> {
-        let b = self.bucket(h);
-        let n = self.geo.buckets as usize * WAYS;
-        (b..b + 2 * WAYS).map(move |s| s % n)
-    }
-
     /// Publishes a location for `h`: replaces the slot holding its tag, or
-    /// takes an empty or dead slot, or else the one `age` says is oldest.
+    /// takes an empty or dead slot in the emptier bucket, or else the slot
+    /// `age` says is oldest.
     pub fn publish(&self, h: u128, word: u64, age: impl Fn(u64) -> Option<u64>) {
         let tag = tag_of(h);
-        let b = self.bucket(h);
-        let b2 = (b + WAYS) % (self.geo.buckets as usize * WAYS);
+        let (b1, b2) = self.pair(h);
         // Lock both buckets, lower first, so writers never deadlock.
-        let _g1 = self.lock_bucket(b.min(b2));
-        let _g2 = (b2 != b).then(|| self.lock_bucket(b.max(b2)));
-        for slot in self.window(h) {
+        let _g1 = self.lock_bucket(b1.min(b2));
+        let _g2 = (b1 != b2).then(|| self.lock_bucket(b1.max(b2)));
+        for slot in self.slots_of(h) {
             let (t, l) = self.slot(slot);
             if t.load(Acquire) == tag {
                 l.store(word, Release);
                 return;
             }
         }
-        let mut victim = (u64::MAX, b);
-        for slot in self.window(h) {
-            let (t, l) = self.slot(slot);
-            let (tv, lv) = (t.load(Acquire), l.load(Acquire));
-            // Empty or dead slots first, then the oldest region's.
-            let a = if tv == 0 || lv == 0 {
-                0
-            } else {
-                age(lv).unwrap_or(0)
-            };
+        let live = |b: usize| {
+            (b * WAYS..b * WAYS + WAYS)
+                .filter(|&i| {
+                    let w = self.slot(i).1.load(Acquire);
+                    w != 0 && age(w).is_some()
+                })
+                .count()
+        };
+        let order = if live(b2) < live(b1) {
+            [b2, b1]
+        } else {
+            [b1, b2]
+        };
+        let mut victim = (u64::MAX, b1 * WAYS);
+        for slot in order.iter().flat_map(|&b| b * WAYS..b * WAYS + WAYS) {
+            let lv = self.slot(slot).1.load(Acquire);
+            // Empty or dead slots first (emptier bucket first), then the
+            // oldest region's.
+            let a = if lv == 0 { 0 } else { age(lv).unwrap_or(0) };
             if a < victim.0 {
                 victim = (a, slot);
+            }
+        }
+        if victim.0 != 0 {
+            if let Some(freed) = self.kick(order, &age) {
+                victim.1 = freed;
             }
         }
         let (t, l) = self.slot(victim.1);
@@ -319,7 +395,7 @@ impl Index {
 
     /// Replaces `old` by `new` in `slot` if it still holds `old`.
     pub fn replace(&self, slot: usize, old: u64, new: u64) -> bool {
-        let _g = self.lock_bucket(slot / WAYS * WAYS);
+        let _g = self.lock_bucket(slot / WAYS);
         let (_, l) = self.slot(slot);
         l.compare_exchange(old, new, AcqRel, Acquire).is_ok()
             || (l.load(Acquire) == old | HIT
@@ -352,7 +428,7 @@ impl Index {
     }
 }
 
-struct BucketGuard<'a>(&'a AtomicU8);
+struct BucketGuard<'a>(&'a AtomicU32);
 
 impl Drop for BucketGuard<'_> {
     fn drop(&mut self) {
