@@ -286,6 +286,46 @@ impl Cache {
         self.inner.block.as_ref().map_or(&[], |b| b.tiers())
     }
 
+    /// Starts a streaming insert straight into the first block tier, for
+    /// objects too large for memory: slices are written as they fill, so
+    /// memory stays at one slice whatever the size. Read it back with
+    /// [`Cache::read_range`].
+    pub fn large_writer(&self, key: &[u8], meta: Meta) -> Result<crate::block::TierWriter> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        let Some(b) = &self.inner.block else {
+            return Err(Error::config("tier", "large objects need a block tier"));
+        };
+        b.first().writer(key, meta, self.inner.purge.seq())
+    }
+
+    /// Reads body bytes `start..end` of an object in the block tiers (whole
+    /// or sliced), handing verified pieces to `out`. Returns its metadata, or
+    /// `None` on a miss or if a purge covers it.
+    pub fn read_range(
+        &self,
+        key: &[u8],
+        start: u64,
+        end: u64,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<Meta>> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        for t in self.tiers() {
+            let Some(hit) = t.get(key)? else { continue };
+            if self
+                .inner
+                .purge
+                .is_purged(key, &facts_of(key, &hit.meta), hit.born)
+            {
+                t.remove(key);
+                return Ok(None);
+            }
+            if let Some(m) = t.read_range(key, start, end, out)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
     /// Promotion, demotion and per-tier counters, if there are block tiers.
     pub fn block_counters(&self) -> Option<BlockCounters> {
         self.inner.block.as_ref().map(|b| b.counters())

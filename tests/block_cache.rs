@@ -194,3 +194,36 @@ fn full_disk_degrades_the_tier_and_the_cache_keeps_serving() {
     );
     drop(c);
 }
+
+#[test]
+fn large_objects_through_the_cache_by_range_and_purge() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let text = format!(
+        "mem=1m shards=1 tier={},size=16m,region=1m,slice=64k tier={},size=8m,region=1m",
+        a.path().display(),
+        b.path().display()
+    );
+    let c = Cache::open_str(&text).unwrap();
+    let body = body_for("large", 3_000_000); // larger than the memory tier
+    let mut w = c.large_writer(b"l.com/video", meta(9)).unwrap();
+    for part in body.chunks(100_000) {
+        w.write(part).unwrap();
+    }
+    w.commit().unwrap();
+    let read = |from: u64, to: u64| {
+        let mut got = Vec::new();
+        let m = c
+            .read_range(b"l.com/video", from, to, &mut |p| {
+                got.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+        m.map(|m| (m.size, got))
+    };
+    let (size, got) = read(1_000_000, 1_200_000).unwrap();
+    assert_eq!(size, 3_000_000);
+    assert_eq!(got, body[1_000_000..1_200_000]);
+    assert_eq!(read(0, u64::MAX).unwrap().1, body);
+    c.purge(&Purge::Tag(9)).unwrap();
+    assert!(read(0, 10).is_none(), "purged large object served");
+}
