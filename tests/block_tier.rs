@@ -156,6 +156,11 @@ fn scribbled_and_truncated_regions_are_never_served() {
     }
     let ext = t.extent(b"k3").unwrap().unwrap();
     assert_eq!(ext.len, 10_000);
+    // The extent is what sendfile would send: the body, at that offset.
+    let mut via_fd = vec![0u8; ext.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(ext.file(), &mut via_fd, ext.offset).unwrap();
+    assert_eq!(via_fd, body_for("k3", 10_000));
+    assert!(ext.fd() >= 0);
     // Someone scribbles over the body of k3 in the region file.
     let region = d.path().join("region.00000");
     let f = std::fs::OpenOptions::new()

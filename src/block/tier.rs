@@ -87,6 +87,10 @@ impl Extent {
     pub fn fd(&self) -> RawFd {
         self.map.file.as_raw_fd()
     }
+    /// The region file (for `pread`, `sendfile`, `splice`).
+    pub fn file(&self) -> &std::fs::File {
+        &self.map.file
+    }
 }
 
 /// Located, header-verified record.
