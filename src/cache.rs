@@ -240,7 +240,7 @@ impl Cache {
         let Some(b) = &self.inner.block else {
             return Ok(Lookup::Miss);
         };
-        let Some((tier, hit)) = b.lookup(key) else {
+        let Some((tier, hit)) = b.lookup(key, self.max_object()) else {
             self.shard(h).ctr.misses += 1;
             return Ok(Lookup::Miss);
         };

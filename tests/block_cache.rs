@@ -55,6 +55,12 @@ fn write_through_is_seen_by_a_second_cache_and_after_reopen() {
             body_for(&k, 3000)
         );
     }
+    // Larger than a slice (16k) but within the memory limit: stored as
+    // slices, and still a whole object to `get` from another cache.
+    let big = body_for("site.com/big", 100_000);
+    c3.insert(b"site.com/big", meta(1), big.clone()).unwrap();
+    let c4 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    assert_eq!(body_of(&c4.get(b"site.com/big").unwrap()).unwrap(), big);
     assert!(c3.remove(b"site.com/x/3").unwrap());
     assert!(c3.get(b"site.com/x/3").unwrap().object().is_none());
 }

@@ -110,11 +110,27 @@ impl Tiers {
         }
     }
 
-    /// The first tier holding a whole object under `key`.
-    pub fn lookup(&self, key: &[u8]) -> Option<(usize, Hit)> {
+    /// The first tier holding `key`. A sliced object up to `max` bytes is
+    /// assembled into one body; a larger one is left to `read_range`.
+    pub fn lookup(&self, key: &[u8], max: u64) -> Option<(usize, Hit)> {
         self.tiers.iter().enumerate().find_map(|(i, t)| {
-            let hit = t.get(key).ok().flatten()?;
-            (hit.kind == Kind::Object).then_some((i, hit))
+            let mut hit = t.get(key).ok().flatten()?;
+            if hit.kind == Kind::Manifest {
+                if hit.meta.size > max {
+                    return None;
+                }
+                let mut body = Vec::with_capacity(hit.meta.size as usize);
+                let read = t.read_range(key, 0, hit.meta.size, &mut |p| {
+                    body.extend_from_slice(p);
+                    Ok(())
+                });
+                if !matches!(read, Ok(Some(_))) || body.len() as u64 != hit.meta.size {
+                    return None;
+                }
+                hit.body = body.into();
+                hit.kind = Kind::Object;
+            }
+            Some((i, hit))
         })
     }
 
