@@ -112,6 +112,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// Parses and verifies the header at the start of `b` (which runs to the end
 /// of the region). `None` if it is not a whole, intact record header.
 pub fn parse_head(b: &[u8], salt: u64, max_body: u64) -> Option<Head> {
+    parse_head_in(b, b.len() as u64, salt, max_body)
+}
+
+/// Like `parse_head`, for a buffer `b` holding at least header, key and
+/// metadata, with `avail` bytes left in the region from the record start.
+pub fn parse_head_in(b: &[u8], avail: u64, salt: u64, max_body: u64) -> Option<Head> {
     if b.len() < HEAD_LEN || u32_at(b, 0) != REC_MAGIC {
         return None;
     }
@@ -125,7 +131,7 @@ pub fn parse_head(b: &[u8], salt: u64, max_body: u64) -> Option<Head> {
         version: u64_at(b, 40),
         body_sum: u64_at(b, 48),
     };
-    if h.body_len > max_body || h.rec_len() > b.len() as u64 {
+    if h.body_len > max_body || h.rec_len() > avail || h.body_offset() > b.len() as u64 {
         return None;
     }
     let end = h.body_offset() as usize;

@@ -183,7 +183,7 @@ impl Tier {
                     && hd.version == top.head.version
                     && hd.body_len == want
             };
-            match self.find(slice_hash(key, s), key, ok, false) {
+            match self.find_slice(slice_hash(key, s), key, ok) {
                 Some(r) => recs.push(r),
                 None => {
                     // A slice was recycled or damaged: the object is gone.

@@ -387,6 +387,26 @@ impl Tier {
     /// Maps a slot to its record, if the region is still at that epoch and
     /// the header there is intact.
     fn locate(&self, found: Found) -> Option<Rec> {
+        let idx = &self.inner.index;
+        let (map, off) = self.region_of(found)?;
+        let max_body = self.inner.spec.region;
+        match record::parse_head(&map.map[off as usize..], idx.salt, max_body) {
+            Some(head) => Some(Rec {
+                map,
+                off,
+                head,
+                found,
+            }),
+            None => {
+                self.inner.ctr.corrupt.fetch_add(1, Relaxed);
+                idx.remove(&found);
+                None
+            }
+        }
+    }
+
+    /// The mapped region and offset a slot points to, if its epoch is current.
+    fn region_of(&self, found: Found) -> Option<(Arc<RegionMap>, u64)> {
         let loc = found.loc();
         let idx = &self.inner.index;
         let r = loc.region as usize;
@@ -402,20 +422,43 @@ impl Tier {
         if off < REGION_DATA || off >= map.map.len() as u64 {
             return None;
         }
-        let max_body = self.inner.spec.region;
-        match record::parse_head(&map.map[off as usize..], idx.salt, max_body) {
-            Some(head) => Some(Rec {
-                map,
-                off,
-                head,
-                found,
-            }),
-            None => {
-                self.inner.ctr.corrupt.fetch_add(1, Relaxed);
-                idx.remove(&found);
-                None
+        Some((map, off))
+    }
+
+    /// Finds a slice record reading its header with `pread`, so that
+    /// streaming a huge object does not map a page per slice into this
+    /// process. Its body checksum is checked when the body is read.
+    pub(crate) fn find_slice(
+        &self,
+        h: u128,
+        key: &[u8],
+        ok: impl Fn(&Head) -> bool,
+    ) -> Option<Rec> {
+        let mut cands = Vec::with_capacity(WAYS);
+        self.inner.index.lookup(h, &mut cands);
+        let mut b = vec![0u8; HEAD_LEN + key.len()];
+        for found in cands {
+            let Some((map, off)) = self.region_of(found) else {
+                continue;
+            };
+            if map.file.read_exact_at(&mut b, off).is_err() {
+                continue;
+            }
+            let avail = map.map.len() as u64 - off;
+            let salt = self.inner.index.salt;
+            let Some(head) = record::parse_head_in(&b, avail, salt, self.inner.spec.region) else {
+                continue;
+            };
+            if &b[HEAD_LEN..] == key && ok(&head) {
+                return Some(Rec {
+                    map,
+                    off,
+                    head,
+                    found,
+                });
             }
         }
+        None
     }
 
     fn drop_corrupt(&self, rec: &Rec) {
