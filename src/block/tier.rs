@@ -62,6 +62,30 @@ struct Ctr {
     errors: AtomicU64,
 }
 
+/// Counters striped over cache lines by thread, so that threads hitting the
+/// same tier do not bounce one line between cores on every get.
+struct Striped(Box<[PaddedCtr]>);
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedCtr(Ctr);
+
+const STRIPES: usize = 16;
+
+impl Striped {
+    fn new() -> Striped {
+        Striped((0..STRIPES).map(|_| PaddedCtr::default()).collect())
+    }
+
+    fn get(&self) -> &Ctr {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT.fetch_add(1, Relaxed) as usize % STRIPES;
+        }
+        &self.0[STRIPE.with(|s| *s)].0
+    }
+}
+
 /// A verified record found by a lookup.
 pub struct Hit {
     pub kind: Kind,
@@ -132,7 +156,7 @@ pub(crate) struct Inner {
     log: Log,
     degraded_until: AtomicU64,
     seen_lap: AtomicU64,
-    ctr: Ctr,
+    ctr: Striped,
     next: RwLock<Option<Tier>>,
     purged: RwLock<Option<PurgedFn>>,
 }
@@ -199,7 +223,7 @@ impl Tier {
                 log,
                 degraded_until: AtomicU64::new(0),
                 seen_lap: AtomicU64::new(0),
-                ctr: Ctr::default(),
+                ctr: Striped::new(),
                 next: RwLock::new(None),
                 purged: RwLock::new(None),
             }),
@@ -226,19 +250,21 @@ impl Tier {
     }
 
     pub fn stats(&self) -> TierStats {
-        let c = &self.inner.ctr;
-        TierStats {
-            hits: c.hits.load(Relaxed),
-            misses: c.misses.load(Relaxed),
-            inserts: c.inserts.load(Relaxed),
-            bytes_written: c.bytes_written.load(Relaxed),
-            corrupt: c.corrupt.load(Relaxed),
-            reinserted: c.reinserted.load(Relaxed),
-            demoted: c.demoted.load(Relaxed),
-            purged_reclaimed: c.purged_reclaimed.load(Relaxed),
-            recycled: c.recycled.load(Relaxed),
-            errors: c.errors.load(Relaxed),
+        let mut t = TierStats::default();
+        for c in self.inner.ctr.0.iter() {
+            let c = &c.0;
+            t.hits += c.hits.load(Relaxed);
+            t.misses += c.misses.load(Relaxed);
+            t.inserts += c.inserts.load(Relaxed);
+            t.bytes_written += c.bytes_written.load(Relaxed);
+            t.corrupt += c.corrupt.load(Relaxed);
+            t.reinserted += c.reinserted.load(Relaxed);
+            t.demoted += c.demoted.load(Relaxed);
+            t.purged_reclaimed += c.purged_reclaimed.load(Relaxed);
+            t.recycled += c.recycled.load(Relaxed);
+            t.errors += c.errors.load(Relaxed);
         }
+        t
     }
 
     /// Index slots in use and in total (16 bytes each).
@@ -299,7 +325,7 @@ impl Tier {
             true,
         );
         let Some(rec) = found else {
-            self.inner.ctr.misses.fetch_add(1, Relaxed);
+            self.inner.ctr.get().misses.fetch_add(1, Relaxed);
             return Ok(None);
         };
         let meta = match record::decode_meta(rec.meta_bytes()) {
@@ -310,7 +336,7 @@ impl Tier {
             }
         };
         self.inner.index.mark_hit(&rec.found);
-        self.inner.ctr.hits.fetch_add(1, Relaxed);
+        self.inner.ctr.get().hits.fetch_add(1, Relaxed);
         let body = if rec.head.kind == Kind::Object {
             let r = rec.body_range();
             Bytes::from_owner(MapSlice(rec.map.clone())).slice(r)
@@ -398,7 +424,7 @@ impl Tier {
                 found,
             }),
             None => {
-                self.inner.ctr.corrupt.fetch_add(1, Relaxed);
+                self.inner.ctr.get().corrupt.fetch_add(1, Relaxed);
                 idx.remove(&found);
                 None
             }
@@ -462,7 +488,7 @@ impl Tier {
     }
 
     fn drop_corrupt(&self, rec: &Rec) {
-        self.inner.ctr.corrupt.fetch_add(1, Relaxed);
+        self.inner.ctr.get().corrupt.fetch_add(1, Relaxed);
         self.inner.index.remove(&rec.found);
     }
 
@@ -513,7 +539,7 @@ impl Tier {
     /// Marks the tier degraded (logging once per episode) and returns the error.
     fn degrade(&self, what: &str, e: impl std::fmt::Display) -> Error {
         let i = &self.inner;
-        i.ctr.errors.fetch_add(1, Relaxed);
+        i.ctr.get().errors.fetch_add(1, Relaxed);
         let now = now_ms();
         let err = io_err(&i.spec.path, what, e);
         if i.degraded_until.swap(now + DEGRADED_MS, AcqRel) < now {
@@ -558,7 +584,7 @@ impl Tier {
             if let Err(e) = wrote {
                 return Err(self.degrade("write", e));
             }
-            let c = &self.inner.ctr;
+            let c = self.inner.ctr.get();
             c.inserts.fetch_add(1, Relaxed);
             c.bytes_written.fetch_add(head.rec_len(), Relaxed);
             return Ok(Loc {
@@ -609,7 +635,7 @@ impl Tier {
             idx.state(next)
                 .store(state_word(epoch, REGION_DATA / UNIT), Release);
             idx.head().store(next as u64, Release);
-            i.ctr.recycled.fetch_add(1, Relaxed);
+            i.ctr.get().recycled.fetch_add(1, Relaxed);
             old
         };
         if let Some(old) = old {
@@ -656,7 +682,7 @@ impl Tier {
                     if let Ok(m) = record::decode_meta(meta_b) {
                         if p(key, &m, head.born) {
                             i.index.remove(&found);
-                            i.ctr.purged_reclaimed.fetch_add(1, Relaxed);
+                            i.ctr.get().purged_reclaimed.fetch_add(1, Relaxed);
                             continue;
                         }
                     }
@@ -666,7 +692,7 @@ impl Tier {
                 if let Ok(loc) = self.append(&head, key, meta_b, body) {
                     if i.index.replace(found.slot, found.word, loc.pack()) {
                         hot_bytes += rec_len as u64;
-                        i.ctr.reinserted.fetch_add(1, Relaxed);
+                        i.ctr.get().reinserted.fetch_add(1, Relaxed);
                     }
                 }
                 continue;
@@ -674,7 +700,7 @@ impl Tier {
             if let Some(n) = &next {
                 if n.write_record(h, head, key, meta_b, body).is_ok() {
                     i.index.remove(&found);
-                    i.ctr.demoted.fetch_add(1, Relaxed);
+                    i.ctr.get().demoted.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -684,7 +710,8 @@ impl Tier {
     fn maybe_prune(&self) {
         let i = &self.inner;
         let lap = i.index.lap().load(Relaxed);
-        if i.seen_lap.swap(lap, Relaxed) != lap {
+        // Load first: a store on every get would bounce the line.
+        if i.seen_lap.load(Relaxed) != lap && i.seen_lap.swap(lap, Relaxed) != lap {
             i.regions
                 .prune(|r| (i.index.state(r).load(Relaxed) >> 32) as u32);
         }
@@ -708,7 +735,7 @@ impl Tier {
     }
 
     pub(crate) fn count_hit(&self, hit: bool) {
-        let c = &self.inner.ctr;
+        let c = self.inner.ctr.get();
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
     }
 }
