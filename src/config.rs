@@ -147,6 +147,13 @@ impl Config {
         if !(1..=4096).contains(&self.ban_slots) {
             return Err(Error::config("ban_slots", "must be 1..=4096"));
         }
+        for (i, t) in self.tiers.iter().enumerate() {
+            t.validate()?;
+            if self.tiers[..i].iter().any(|o| o.path == t.path) {
+                let path = t.path.display();
+                return Err(Error::config("tier", format!("{path} is given twice")));
+            }
+        }
         Ok(())
     }
 

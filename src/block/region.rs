@@ -26,7 +26,8 @@ pub struct Regions {
     dir: PathBuf,
     size: u64,
     salt: u64,
-    maps: RwLock<Vec<Option<Arc<RegionMap>>>>,
+    /// One lock per region, so readers of different regions share nothing.
+    maps: Box<[RwLock<Option<Arc<RegionMap>>>]>,
 }
 
 /// Reserves the file's blocks now (ENOSPC here, not on a later page fault).
@@ -46,7 +47,7 @@ impl Regions {
             dir: dir.to_path_buf(),
             size,
             salt,
-            maps: RwLock::new(vec![None; count]),
+            maps: (0..count).map(|_| RwLock::new(None)).collect(),
         }
     }
 
@@ -58,7 +59,8 @@ impl Regions {
     /// not yet (or has an older one). `None` if the file on disk is not that
     /// region at that epoch, or is damaged (wrong size, bad header).
     pub fn get(&self, r: usize, epoch: u32) -> Option<Arc<RegionMap>> {
-        if let Some(Some(m)) = self.maps.read().get(r) {
+        let slot = self.maps.get(r)?;
+        if let Some(m) = &*slot.read() {
             if m.epoch == epoch {
                 return Some(m.clone());
             }
@@ -67,9 +69,7 @@ impl Regions {
         if m.epoch != epoch {
             return None;
         }
-        if let Some(slot) = self.maps.write().get_mut(r) {
-            *slot = Some(m.clone());
-        }
+        *slot.write() = Some(m.clone());
         Some(m)
     }
 
@@ -122,10 +122,13 @@ impl Regions {
     /// Drops this process's mappings of regions whose epoch moved on, so old
     /// inodes are freed.
     pub fn prune(&self, current: impl Fn(usize) -> u32) {
-        let mut maps = self.maps.write();
-        for (r, m) in maps.iter_mut().enumerate() {
-            if m.as_ref().is_some_and(|m| m.epoch != current(r)) {
-                *m = None;
+        for (r, slot) in self.maps.iter().enumerate() {
+            let stale = slot.read().as_ref().is_some_and(|m| m.epoch != current(r));
+            if stale {
+                let mut m = slot.write();
+                if m.as_ref().is_some_and(|m| m.epoch != current(r)) {
+                    *m = None;
+                }
             }
         }
     }
