@@ -164,17 +164,20 @@ impl Tier {
         }
         if top.head.kind == Kind::Object {
             let body = &top.map.map[top.body_range()];
-            out(&body[start as usize..end as usize])?;
+            let end = end.min(body.len() as u64);
+            if start < end {
+                out(&body[start as usize..end as usize])?;
+            }
             return Ok(Some(meta));
         }
         let body = &top.map.map[top.body_range()];
         let slice = u64::from_le_bytes(body.try_into().unwrap_or([0; 8]));
-        if slice == 0 {
+        if !(4096..=self.spec().region).contains(&slice) {
             self.note_corrupt(&top);
             return Ok(None);
         }
         let (first, last) = (start / slice, (end - 1) / slice);
-        let mut recs = Vec::with_capacity((last - first + 1) as usize);
+        let mut recs = Vec::new();
         for s in first..=last {
             let want = slice.min(meta.size - s * slice);
             let ok = |hd: &Head| {
