@@ -103,7 +103,10 @@ fn main() {
             // Warm up: one pass over every key of each, so first-touch page
             // faults are not measured.
             for (i, k) in keys.iter().enumerate() {
-                assert!(tier.get(k.as_bytes()).ok().flatten().is_some(), "tier lost {k}");
+                assert!(
+                    tier.get(k.as_bytes()).ok().flatten().is_some(),
+                    "tier lost {k}"
+                );
                 let _ = handle.block_on(hybrid.get(&(i as u64)));
                 let mut buf = vec![0u8; size];
                 let _ = floor.read_exact_at(&mut buf, (i * size) as u64);
