@@ -111,10 +111,13 @@ impl Tiers {
     }
 
     /// The first tier holding `key`. A sliced object up to `max` bytes is
-    /// assembled into one body; a larger one is left to `read_range`.
+    /// assembled into one body; a larger one is left to `read_range` (and
+    /// hides older copies on slower tiers: the first tier's copy is newest).
     pub fn lookup(&self, key: &[u8], max: u64) -> Option<(usize, Hit)> {
-        self.tiers.iter().enumerate().find_map(|(i, t)| {
-            let mut hit = t.get(key).ok().flatten()?;
+        for (i, t) in self.tiers.iter().enumerate() {
+            let Some(mut hit) = t.get(key).ok().flatten() else {
+                continue;
+            };
             if hit.kind == Kind::Manifest {
                 if hit.meta.size > max {
                     return None;
@@ -125,13 +128,14 @@ impl Tiers {
                     Ok(())
                 });
                 if !matches!(read, Ok(Some(_))) || body.len() as u64 != hit.meta.size {
-                    return None;
+                    continue; // lost a slice: the object is gone from this tier
                 }
                 hit.body = body.into();
                 hit.kind = Kind::Object;
             }
-            Some((i, hit))
-        })
+            return Some((i, hit));
+        }
+        None
     }
 
     /// Write-through of a committed object into the first tier. Errors are
