@@ -3,7 +3,7 @@
 //! deleting the index (rebuild by scanning region headers), and reports the
 //! index bytes per object.
 //!
-//! `cargo run --release --example block_open -- 10000000 /var/tmp`
+//! `cargo run --release --example block_open -- 10000000 /var/tmp [BODY_BYTES]`
 
 use cdncore::block::{Tier, TierSpec};
 use cdncore::Meta;
@@ -16,8 +16,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let base = args.next().unwrap_or_else(|| "/var/tmp".into());
+    let body_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16).max(16);
     let dir = tempfile::tempdir_in(&base).expect("tempdir");
-    let rec = 192u64; // 64-byte header, key, metadata, 16-byte body: 3 units
+    // 64-byte header, key, metadata (~90 bytes), body; in 64-byte units.
+    let rec = (176 + body_len as u64).div_ceil(64) * 64;
     let region = 32u64 << 20;
     let size = (count * rec * 5 / 4).div_ceil(region).max(2) * region;
     let spec = TierSpec {
@@ -30,15 +32,16 @@ fn main() {
     let start = Instant::now();
     for i in 0..count {
         let k = format!("o/{i}");
-        t.put(k.as_bytes(), &meta, 1, &i.to_le_bytes().repeat(2))
-            .expect("put");
+        let mut body = i.to_le_bytes().repeat(body_len.div_ceil(8));
+        body.truncate(body_len);
+        t.put(k.as_bytes(), &meta, 1, &body).expect("put");
     }
     let fill = start.elapsed().as_secs_f64();
     let (used, slots) = t.index_usage();
     let index_bytes = t.index_bytes();
     drop(t);
     println!(
-        "objects {count}: filled in {fill:.1} s ({:.0} puts/s); tier {} MiB",
+        "objects {count} of {body_len} bytes: filled in {fill:.1} s ({:.0} puts/s); tier {} MiB",
         count as f64 / fill,
         size >> 20
     );
