@@ -16,7 +16,11 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let base = args.next().unwrap_or_else(|| "/var/tmp".into());
-    let body_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16).max(16);
+    let body_len: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(16)
+        .max(16);
     let dir = tempfile::tempdir_in(&base).expect("tempdir");
     // 64-byte header, key, metadata (~90 bytes), body; in 64-byte units.
     let rec = (176 + body_len as u64).div_ceil(64) * 64;
