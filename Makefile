@@ -46,3 +46,9 @@ install:
 # get-hit through the C ABI vs the same loop in Rust.
 bench-ffi:
 	bash ffi-tests/bench.sh
+
+# Block tiers: open time / index size, and get vs foyer and a pread floor.
+.PHONY: bench-block
+bench-block:
+	cargo run --release --example block_open -- 1000000 /var/tmp
+	cargo run --release --manifest-path bench/foyer-cmp/Cargo.toml

@@ -100,16 +100,15 @@ if "$WORK/test_two_process" "mem=16m shards=2" >"$WORK/2p.txt" 2>&1; then
 fi
 grep -q "reader: 0 of 200 objects readable" "$WORK/2p.txt"
 echo "memory-only config: reader misses, as it must"
-# With block tiers (issue 3) the same test runs on a shared store; only the
-# config changes. @DIR@ is replaced by a fresh directory.
-if [ -n "${CDN_BLOCK_TIER_CONFIG:-}" ]; then
-  mkdir -p "$WORK/store"
-  cfg="${CDN_BLOCK_TIER_CONFIG//@DIR@/$WORK/store}"
-  expect_pass "$WORK/test_two_process" "$cfg"
-  expect_pass "${VG[@]}" "$WORK/test_two_process" "$cfg"
-else
-  echo "CDN_BLOCK_TIER_CONFIG unset: shared-store run waits for the block tiers (issue 3)"
-fi
+# With a block tier the same test runs on a shared store; only the config
+# changes. @DIR@ is replaced by a fresh directory.
+BLOCK_CFG="${CDN_BLOCK_TIER_CONFIG:-mem=16m shards=2 tier=@DIR@,size=64m,region=4m}"
+mkdir -p "$WORK/store"
+cfg="${BLOCK_CFG//@DIR@/$WORK/store}"
+expect_pass "$WORK/test_two_process" "$cfg"
+rm -rf "$WORK/store" && mkdir -p "$WORK/store"
+expect_pass "${VG[@]}" "$WORK/test_two_process" "$cfg"
+echo "block-tier config: the reader process sees every object the writer stored"
 
 step "C example: examples/c/cdncache"
 cc_test cdncache examples/c/cdncache.c

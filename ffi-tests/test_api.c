@@ -34,6 +34,7 @@ static void test_version_and_status_names(void) {
   CHECK(strcmp(cdn_status_str(CDN_OK), "CDN_OK") == 0);
   CHECK(strcmp(cdn_status_str(CDN_INVALID_REGEX), "CDN_INVALID_REGEX") == 0);
   CHECK(strcmp(cdn_status_str(CDN_PANIC), "CDN_PANIC") == 0);
+  CHECK(strcmp(cdn_status_str(CDN_IO_ERROR), "CDN_IO_ERROR") == 0);
   CHECK(strcmp(cdn_status_str(-1), "CDN_UNKNOWN") == 0);
   CHECK(strcmp(cdn_status_str(1000), "CDN_UNKNOWN") == 0);
 }

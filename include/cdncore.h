@@ -113,6 +113,11 @@ typedef enum cdn_status {
    * outputs; the cache stays usable.
    */
   CDN_PANIC = 15,
+  /**
+   * A block tier's file could not be created, read or written (the
+   * message names the path); the cache keeps serving from other tiers.
+   */
+  CDN_IO_ERROR = 16,
 } cdn_status;
 
 /**

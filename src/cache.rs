@@ -1,6 +1,8 @@
 //! The cache: sharded byte-sized ARC memory tier, purge records checked at
 //! lookup, and a background sweep that reclaims purged space.
 
+use crate::block::engine::{facts_of, shared_purge, Tiers};
+use crate::block::{BlockCounters, Tier};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evict::{ArcCache, ArcStats};
@@ -102,7 +104,9 @@ struct Padded(Mutex<Shard>);
 pub(crate) struct Inner {
     cfg: Config,
     shards: Box<[Padded]>,
-    purge: PurgeTable,
+    purge: Arc<PurgeTable>,
+    /// Block tiers after the memory tier; their purge table is shared.
+    block: Option<Tiers>,
     purges: AtomicU64,
     swept_to: AtomicU64,
     sweep_lock: Mutex<()>,
@@ -144,8 +148,20 @@ impl Cache {
                 }))
             })
             .collect();
+        let block = match cfg.tiers.is_empty() {
+            true => None,
+            false => Some(Tiers::open(&cfg.tiers, Tier::stderr_log())?),
+        };
+        let purge = Arc::new(match &block {
+            Some(b) => shared_purge(&b.first().spec().path, cfg.purge_slots, cfg.ban_slots)?,
+            None => PurgeTable::new(cfg.purge_slots, cfg.ban_slots),
+        });
+        if let Some(b) = &block {
+            b.set_purge(purge.clone());
+        }
         let inner = Arc::new(Inner {
-            purge: PurgeTable::new(cfg.purge_slots, cfg.ban_slots),
+            purge,
+            block,
             cfg,
             shards,
             purges: AtomicU64::new(0),
@@ -188,6 +204,10 @@ impl Cache {
         let mut s = self.shard(h);
         let Shard { arc, ctr, .. } = &mut *s;
         let Some(e) = arc.get(h).filter(|e| *e.obj.key == *key) else {
+            if self.inner.block.is_some() {
+                drop(s);
+                return self.block_get(key, h, now);
+            }
             ctr.misses += 1;
             return Ok(Lookup::Miss);
         };
@@ -213,6 +233,104 @@ impl Cache {
                 Lookup::Stale(obj)
             }
         })
+    }
+
+    /// A memory miss: the block tiers in order. A hit there is promoted into
+    /// memory (and the first block tier) once the admission filter has seen
+    /// it before.
+    fn block_get(&self, key: &[u8], h: u128, now: UnixMs) -> Result<Lookup> {
+        let Some(b) = &self.inner.block else {
+            return Ok(Lookup::Miss);
+        };
+        let Some((tier, hit)) = b.lookup(key, self.max_object()) else {
+            self.shard(h).ctr.misses += 1;
+            return Ok(Lookup::Miss);
+        };
+        let facts = facts_of(key, &hit.meta);
+        if self.inner.purge.is_purged(key, &facts, hit.born) {
+            b.remove(key);
+            let mut s = self.shard(h);
+            s.ctr.purged += 1;
+            s.ctr.misses += 1;
+            return Ok(Lookup::Miss);
+        }
+        if b.admit(h) {
+            b.promote(tier, key, &hit.meta, hit.born, &hit.body);
+            if hit.body.len() as u64 <= self.max_object() {
+                let heap = Bytes::copy_from_slice(&hit.body);
+                let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born), false);
+            }
+        }
+        let obj = Arc::new(Object {
+            key: key.into(),
+            meta: hit.meta,
+            body: hit.body,
+            born: hit.born,
+            facts,
+        });
+        let mut s = self.shard(h);
+        s.ctr.bytes_hit += obj.body.len() as u64;
+        Ok(match obj.meta.freshness(now) {
+            Freshness::Fresh => {
+                s.ctr.hits += 1;
+                Lookup::Fresh(obj)
+            }
+            Freshness::Stale => {
+                s.ctr.stale_hits += 1;
+                Lookup::Stale(obj)
+            }
+        })
+    }
+
+    /// The block tiers, fastest first (empty without `tier=` in the config),
+    /// for sliced large objects, range reads and `sendfile` extents.
+    pub fn tiers(&self) -> &[Tier] {
+        self.inner.block.as_ref().map_or(&[], |b| b.tiers())
+    }
+
+    /// Starts a streaming insert straight into the first block tier, for
+    /// objects too large for memory: slices are written as they fill, so
+    /// memory stays at one slice whatever the size. Read it back with
+    /// [`Cache::read_range`].
+    pub fn large_writer(&self, key: &[u8], meta: Meta) -> Result<crate::block::TierWriter> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        let Some(b) = &self.inner.block else {
+            return Err(Error::config("tier", "large objects need a block tier"));
+        };
+        b.first().writer(key, meta, self.inner.purge.seq())
+    }
+
+    /// Reads body bytes `start..end` of an object in the block tiers (whole
+    /// or sliced), handing verified pieces to `out`. Returns its metadata, or
+    /// `None` on a miss or if a purge covers it.
+    pub fn read_range(
+        &self,
+        key: &[u8],
+        start: u64,
+        end: u64,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<Meta>> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        for t in self.tiers() {
+            let Some(hit) = t.get(key)? else { continue };
+            if self
+                .inner
+                .purge
+                .is_purged(key, &facts_of(key, &hit.meta), hit.born)
+            {
+                t.remove(key);
+                return Ok(None);
+            }
+            if let Some(m) = t.read_range(key, start, end, out)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Promotion, demotion and per-tier counters, if there are block tiers.
+    pub fn block_counters(&self) -> Option<BlockCounters> {
+        self.inner.block.as_ref().map(|b| b.counters())
     }
 
     /// Stores a whole body at once.
@@ -277,9 +395,23 @@ impl Cache {
     pub(crate) fn store(
         &self,
         key: Box<[u8]>,
+        meta: Meta,
+        body: Bytes,
+        born: Option<u64>,
+    ) -> Result<Commit> {
+        self.store_inner(key, meta, body, born, true)
+    }
+
+    /// Commits into memory and, with `through`, into the first block tier
+    /// (write-through: other processes see it at once, and it survives a
+    /// crash of this one).
+    fn store_inner(
+        &self,
+        key: Box<[u8]>,
         mut meta: Meta,
         body: Bytes,
         born: Option<u64>,
+        through: bool,
     ) -> Result<Commit> {
         let h = KeyHash::of(&key).0;
         meta.size = body.len() as u64;
@@ -316,10 +448,15 @@ impl Cache {
         let Shard { arc, ctr, .. } = &mut *s;
         ctr.inserts += 1;
         ctr.bytes_inserted += obj.body.len() as u64;
+        let kept = obj.clone();
         let entry = Entry { obj, checked: seq };
         let mut evicted = 0;
         arc.insert(h, charged, entry, &mut |_, _| evicted += 1);
         ctr.evictions += evicted;
+        drop(s);
+        if let (true, Some(b)) = (through, &self.inner.block) {
+            b.write_through(&kept.key, &kept.meta, kept.born, &kept.body);
+        }
         Ok(Commit::Stored)
     }
 
@@ -328,10 +465,14 @@ impl Cache {
         key::validate(key, self.inner.cfg.max_key)?;
         let h = KeyHash::of(key).0;
         let mut s = self.shard(h);
-        let ours = s.arc.peek(h).is_some_and(|e| *e.obj.key == *key);
+        let mut ours = s.arc.peek(h).is_some_and(|e| *e.obj.key == *key);
         if ours {
             s.arc.remove(h);
             s.ctr.removed += 1;
+        }
+        drop(s);
+        if let Some(b) = &self.inner.block {
+            ours |= b.remove(key);
         }
         Ok(ours)
     }
@@ -438,7 +579,11 @@ impl Inner {
             .filter_map(|p| p.0.lock().writers.keys().next().copied())
             .min();
         let safe = oldest_writer.map_or(start, |w| w.min(start));
-        self.purge.retire(safe);
+        // A shared table also guards objects in other processes and in the
+        // block tiers, which this sweep has not visited: never retire it.
+        if self.block.is_none() {
+            self.purge.retire(safe);
+        }
         self.swept_to.store(start, Release);
         removed
     }

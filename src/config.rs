@@ -6,6 +6,8 @@
 //! ```text
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
+//! tier=/dev/shm/rcdn,size=1g,region=32m   # block tiers, fastest first;
+//! tier=/var/cache/rcdn,size=100g          # `tier` may be repeated
 //! ```
 //!
 //! Sizes take `k`, `m`, `g`, `t` (powers of 1024); durations `ms`, `s`, `m`,
@@ -38,6 +40,8 @@ pub struct Config {
     /// Run a background thread that reclaims purged objects; when off, the
     /// embedder calls `Cache::reclaim_now` (e.g. from its own timer).
     pub sweeper: bool,
+    /// Block tiers after `mem`, fastest first (`tier=` may be repeated).
+    pub tiers: Vec<crate::block::TierSpec>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             purge_slots: 1 << 16,
             ban_slots: 64,
             sweeper: true,
+            tiers: Vec::new(),
         }
     }
 }
@@ -66,6 +71,7 @@ const KEYS: &[&str] = &[
     "purge_slots",
     "ban_slots",
     "sweeper",
+    "tier",
 ];
 
 impl Config {
@@ -83,6 +89,10 @@ impl Config {
                     format!("unknown key (known: {})", KEYS.join(", ")),
                 ));
             };
+            if known == "tier" {
+                cfg.tiers.push(crate::block::TierSpec::parse(value)?);
+                continue;
+            }
             if seen.contains(&known) {
                 return Err(Error::config(key, "given twice"));
             }
@@ -142,6 +152,13 @@ impl Config {
         }
         if !(1..=4096).contains(&self.ban_slots) {
             return Err(Error::config("ban_slots", "must be 1..=4096"));
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            t.validate()?;
+            if self.tiers[..i].iter().any(|o| o.path == t.path) {
+                let path = t.path.display();
+                return Err(Error::config("tier", format!("{path} is given twice")));
+            }
         }
         Ok(())
     }
@@ -279,6 +296,20 @@ mod tests {
         assert!(e("mem=16777216t").contains("mem"));
         assert!(e("cache_set_cookie=maybe").contains("on or off"));
         assert!(e("max_key=1m").contains("max_key"));
+    }
+
+    #[test]
+    fn tiers_repeat_in_order() {
+        let c =
+            Config::parse("mem=8m tier=/dev/shm/a,size=64m,region=1m tier=/var/b,size=1g").unwrap();
+        assert_eq!(c.tiers.len(), 2);
+        assert_eq!(c.tiers[0].path, std::path::PathBuf::from("/dev/shm/a"));
+        assert_eq!((c.tiers[0].size, c.tiers[0].region), (64 << 20, 1 << 20));
+        assert_eq!(c.tiers[1].region, crate::block::DEFAULT_REGION);
+        let e = Config::parse("tier=/x,size=1g,bogus=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

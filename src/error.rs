@@ -27,6 +27,9 @@ pub enum Error {
 
     #[error("invalid metadata: {0}")]
     InvalidMeta(String),
+
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
 }
 
 impl Error {

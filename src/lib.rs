@@ -44,3 +44,4 @@ pub use meta::{now_ms, Freshness, Meta, UnixMs};
 pub use purge::{Purge, PurgeReport};
 pub use stats::Counters;
 pub use writer::Writer;
+pub mod block;

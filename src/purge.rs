@@ -132,10 +132,19 @@ impl Facts {
     }
 }
 
-/// Word storage of the table: a heap allocation now, a shared mapping later.
+/// Word storage of the table: a heap allocation, or a shared mapping.
 pub trait Words: Send + Sync {
     fn words(&self) -> &[AtomicU64];
+    /// For storage shared between processes: a lock that serialises purge
+    /// writers across them, held while a purge is recorded or retired.
+    fn lock_writers(&self) -> Option<Box<dyn WriterLock + '_>> {
+        None
+    }
 }
+
+/// Anything held for its `Drop` (a cross-process lock guard).
+pub trait WriterLock {}
+impl<T> WriterLock for T {}
 
 impl Words for Box<[AtomicU64]> {
     fn words(&self) -> &[AtomicU64] {
@@ -329,6 +338,7 @@ impl PurgeTable {
     pub fn record(&self, p: &Purge) -> Result<u64> {
         let prepared = Prepared::from(p)?;
         let _g = self.write.lock();
+        let _shared = self.store.lock_writers();
         let w = self.w();
         let r = w[H_SEQ].load(Acquire) + 1;
         match prepared {
@@ -406,6 +416,7 @@ impl PurgeTable {
     /// caller has swept every object born before `safe` out of the cache.
     pub fn retire(&self, safe: u64) -> usize {
         let _g = self.write.lock();
+        let _shared = self.store.lock_writers();
         let mut retired = 0;
         let mut clear = |a: &AtomicU64| {
             let v = a.load(Acquire);
@@ -437,6 +448,15 @@ impl PurgeTable {
     /// Live bans (bounded by `ban_slots`).
     pub fn active_bans(&self) -> u64 {
         self.w()[H_ACTIVE_BANS].load(Acquire)
+    }
+
+    /// Declares every object born before `seq` dead and numbers later purges
+    /// from there (a new shared table beside objects born under a lost one).
+    pub fn restart_at(&self, seq: u64) {
+        let _g = self.write.lock();
+        let _shared = self.store.lock_writers();
+        raise(&self.w()[H_FLOOR], seq);
+        raise(&self.w()[H_SEQ], seq);
     }
 
     /// Objects born before this are dead.

@@ -48,6 +48,9 @@ pub enum cdn_status {
     /// A bug: the library panicked. The call had no effect on the caller's
     /// outputs; the cache stays usable.
     CDN_PANIC = 15,
+    /// A block tier's file could not be created, read or written (the
+    /// message names the path); the cache keeps serving from other tiers.
+    CDN_IO_ERROR = 16,
 }
 
 use cdn_status::*;
@@ -81,8 +84,7 @@ impl From<Error> for FfiError {
             Error::InvalidPurge(_) => CDN_INVALID_PURGE,
             Error::Config { .. } => CDN_INVALID_CONFIG,
             Error::InvalidMeta(_) => CDN_INVALID_ARGUMENT,
-            #[allow(unreachable_patterns)] // variants added by later tiers
-            _ => CDN_ERROR,
+            Error::Io { .. } => CDN_IO_ERROR,
         };
         FfiError::new(status, e.to_string())
     }
@@ -236,6 +238,7 @@ fn status_name(status: i32) -> &'static [u8] {
         13 => b"CDN_WOULD_DEADLOCK\0",
         14 => b"CDN_ERROR\0",
         15 => b"CDN_PANIC\0",
+        16 => b"CDN_IO_ERROR\0",
         _ => b"CDN_UNKNOWN\0",
     }
 }

@@ -1,0 +1,783 @@
+//! One block tier: appends, lookups, region turnover and relocation of the
+//! records a recycled region still holds.
+
+use super::index::{state_word, Found, Geometry, Index, Loc, CLOSED, WAYS};
+use super::record::{self, Head, Kind, RegionHead, HEAD_LEN, REGION_DATA, UNIT};
+use super::region::{DirLock, RegionMap, Regions};
+use super::{scan, slice, TierSpec};
+use crate::error::{Error, Result};
+use crate::key::KeyHash;
+use crate::meta::{now_ms, Meta};
+use bytes::Bytes;
+use parking_lot::RwLock;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+/// Where log lines go (progress of index rebuilds, degraded tiers).
+pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
+/// Decides whether a record found at recycling time was purged.
+pub type PurgedFn = Arc<dyn Fn(&[u8], &Meta, u64) -> bool + Send + Sync>;
+
+/// How long a tier refuses writes after an I/O error before trying again.
+const DEGRADED_MS: u64 = 10_000;
+/// At most this share of a region is refilled with hot records when it is
+/// recycled, so a lap always frees space.
+const HOT_SHARE: u64 = 2;
+
+/// Counters of one tier in this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    pub bytes_written: u64,
+    /// Records that failed verification (checksum, key, truncation).
+    pub corrupt: u64,
+    /// Hot records re-inserted when their region was recycled.
+    pub reinserted: u64,
+    /// Records moved down to the next tier when their region was recycled.
+    pub demoted: u64,
+    /// Purged records dropped when their region was recycled.
+    pub purged_reclaimed: u64,
+    /// Regions recycled by this process.
+    pub recycled: u64,
+    /// Write failures (I/O errors, disk full).
+    pub errors: u64,
+}
+
+#[derive(Default)]
+struct Ctr {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    bytes_written: AtomicU64,
+    corrupt: AtomicU64,
+    reinserted: AtomicU64,
+    demoted: AtomicU64,
+    purged_reclaimed: AtomicU64,
+    recycled: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Counters striped over cache lines by thread, so that threads hitting the
+/// same tier do not bounce one line between cores on every get.
+struct Striped(Box<[PaddedCtr]>);
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedCtr(Ctr);
+
+const STRIPES: usize = 16;
+
+impl Striped {
+    fn new() -> Striped {
+        Striped((0..STRIPES).map(|_| PaddedCtr::default()).collect())
+    }
+
+    fn get(&self) -> &Ctr {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT.fetch_add(1, Relaxed) as usize % STRIPES;
+        }
+        &self.0[STRIPE.with(|s| *s)].0
+    }
+}
+
+/// A verified record found by a lookup.
+pub struct Hit {
+    pub kind: Kind,
+    pub meta: Meta,
+    pub born: u64,
+    /// Body, mapped (no copy); empty for manifests.
+    pub body: Bytes,
+    /// Slice count (manifests).
+    pub parts: u64,
+    pub version: u64,
+}
+
+/// A verified object body as a file extent, for `sendfile`. Holding it keeps
+/// the region file open, so the bytes stay valid even if it is recycled.
+pub struct Extent {
+    map: Arc<RegionMap>,
+    pub offset: u64,
+    pub len: u64,
+    pub meta: Meta,
+}
+
+impl Extent {
+    pub fn fd(&self) -> RawFd {
+        self.map.file.as_raw_fd()
+    }
+    /// The region file (for `pread`, `sendfile`, `splice`).
+    pub fn file(&self) -> &std::fs::File {
+        &self.map.file
+    }
+}
+
+/// Located, header-verified record.
+pub(crate) struct Rec {
+    pub map: Arc<RegionMap>,
+    pub off: u64,
+    pub head: Head,
+    pub found: Found,
+}
+
+impl Rec {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map.map[self.off as usize..(self.off + self.head.rec_len()) as usize]
+    }
+    pub fn key(&self) -> &[u8] {
+        &self.bytes()[HEAD_LEN..HEAD_LEN + self.head.key_len as usize]
+    }
+    pub fn meta_bytes(&self) -> &[u8] {
+        let k = HEAD_LEN + self.head.key_len as usize;
+        &self.bytes()[k..k + self.head.meta_len as usize]
+    }
+    pub fn body_range(&self) -> std::ops::Range<usize> {
+        let s = (self.off + self.head.body_offset()) as usize;
+        s..s + self.head.body_len as usize
+    }
+}
+
+/// A block tier; clones share it.
+#[derive(Clone)]
+pub struct Tier {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub spec: TierSpec,
+    pub index: Index,
+    pub regions: Regions,
+    lock: DirLock,
+    log: Log,
+    degraded_until: AtomicU64,
+    seen_lap: AtomicU64,
+    ctr: Striped,
+    next: RwLock<Option<Tier>>,
+    purged: RwLock<Option<PurgedFn>>,
+}
+
+fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+/// A per-store random seed (time, pid, stack address) for record checksums.
+fn new_salt() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let local = 0u8;
+    let seed = format!("{t}/{}/{:p}", std::process::id(), &local);
+    xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) | 1
+}
+
+fn next_epoch(e: u32) -> u32 {
+    let n = e.wrapping_add(1);
+    // Index slots hold the low 16 bits; 0 there would read as "empty".
+    if n as u16 == 0 {
+        n.wrapping_add(1)
+    } else {
+        n
+    }
+}
+
+impl Tier {
+    /// Opens (creating if needed) the tier in `spec.path`. An intact index
+    /// is mapped as is (no scan); a missing or damaged one is rebuilt from
+    /// the region files, with progress lines sent to `log`.
+    pub fn open(spec: &TierSpec, log: Log) -> Result<Tier> {
+        spec.validate()?;
+        let dir = &spec.path;
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create tier directory", e))?;
+        let lock = DirLock::open(dir).map_err(|e| io_err(dir, "tier directory not writable", e))?;
+        let regions = spec.size / spec.region;
+        let slots = spec.slots.unwrap_or((spec.size / 2048).max(4096));
+        let geo = Geometry {
+            region_size: spec.region,
+            regions,
+            buckets: slots.div_ceil(WAYS as u64),
+        };
+        let guard = lock.lock().map_err(|e| io_err(dir, "lock", e))?;
+        let path = dir.join("index");
+        let index = match Index::attach(&path, geo)? {
+            Some(i) => i,
+            None => scan::rebuild(dir, geo, new_salt(), &log)?,
+        };
+        let regs = Regions::new(dir, spec.region, index.salt, regions as usize);
+        check_regions(&index, &regs);
+        drop(guard);
+        Ok(Tier {
+            inner: Arc::new(Inner {
+                spec: spec.clone(),
+                index,
+                regions: regs,
+                lock,
+                log,
+                degraded_until: AtomicU64::new(0),
+                seen_lap: AtomicU64::new(0),
+                ctr: Striped::new(),
+                next: RwLock::new(None),
+                purged: RwLock::new(None),
+            }),
+        })
+    }
+
+    /// A log that writes to stderr.
+    pub fn stderr_log() -> Log {
+        Arc::new(|line: &str| eprintln!("cdncore: {line}"))
+    }
+
+    pub fn spec(&self) -> &TierSpec {
+        &self.inner.spec
+    }
+
+    /// Records that are not hot when their region is recycled move here.
+    pub fn set_next(&self, next: Option<Tier>) {
+        *self.inner.next.write() = next;
+    }
+
+    /// Used at recycling to drop purged records instead of moving them.
+    pub fn set_purged(&self, f: Option<PurgedFn>) {
+        *self.inner.purged.write() = f;
+    }
+
+    pub fn stats(&self) -> TierStats {
+        let mut t = TierStats::default();
+        for c in self.inner.ctr.0.iter() {
+            let c = &c.0;
+            t.hits += c.hits.load(Relaxed);
+            t.misses += c.misses.load(Relaxed);
+            t.inserts += c.inserts.load(Relaxed);
+            t.bytes_written += c.bytes_written.load(Relaxed);
+            t.corrupt += c.corrupt.load(Relaxed);
+            t.reinserted += c.reinserted.load(Relaxed);
+            t.demoted += c.demoted.load(Relaxed);
+            t.purged_reclaimed += c.purged_reclaimed.load(Relaxed);
+            t.recycled += c.recycled.load(Relaxed);
+            t.errors += c.errors.load(Relaxed);
+        }
+        t
+    }
+
+    /// Index slots in use and in total (16 bytes each).
+    pub fn index_usage(&self) -> (u64, u64) {
+        let i = &self.inner.index;
+        (i.occupied(), i.geo.buckets * WAYS as u64)
+    }
+
+    /// Bytes of the index file.
+    pub fn index_bytes(&self) -> u64 {
+        self.inner.index.geo.file_len()
+    }
+
+    /// Is the tier refusing writes after an I/O error?
+    pub fn degraded(&self) -> bool {
+        now_ms() < self.inner.degraded_until.load(Relaxed)
+    }
+
+    /// Stores a whole body; bodies over the slice size become slices.
+    pub fn put(&self, key: &[u8], meta: &Meta, born: u64, body: &[u8]) -> Result<()> {
+        if body.len() as u64 > self.inner.spec.slice {
+            let mut w = self.writer(key, meta.clone(), born)?;
+            w.write(body)?;
+            return w.commit();
+        }
+        let mut m = meta.clone();
+        m.size = body.len() as u64;
+        let h = KeyHash::of(key).0;
+        let head = Head {
+            kind: Kind::Object,
+            key_len: key.len() as u32,
+            meta_len: 0,
+            body_len: body.len() as u64,
+            born,
+            part: 0,
+            version: 0,
+            body_sum: record::body_sum(body),
+        };
+        self.write_record(h, head, key, &record::encode_meta(&m), body)
+            .map(|_| ())
+    }
+
+    /// Starts a streaming insert with bounded memory (one slice buffer).
+    pub fn writer(&self, key: &[u8], meta: Meta, born: u64) -> Result<slice::TierWriter> {
+        crate::key::validate(key, crate::key::MAX_KEY_LIMIT)?;
+        Ok(slice::TierWriter::new(self.clone(), key, meta, born))
+    }
+
+    /// Looks an object up: a whole object (body mapped, checksum verified)
+    /// or the manifest of a sliced one.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Hit>> {
+        self.maybe_prune();
+        let h = KeyHash::of(key).0;
+        let found = self.find(
+            h,
+            key,
+            |hd| matches!(hd.kind, Kind::Object | Kind::Manifest),
+            true,
+        );
+        let Some(rec) = found else {
+            self.inner.ctr.get().misses.fetch_add(1, Relaxed);
+            return Ok(None);
+        };
+        let meta = match record::decode_meta(rec.meta_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                self.drop_corrupt(&rec);
+                return Ok(None);
+            }
+        };
+        self.inner.index.mark_hit(&rec.found);
+        self.inner.ctr.get().hits.fetch_add(1, Relaxed);
+        let body = if rec.head.kind == Kind::Object {
+            let r = rec.body_range();
+            Bytes::from_owner(MapSlice(rec.map.clone())).slice(r)
+        } else {
+            Bytes::new()
+        };
+        Ok(Some(Hit {
+            kind: rec.head.kind,
+            meta,
+            born: rec.head.born,
+            body,
+            parts: rec.head.part,
+            version: rec.head.version,
+        }))
+    }
+
+    /// A verified whole object as (fd, offset, length), for `sendfile`.
+    pub fn extent(&self, key: &[u8]) -> Result<Option<Extent>> {
+        let h = KeyHash::of(key).0;
+        let Some(rec) = self.find(h, key, |hd| hd.kind == Kind::Object, true) else {
+            return Ok(None);
+        };
+        let Ok(meta) = record::decode_meta(rec.meta_bytes()) else {
+            self.drop_corrupt(&rec);
+            return Ok(None);
+        };
+        self.inner.index.mark_hit(&rec.found);
+        let r = rec.body_range();
+        Ok(Some(Extent {
+            map: rec.map.clone(),
+            offset: r.start as u64,
+            len: r.len() as u64,
+            meta,
+        }))
+    }
+
+    /// Forgets a key (its bytes go when the region recycles).
+    pub fn remove(&self, key: &[u8]) -> bool {
+        let h = KeyHash::of(key).0;
+        match self.find(h, key, |_| true, false) {
+            Some(rec) => self.inner.index.remove(&rec.found),
+            None => false,
+        }
+    }
+
+    /// The newest index entry for `h` whose record is intact and passes `ok`.
+    pub(crate) fn find(
+        &self,
+        h: u128,
+        key: &[u8],
+        ok: impl Fn(&Head) -> bool,
+        verify_body: bool,
+    ) -> Option<Rec> {
+        let idx = &self.inner.index;
+        let mut cands = Vec::with_capacity(WAYS);
+        idx.lookup(h, &mut cands);
+        for found in cands {
+            let Some(rec) = self.locate(found) else {
+                continue;
+            };
+            if rec.key() != key || !ok(&rec.head) {
+                continue;
+            }
+            if verify_body && record::body_sum(&rec.map.map[rec.body_range()]) != rec.head.body_sum
+            {
+                self.drop_corrupt(&rec);
+                continue;
+            }
+            return Some(rec);
+        }
+        None
+    }
+
+    /// Maps a slot to its record, if the region is still at that epoch and
+    /// the header there is intact.
+    fn locate(&self, found: Found) -> Option<Rec> {
+        let idx = &self.inner.index;
+        let (map, off) = self.region_of(found)?;
+        let max_body = self.inner.spec.region;
+        match record::parse_head(&map.map[off as usize..], idx.salt, max_body) {
+            Some(head) => Some(Rec {
+                map,
+                off,
+                head,
+                found,
+            }),
+            None => {
+                self.inner.ctr.get().corrupt.fetch_add(1, Relaxed);
+                idx.remove(&found);
+                None
+            }
+        }
+    }
+
+    /// The mapped region and offset a slot points to, if its epoch is current.
+    fn region_of(&self, found: Found) -> Option<(Arc<RegionMap>, u64)> {
+        let loc = found.loc();
+        let idx = &self.inner.index;
+        let r = loc.region as usize;
+        if r as u64 >= idx.geo.regions {
+            return None;
+        }
+        let epoch = (idx.state(r).load(Acquire) >> 32) as u32;
+        if epoch as u16 != loc.epoch16 {
+            return None;
+        }
+        let map = self.inner.regions.get(r, epoch)?;
+        let off = loc.offset();
+        if off < REGION_DATA || off >= map.map.len() as u64 {
+            return None;
+        }
+        Some((map, off))
+    }
+
+    /// Finds a slice record reading its header with `pread`, so that
+    /// streaming a huge object does not map a page per slice into this
+    /// process. Its body checksum is checked when the body is read.
+    pub(crate) fn find_slice(
+        &self,
+        h: u128,
+        key: &[u8],
+        ok: impl Fn(&Head) -> bool,
+    ) -> Option<Rec> {
+        let mut cands = Vec::with_capacity(WAYS);
+        self.inner.index.lookup(h, &mut cands);
+        let mut b = vec![0u8; HEAD_LEN + key.len()];
+        for found in cands {
+            let Some((map, off)) = self.region_of(found) else {
+                continue;
+            };
+            if map.file.read_exact_at(&mut b, off).is_err() {
+                continue;
+            }
+            let avail = map.map.len() as u64 - off;
+            let salt = self.inner.index.salt;
+            let Some(head) = record::parse_head_in(&b, avail, salt, self.inner.spec.region) else {
+                continue;
+            };
+            if &b[HEAD_LEN..] == key && ok(&head) {
+                return Some(Rec {
+                    map,
+                    off,
+                    head,
+                    found,
+                });
+            }
+        }
+        None
+    }
+
+    fn drop_corrupt(&self, rec: &Rec) {
+        self.inner.ctr.get().corrupt.fetch_add(1, Relaxed);
+        self.inner.index.remove(&rec.found);
+    }
+
+    /// Writes a record and publishes it in the index once all its bytes are
+    /// written.
+    pub(crate) fn write_record(
+        &self,
+        h: u128,
+        head: Head,
+        key: &[u8],
+        meta: &[u8],
+        body: &[u8],
+    ) -> Result<Loc> {
+        let head = Head {
+            meta_len: meta.len() as u32,
+            key_len: key.len() as u32,
+            ..head
+        };
+        let loc = self.append(&head, key, meta, body)?;
+        let idx = &self.inner.index;
+        idx.publish(h, loc.pack(), |w| self.age(w));
+        Ok(loc)
+    }
+
+    /// FIFO age of an index word: the lap of its region, `None` if dead.
+    fn age(&self, w: u64) -> Option<u64> {
+        let l = Loc::unpack(w);
+        let idx = &self.inner.index;
+        let r = l.region as usize;
+        if r as u64 >= idx.geo.regions {
+            return None;
+        }
+        let epoch = (idx.state(r).load(Relaxed) >> 32) as u16;
+        (epoch == l.epoch16).then(|| idx.region_lap(r).load(Relaxed))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.degraded() {
+            return Err(io_err(
+                &self.inner.spec.path,
+                "tier degraded",
+                "refusing writes for a while after an I/O error",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the tier degraded (logging once per episode) and returns the error.
+    fn degrade(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        let i = &self.inner;
+        i.ctr.get().errors.fetch_add(1, Relaxed);
+        let now = now_ms();
+        let err = io_err(&i.spec.path, what, e);
+        if i.degraded_until.swap(now + DEGRADED_MS, AcqRel) < now {
+            (i.log)(&format!(
+                "{err}; tier degraded, serving from the other tiers"
+            ));
+        }
+        err
+    }
+
+    /// Reserves space in the head region and writes the record there.
+    fn append(&self, head: &Head, key: &[u8], meta: &[u8], body: &[u8]) -> Result<Loc> {
+        self.check_writable()?;
+        let units = head.units();
+        let region_units = self.inner.spec.region / UNIT;
+        if units > region_units - REGION_DATA / UNIT {
+            return Err(Error::ObjectTooLarge {
+                size: head.rec_len(),
+                max: self.inner.spec.region - REGION_DATA,
+            });
+        }
+        let salt = self.inner.index.salt;
+        let idx = &self.inner.index;
+        for _ in 0..1000 {
+            let r = idx.head().load(Acquire) as usize % idx.geo.regions as usize;
+            let st = idx.state(r).fetch_add(units, AcqRel);
+            let (epoch, cur) = ((st >> 32) as u32, st & 0xffff_ffff);
+            if cur >= CLOSED || cur + units > region_units {
+                self.advance(r)?;
+                continue;
+            }
+            let Some(map) = self.inner.regions.get(r, epoch) else {
+                self.advance(r)?;
+                continue;
+            };
+            let off = cur * UNIT;
+            let hdr = record::encode_head(head, key, meta, salt);
+            let wrote = map
+                .file
+                .write_all_at(&hdr, off)
+                .and_then(|_| map.file.write_all_at(body, off + hdr.len() as u64));
+            if let Err(e) = wrote {
+                return Err(self.degrade("write", e));
+            }
+            let c = self.inner.ctr.get();
+            c.inserts.fetch_add(1, Relaxed);
+            c.bytes_written.fetch_add(head.rec_len(), Relaxed);
+            return Ok(Loc {
+                region: r as u32,
+                epoch16: epoch as u16,
+                unit: cur as u32,
+            });
+        }
+        Err(io_err(
+            &self.inner.spec.path,
+            "append",
+            "no region could be opened",
+        ))
+    }
+
+    /// Opens the next region (FIFO) if `seen` is still the head, then moves
+    /// the records worth keeping out of the region it replaced.
+    fn advance(&self, seen: usize) -> Result<()> {
+        let i = &self.inner;
+        let idx = &i.index;
+        let old = {
+            let _g = i.lock.lock().map_err(|e| self.degrade("lock", e))?;
+            if idx.head().load(Acquire) as usize != seen {
+                return Ok(());
+            }
+            let n = idx.geo.regions as usize;
+            let next = (seen + 1) % n;
+            let old_epoch = (idx.state(next).load(Acquire) >> 32) as u32;
+            let old = (old_epoch != 0)
+                .then(|| i.regions.get(next, old_epoch))
+                .flatten();
+            idx.state(next)
+                .store(state_word(old_epoch, CLOSED), Release);
+            let epoch = next_epoch(old_epoch);
+            let lap = idx.lap().load(Acquire) + 1;
+            let rh = RegionHead {
+                region: next as u32,
+                epoch,
+                lap,
+                salt: idx.salt,
+                region_size: i.spec.region,
+            };
+            if let Err(e) = i.regions.create(&rh) {
+                return Err(self.degrade("cannot open a new region", e));
+            }
+            idx.region_lap(next).store(lap, Release);
+            idx.lap().store(lap, Release);
+            idx.state(next)
+                .store(state_word(epoch, REGION_DATA / UNIT), Release);
+            idx.head().store(next as u64, Release);
+            i.ctr.get().recycled.fetch_add(1, Relaxed);
+            old
+        };
+        if let Some(old) = old {
+            self.relocate(&old);
+        }
+        Ok(())
+    }
+
+    /// Walks a region that was just recycled: hot live records are written
+    /// again here, cold ones move to the next tier, purged ones are dropped.
+    fn relocate(&self, old: &RegionMap) {
+        let i = &self.inner;
+        let next = i.next.read().clone();
+        let purged = i.purged.read().clone();
+        let budget = i.spec.region / HOT_SHARE;
+        let mut hot_bytes = 0;
+        let region = old_region(old);
+        let mut off = REGION_DATA;
+        while off + HEAD_LEN as u64 <= old.map.len() as u64 {
+            let b = &old.map[off as usize..];
+            let Some(head) = record::parse_head(b, i.index.salt, i.spec.region) else {
+                off += UNIT;
+                continue;
+            };
+            let here = Loc {
+                region,
+                epoch16: old.epoch as u16,
+                unit: (off / UNIT) as u32,
+            };
+            let rec_len = head.rec_len() as usize;
+            let bytes = &b[..rec_len];
+            off += head.units() * UNIT;
+            let key = &bytes[HEAD_LEN..HEAD_LEN + head.key_len as usize];
+            let h = record_hash(&head, key);
+            let mut cands = Vec::new();
+            i.index.lookup(h, &mut cands);
+            let Some(found) = cands.into_iter().find(|f| f.loc() == here) else {
+                continue; // overwritten or removed since
+            };
+            let meta_b = &bytes[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
+            let body = &bytes[head.body_offset() as usize..];
+            if let Some(p) = &purged {
+                if head.kind != Kind::Slice {
+                    if let Ok(m) = record::decode_meta(meta_b) {
+                        if p(key, &m, head.born) {
+                            i.index.remove(&found);
+                            i.ctr.get().purged_reclaimed.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                    }
+                }
+            }
+            if found.hit() && hot_bytes + rec_len as u64 <= budget {
+                if let Ok(loc) = self.append(&head, key, meta_b, body) {
+                    if i.index.replace(found.slot, found.word, loc.pack()) {
+                        hot_bytes += rec_len as u64;
+                        i.ctr.get().reinserted.fetch_add(1, Relaxed);
+                    }
+                }
+                continue;
+            }
+            if let Some(n) = &next {
+                if n.write_record(h, head, key, meta_b, body).is_ok() {
+                    i.index.remove(&found);
+                    i.ctr.get().demoted.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Drops this process's mappings of recycled regions now and then.
+    fn maybe_prune(&self) {
+        let i = &self.inner;
+        let lap = i.index.lap().load(Relaxed);
+        // Load first: a store on every get would bounce the line.
+        if i.seen_lap.load(Relaxed) != lap && i.seen_lap.swap(lap, Relaxed) != lap {
+            i.regions
+                .prune(|r| (i.index.state(r).load(Relaxed) >> 32) as u32);
+        }
+    }
+
+    /// Reads `len` bytes of a record body at `pos` with pread, into `buf`.
+    pub(crate) fn pread(&self, rec: &Rec, buf: &mut [u8], pos: u64) -> Result<()> {
+        let at = rec.off + rec.head.body_offset() + pos;
+        rec.map
+            .file
+            .read_exact_at(buf, at)
+            .map_err(|e| io_err(&self.inner.spec.path, "read", e))
+    }
+
+    pub(crate) fn note_corrupt(&self, rec: &Rec) {
+        self.drop_corrupt(rec)
+    }
+
+    pub(crate) fn mark_hit(&self, rec: &Rec) {
+        self.inner.index.mark_hit(&rec.found)
+    }
+
+    pub(crate) fn count_hit(&self, hit: bool) {
+        let c = self.inner.ctr.get();
+        if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
+    }
+}
+
+fn old_region(m: &RegionMap) -> u32 {
+    RegionHead::decode(&m.map[..REGION_DATA as usize]).map_or(u32::MAX, |h| h.region)
+}
+
+/// The index hash of a record: its key's, or its slice's.
+pub(crate) fn record_hash(head: &Head, key: &[u8]) -> u128 {
+    match head.kind {
+        Kind::Slice => slice::slice_hash(key, head.part),
+        _ => KeyHash::of(key).0,
+    }
+}
+
+/// Drops regions whose file is missing, truncated or of another epoch: their
+/// index entries die with the epoch bump, and the region is reopened in turn.
+fn check_regions(idx: &Index, regs: &Regions) {
+    for r in 0..idx.geo.regions as usize {
+        let st = idx.state(r).load(Acquire);
+        let epoch = (st >> 32) as u32;
+        if epoch == 0 {
+            continue;
+        }
+        if regs.open(r).is_some_and(|m| m.epoch == epoch) {
+            continue;
+        }
+        let _ = idx.state(r).compare_exchange(
+            st,
+            state_word(next_epoch(epoch), CLOSED),
+            AcqRel,
+            Acquire,
+        );
+    }
+}
+
+/// Keeps a region mapping alive for as long as a `Bytes` handed out of it.
+struct MapSlice(Arc<RegionMap>);
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.map
+    }
+}

@@ -1,0 +1,235 @@
+//! The cache with block tiers: write-through, reopen, promotion with an
+//! admission filter, demotion, purge across tiers, a full disk.
+
+use bytes::Bytes;
+use cdncore::{Cache, Lookup, Meta, Purge};
+use std::path::Path;
+use std::process::Command;
+
+fn body_for(key: &str, len: usize) -> Bytes {
+    let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    (0..len).map(|i| (h >> (i % 57)) as u8 ^ i as u8).collect()
+}
+
+fn meta(tag: u16) -> Meta {
+    let mut m = Meta::with_ttl(cdncore::now_ms(), 3_600_000);
+    m.tags = vec![tag];
+    m
+}
+
+fn conf(fast: &Path, slow: &Path) -> String {
+    format!(
+        "mem=1m shards=1 tier={},size=512k,region=64k,slice=16k tier={},size=8m,region=64k,slice=16k",
+        fast.display(),
+        slow.display()
+    )
+}
+
+fn body_of(l: &Lookup) -> Option<Vec<u8>> {
+    l.object().map(|o| o.body().to_vec())
+}
+
+#[test]
+fn write_through_is_seen_by_a_second_cache_and_after_reopen() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    for i in 0..20 {
+        let k = format!("site.com/x/{i}");
+        c1.insert(k.as_bytes(), meta(1), body_for(&k, 3000))
+            .unwrap();
+    }
+    let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let k = "site.com/x/7";
+    let got = c2.get(k.as_bytes()).unwrap();
+    assert!(got.is_fresh());
+    assert_eq!(body_of(&got).unwrap(), body_for(k, 3000));
+    assert_eq!(c2.block_counters().unwrap().tier_hits(), 1);
+    drop((c1, c2));
+    let c3 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    for i in 0..20 {
+        let k = format!("site.com/x/{i}");
+        assert_eq!(
+            body_of(&c3.get(k.as_bytes()).unwrap()).unwrap(),
+            body_for(&k, 3000)
+        );
+    }
+    // Larger than a slice (16k) but within the memory limit: stored as
+    // slices, and still a whole object to `get` from another cache.
+    let big = body_for("site.com/big", 100_000);
+    c3.insert(b"site.com/big", meta(1), big.clone()).unwrap();
+    let c4 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    assert_eq!(body_of(&c4.get(b"site.com/big").unwrap()).unwrap(), big);
+    assert!(c3.remove(b"site.com/x/3").unwrap());
+    assert!(c3.get(b"site.com/x/3").unwrap().object().is_none());
+}
+
+#[test]
+fn purge_reaches_block_tiers_and_other_caches() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    c1.insert(b"p.com/a", meta(7), body_for("a", 100)).unwrap();
+    c1.insert(b"p.com/b", meta(8), body_for("b", 100)).unwrap();
+    let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    assert!(c2.get(b"p.com/a").unwrap().is_fresh());
+    // A purge recorded by one cache (one process) is seen by the other, in
+    // its memory tier and its block tiers.
+    c1.purge(&Purge::Tag(7)).unwrap();
+    assert!(c2.get(b"p.com/a").unwrap().object().is_none());
+    assert!(c2.get(b"p.com/b").unwrap().is_fresh());
+    let c3 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    assert!(
+        c3.get(b"p.com/a").unwrap().object().is_none(),
+        "purge survives reopen"
+    );
+    c3.purge(&Purge::Regex("^p\\.com/b$".into())).unwrap();
+    assert!(c1.get(b"p.com/b").unwrap().object().is_none());
+}
+
+#[test]
+fn cold_objects_demote_and_hot_ones_promote_past_the_filter() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    // 1.5 MiB through a 512 KiB fast tier: the early objects are demoted.
+    for i in 0..300 {
+        let k = format!("d.com/{i}");
+        c.insert(k.as_bytes(), meta(1), body_for(&k, 5000)).unwrap();
+    }
+    let bc = c.block_counters().unwrap();
+    assert!(bc.demotions() > 50, "{bc:?}");
+    drop(c);
+    let c = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let fast = &c.tiers()[0];
+    assert!(
+        fast.get(b"d.com/0").unwrap().is_none(),
+        "d.com/0 should be on the slow tier"
+    );
+    // A scan reads each key once: nothing is promoted.
+    for i in 0..100 {
+        let k = format!("d.com/{i}");
+        assert_eq!(
+            body_of(&c.get(k.as_bytes()).unwrap()).unwrap(),
+            body_for(&k, 5000)
+        );
+    }
+    let bc = c.block_counters().unwrap();
+    assert_eq!(bc.promotions, 0, "{bc:?}");
+    assert_eq!(bc.promotions_refused, 100);
+    // A second hit promotes: into memory, and onto the fast tier.
+    let again = c.get(b"d.com/0").unwrap();
+    assert_eq!(body_of(&again).unwrap(), body_for("d.com/0", 5000));
+    assert_eq!(c.block_counters().unwrap().promotions, 1);
+    assert!(
+        fast.get(b"d.com/0").unwrap().is_some(),
+        "promoted to the fast tier"
+    );
+    let tier_hits = c.block_counters().unwrap().tier_hits();
+    assert!(c.get(b"d.com/0").unwrap().is_fresh());
+    assert_eq!(
+        c.block_counters().unwrap().tier_hits(),
+        tier_hits,
+        "now served from memory"
+    );
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let d = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(d.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (the CI runs as root)"
+        );
+        Tmpfs(d)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn full_disk_degrades_the_tier_and_the_cache_keeps_serving() {
+    let fs = Tmpfs::mount("8m");
+    let slow = tempfile::tempdir().unwrap();
+    let dir = fs.0.path().join("tier");
+    let text = format!(
+        "mem=4m shards=1 tier={},size=64m,region=1m,slice=256k tier={},size=8m,region=1m",
+        dir.display(),
+        slow.path().display()
+    );
+    let c = Cache::open_str(&text).unwrap();
+    let mut failed_at = None;
+    for i in 0..200 {
+        let k = format!("f.com/{i}");
+        // Inserts keep succeeding: memory holds what the disk cannot.
+        c.insert(k.as_bytes(), meta(1), body_for(&k, 100_000))
+            .unwrap();
+        if failed_at.is_none() && c.tiers()[0].degraded() {
+            failed_at = Some(i);
+        }
+    }
+    let at = failed_at.expect("the 8 MiB tmpfs never filled up");
+    let st = c.tiers()[0].stats();
+    assert!(st.errors >= 1, "{st:?}");
+    assert!(at > 5, "some objects fit before the disk filled ({at})");
+    // Everything still served is byte-correct, from memory or the tier.
+    let mut served = 0;
+    for i in 0..200 {
+        let k = format!("f.com/{i}");
+        if let Some(b) = body_of(&c.get(k.as_bytes()).unwrap()) {
+            assert_eq!(b, body_for(&k, 100_000), "{k}");
+            served += 1;
+        }
+    }
+    assert!(served >= 30, "served {served}");
+    // Objects written before the disk filled are still on the tier.
+    assert_eq!(
+        c.tiers()[0].get(b"f.com/0").unwrap().unwrap().body.len(),
+        100_000
+    );
+    drop(c);
+}
+
+#[test]
+fn large_objects_through_the_cache_by_range_and_purge() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let text = format!(
+        "mem=1m shards=1 tier={},size=16m,region=1m,slice=64k tier={},size=8m,region=1m",
+        a.path().display(),
+        b.path().display()
+    );
+    let c = Cache::open_str(&text).unwrap();
+    let body = body_for("large", 3_000_000); // larger than the memory tier
+    let mut w = c.large_writer(b"l.com/video", meta(9)).unwrap();
+    for part in body.chunks(100_000) {
+        w.write(part).unwrap();
+    }
+    w.commit().unwrap();
+    let read = |from: u64, to: u64| {
+        let mut got = Vec::new();
+        let m = c
+            .read_range(b"l.com/video", from, to, &mut |p| {
+                got.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+        m.map(|m| (m.size, got))
+    };
+    let (size, got) = read(1_000_000, 1_200_000).unwrap();
+    assert_eq!(size, 3_000_000);
+    assert_eq!(got, body[1_000_000..1_200_000]);
+    assert_eq!(read(0, u64::MAX).unwrap().1, body);
+    c.purge(&Purge::Tag(9)).unwrap();
+    assert!(read(0, 10).is_none(), "purged large object served");
+}

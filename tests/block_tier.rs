@@ -1,0 +1,306 @@
+//! Block tier on real files: round trips, reopen, rebuild, recycling,
+//! corruption, slices, demotion.
+
+use cdncore::block::{Kind, Log, Tier, TierSpec};
+use cdncore::Meta;
+use std::sync::{Arc, Mutex};
+
+fn body_for(key: &str, len: usize) -> Vec<u8> {
+    let seed = xxhash_rust_free(key);
+    (0..len)
+        .map(|i| (seed.wrapping_add(i as u64 * 31) >> 3) as u8)
+        .collect()
+}
+
+/// A key-derived byte pattern (no extra crate needed).
+fn xxhash_rust_free(key: &str) -> u64 {
+    key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn spec(dir: &std::path::Path, size: u64, region: u64) -> TierSpec {
+    TierSpec {
+        region,
+        slice: 16 << 10,
+        ..TierSpec::new(dir, size)
+    }
+}
+
+fn lines() -> (Log, Arc<Mutex<Vec<String>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    (
+        Arc::new(move |l: &str| g.lock().unwrap().push(l.to_string())),
+        got,
+    )
+}
+
+fn meta() -> Meta {
+    let mut m = Meta::with_ttl(1_000, 60_000);
+    m.tags = vec![3];
+    m.headers = vec![("Content-Type".into(), bytes::Bytes::from_static(b"x/y"))];
+    m
+}
+
+fn get(t: &Tier, key: &str) -> Option<Vec<u8>> {
+    let hit = t.get(key.as_bytes()).unwrap()?;
+    assert_eq!(hit.kind, Kind::Object);
+    Some(hit.body.to_vec())
+}
+
+#[test]
+fn round_trip_reopen_and_rebuild_after_index_loss() {
+    let d = tempfile::tempdir().unwrap();
+    let s = spec(d.path(), 8 << 20, 1 << 20);
+    let keys: Vec<String> = (0..500).map(|i| format!("example.com/o/{i}")).collect();
+    {
+        let t = Tier::open(&s, Tier::stderr_log()).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            t.put(k.as_bytes(), &meta(), 7, &body_for(k, 100 + i * 13))
+                .unwrap();
+        }
+        let hit = t.get(keys[5].as_bytes()).unwrap().unwrap();
+        assert_eq!(hit.meta.tags, vec![3]);
+        assert_eq!(hit.meta.size, 165);
+        assert_eq!(hit.born, 7);
+        assert!(t.get(b"example.com/none").unwrap().is_none());
+    }
+    let check = |t: &Tier| {
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                get(t, k).as_deref(),
+                Some(&body_for(k, 100 + i * 13)[..]),
+                "{k}"
+            );
+        }
+    };
+    let (log, got) = lines();
+    let t = Tier::open(&s, log).unwrap();
+    check(&t);
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "intact index must not be rescanned"
+    );
+    drop(t);
+    std::fs::remove_file(d.path().join("index")).unwrap();
+    let (log, got) = lines();
+    let t = Tier::open(&s, log).unwrap();
+    check(&t);
+    let l = got.lock().unwrap().join("\n");
+    assert!(
+        l.contains("rebuilding index of") && l.contains("500 records"),
+        "{l}"
+    );
+    // New writes after a rebuild go on where the old ones stopped.
+    t.put(b"after", &meta(), 1, b"later").unwrap();
+    check(&t);
+    drop(t);
+    // A scribbled index header is detected and rebuilt too.
+    let p = d.path().join("index");
+    let mut b = std::fs::read(&p).unwrap();
+    b[20] ^= 0xff;
+    std::fs::write(&p, b).unwrap();
+    let (log, got) = lines();
+    let t = Tier::open(&s, log).unwrap();
+    check(&t);
+    assert_eq!(get(&t, "after").as_deref(), Some(&b"later"[..]));
+    assert!(!got.lock().unwrap().is_empty());
+}
+
+#[test]
+fn fifo_recycling_keeps_hot_objects() {
+    let d = tempfile::tempdir().unwrap();
+    let t = Tier::open(&spec(d.path(), 4 << 16, 1 << 16), Tier::stderr_log()).unwrap();
+    let hot = "hot/object";
+    t.put(hot.as_bytes(), &meta(), 1, &body_for(hot, 3000))
+        .unwrap();
+    for i in 0..400 {
+        let k = format!("cold/{i}");
+        t.put(k.as_bytes(), &meta(), 1, &body_for(&k, 3000))
+            .unwrap();
+        // A read marks it hit; it is re-inserted whenever its region recycles.
+        assert_eq!(
+            get(&t, hot).as_deref(),
+            Some(&body_for(hot, 3000)[..]),
+            "lap {i}"
+        );
+    }
+    let st = t.stats();
+    assert!(st.recycled >= 8, "{st:?}");
+    assert!(st.reinserted >= 2, "{st:?}");
+    assert!(
+        get(&t, "cold/0").is_none(),
+        "first cold object must be gone"
+    );
+    assert!(get(&t, "cold/399").is_some());
+    // Without hits an object does not survive a lap.
+    t.put(b"once", &meta(), 1, b"x").unwrap();
+    for i in 0..200 {
+        let k = format!("more/{i}");
+        t.put(k.as_bytes(), &meta(), 1, &body_for(&k, 3000))
+            .unwrap();
+    }
+    assert!(get(&t, "once").is_none());
+}
+
+#[test]
+fn scribbled_and_truncated_regions_are_never_served() {
+    let d = tempfile::tempdir().unwrap();
+    let s = spec(d.path(), 4 << 20, 1 << 20);
+    let t = Tier::open(&s, Tier::stderr_log()).unwrap();
+    for i in 0..20 {
+        let k = format!("k{i}");
+        t.put(k.as_bytes(), &meta(), 1, &body_for(&k, 20_000 / 2))
+            .unwrap();
+    }
+    let ext = t.extent(b"k3").unwrap().unwrap();
+    assert_eq!(ext.len, 10_000);
+    // The extent is what sendfile would send: the body, at that offset.
+    let mut via_fd = vec![0u8; ext.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(ext.file(), &mut via_fd, ext.offset).unwrap();
+    assert_eq!(via_fd, body_for("k3", 10_000));
+    assert!(ext.fd() >= 0);
+    // Someone scribbles over the body of k3 in the region file.
+    let region = d.path().join("region.00000");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&region)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"garbage!", ext.offset + 100).unwrap();
+    drop(ext);
+    assert!(get(&t, "k3").is_none(), "scribbled body served");
+    assert_eq!(t.stats().corrupt, 1);
+    assert!(get(&t, "k4").is_some());
+    drop(t);
+    // Truncated region file: its objects are dropped at open.
+    f.set_len(200_000).unwrap();
+    let t = Tier::open(&s, Tier::stderr_log()).unwrap();
+    for i in 0..20 {
+        assert!(get(&t, &format!("k{i}")).is_none());
+    }
+    t.put(b"new", &meta(), 1, b"fresh").unwrap();
+    assert_eq!(get(&t, "new").as_deref(), Some(&b"fresh"[..]));
+}
+
+#[test]
+fn large_objects_are_sliced_and_read_by_range() {
+    let d = tempfile::tempdir().unwrap();
+    let t = Tier::open(&spec(d.path(), 8 << 20, 1 << 20), Tier::stderr_log()).unwrap();
+    let body = body_for("big", 100_000);
+    let mut w = t.writer(b"big", meta(), 4).unwrap();
+    for c in body.chunks(7_000) {
+        w.write(c).unwrap();
+    }
+    w.commit().unwrap();
+    let hit = t.get(b"big").unwrap().unwrap();
+    assert_eq!(hit.kind, Kind::Manifest);
+    assert_eq!(hit.meta.size, 100_000);
+    assert_eq!(hit.parts, 7);
+    for (a, b) in [
+        (0, 100_000),
+        (16_380, 16_390),
+        (50_000, 50_001),
+        (99_999, 200_000),
+    ] {
+        let mut got = Vec::new();
+        let m = t
+            .read_range(b"big", a, b, &mut |p| {
+                got.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.size, 100_000);
+        assert_eq!(
+            got,
+            body[a as usize..(b as usize).min(body.len())],
+            "{a}..{b}"
+        );
+    }
+    // A small object through the same path.
+    t.put(b"small", &meta(), 1, b"0123456789").unwrap();
+    let mut got = Vec::new();
+    t.read_range(b"small", 2, 5, &mut |p| {
+        got.extend_from_slice(p);
+        Ok(())
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(got, b"234");
+}
+
+#[test]
+fn cold_records_are_demoted_to_the_next_tier() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let fast = Tier::open(&spec(d1.path(), 4 << 16, 1 << 16), Tier::stderr_log()).unwrap();
+    let slow = Tier::open(&spec(d2.path(), 64 << 16, 1 << 16), Tier::stderr_log()).unwrap();
+    fast.set_next(Some(slow.clone()));
+    for i in 0..200 {
+        let k = format!("d/{i}");
+        fast.put(k.as_bytes(), &meta(), 1, &body_for(&k, 2000))
+            .unwrap();
+    }
+    assert!(fast.stats().demoted > 50, "{:?}", fast.stats());
+    assert!(get(&fast, "d/0").is_none());
+    assert_eq!(
+        get(&slow, "d/0").as_deref(),
+        Some(&body_for("d/0", 2000)[..])
+    );
+    for i in 0..200 {
+        let k = format!("d/{i}");
+        let got = get(&fast, &k).or_else(|| get(&slow, &k));
+        assert_eq!(got.as_deref(), Some(&body_for(&k, 2000)[..]), "{k}");
+    }
+}
+
+#[test]
+fn unwritable_directory_is_a_clear_error() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let path = f.path().join("sub");
+    let e = Tier::open(&TierSpec::new(&path, 1 << 30), Tier::stderr_log())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains(&path.display().to_string()), "{e}");
+}
+
+#[test]
+fn threads_write_and_read_concurrently_with_recycling() {
+    let d = tempfile::tempdir().unwrap();
+    let t = Tier::open(&spec(d.path(), 16 << 16, 1 << 16), Tier::stderr_log()).unwrap();
+    let order = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..3 {
+            let (t, order) = (&t, &order);
+            s.spawn(move || {
+                for i in 0..600 {
+                    let k = format!("t{w}/{i}");
+                    t.put(k.as_bytes(), &meta(), 1, &body_for(&k, 500 + i % 4000))
+                        .unwrap();
+                    order.lock().unwrap().push((k, 500 + i % 4000));
+                    // Read back a recent key of another writer: a hit must
+                    // be byte-correct.
+                    let j = i.saturating_sub(3);
+                    let other = format!("t{}/{j}", (w + 1) % 3);
+                    if let Some(b) = get(t, &other) {
+                        assert_eq!(b, body_for(&other, 500 + j % 4000));
+                    }
+                }
+            });
+        }
+    });
+    let st = t.stats();
+    assert!(st.recycled > 10, "{st:?}");
+    assert_eq!(st.corrupt, 0);
+    // The last ~100 KiB written (a tenth of the tier) must all be there.
+    let order = order.into_inner().unwrap();
+    let mut bytes = 0;
+    for (k, len) in order.iter().rev().take_while(|(_, len)| {
+        bytes += len;
+        bytes < 100_000
+    }) {
+        assert_eq!(get(&t, k).as_deref(), Some(&body_for(k, *len)[..]), "{k}");
+    }
+}
