@@ -19,9 +19,9 @@ use std::sync::Mutex;
 const KEYS: u64 = 1_000_000;
 /// Zipf accesses per trace.
 const ZIPF_LEN: usize = 2_000_000;
-/// In scan traces: after every `SCAN_EVERY` Zipf accesses, `SCAN_LEN` keys
+/// In scan traces: after every tenth of the Zipf accesses, `SCAN_LEN` keys
 /// that are never seen again (5 % of the key space each time).
-const SCAN_EVERY: usize = 200_000;
+const SCANS: usize = 10;
 const SCAN_LEN: usize = 50_000;
 /// Cache sizes in thousandths of the key space.
 const SIZES_PERMILLE: [u64; 3] = [5, 10, 100];
@@ -32,18 +32,18 @@ struct Trace {
     keys: Vec<u32>,
 }
 
-fn zipf_trace(alpha: f64, seed: u64) -> Vec<u32> {
+fn zipf_trace(alpha: f64, seed: u64, len: usize) -> Vec<u32> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let zipf = Zipf::new(KEYS, alpha).expect("valid Zipf parameters");
-    (0..ZIPF_LEN).map(|_| rng.sample(zipf) as u32 - 1).collect()
+    (0..len).map(|_| rng.sample(zipf) as u32 - 1).collect()
 }
 
-/// The same Zipf accesses with a scan of fresh keys every `SCAN_EVERY`.
-fn with_scans(zipf: &[u32]) -> Vec<u32> {
+/// The same Zipf accesses with a scan of fresh keys every `every` accesses.
+fn with_scans(zipf: &[u32], every: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(zipf.len() * 5 / 4);
     let mut fresh = KEYS as u32;
     for (i, &k) in zipf.iter().enumerate() {
-        if i > 0 && i % SCAN_EVERY == 0 {
+        if i > 0 && i % every == 0 {
             out.extend(fresh..fresh + SCAN_LEN as u32);
             fresh += SCAN_LEN as u32;
         }
@@ -182,13 +182,16 @@ const POLICIES: [(&str, Policy); 5] = [
 ];
 
 fn main() {
+    // `--test` (as in `cargo bench -- --test`): a quick smoke run.
+    let smoke = std::env::args().any(|a| a == "--test");
+    let len = if smoke { ZIPF_LEN / 100 } else { ZIPF_LEN };
     let started = std::time::Instant::now();
     let mut traces = Vec::new();
     for (alpha, seed) in [(0.8, 8), (1.0, 10)] {
-        let z = zipf_trace(alpha, seed);
+        let z = zipf_trace(alpha, seed, len);
         traces.push(Trace {
             name: format!("zipf {alpha:.1} + scans"),
-            keys: with_scans(&z),
+            keys: with_scans(&z, len / SCANS),
         });
         traces.push(Trace {
             name: format!("zipf {alpha:.1}"),
@@ -226,7 +229,7 @@ fn main() {
     print_table(&traces, &r);
     println!(
         "\n{} accesses per plain trace, {} per scan trace; {:.0} s",
-        ZIPF_LEN,
+        len,
         traces[1].keys.len(),
         started.elapsed().as_secs_f64()
     );
