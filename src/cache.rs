@@ -550,26 +550,7 @@ impl Inner {
         let start = self.purge.seq();
         let mut removed = 0;
         for p in self.shards.iter() {
-            let mut i = 0;
-            loop {
-                let mut s = p.0.lock();
-                let Shard { arc, ctr, .. } = &mut *s;
-                let end = (i + SWEEP_CHUNK).min(arc.slots());
-                let dead: Vec<u128> = (i..end)
-                    .filter_map(|j| arc.resident_at(j))
-                    .filter(|(_, e)| self.purge.is_purged(&e.obj.key, &e.obj.facts, e.obj.born))
-                    .map(|(h, _)| h)
-                    .collect();
-                for h in &dead {
-                    arc.remove(*h);
-                }
-                ctr.purged += dead.len() as u64;
-                removed += dead.len() as u64;
-                i = end;
-                if i >= arc.slots() {
-                    break;
-                }
-            }
+            removed += self.sweep_shard(&p.0);
         }
         // Records at or before `safe` match no resident object any more and
         // no open writer was born before them.
@@ -586,6 +567,49 @@ impl Inner {
         }
         self.swept_to.store(start, Release);
         removed
+    }
+
+    /// Sweeps one shard in chunks. The purge checks run without the shard
+    /// lock, on a snapshot of the chunk; the lock is held only to copy the
+    /// chunk's references and to remove what is dead, so lookups never wait
+    /// behind thousands of checks. Removed objects are freed unlocked too.
+    fn sweep_shard(&self, shard: &Mutex<Shard>) -> u64 {
+        let mut removed = 0;
+        let mut i = 0;
+        loop {
+            let (chunk, slots) = {
+                let s = shard.lock();
+                let end = (i + SWEEP_CHUNK).min(s.arc.slots());
+                let chunk: Vec<(u128, Arc<Object>)> = (i..end)
+                    .filter_map(|j| s.arc.resident_at(j))
+                    .map(|(h, e)| (h, e.obj.clone()))
+                    .collect();
+                i = end;
+                (chunk, s.arc.slots())
+            };
+            let dead: Vec<(u128, Arc<Object>)> = chunk
+                .into_iter()
+                .filter(|(_, o)| self.purge.is_purged(&o.key, &o.facts, o.born))
+                .collect();
+            let mut freed = Vec::with_capacity(dead.len());
+            if !dead.is_empty() {
+                let mut s = shard.lock();
+                let Shard { arc, ctr, .. } = &mut *s;
+                for (h, o) in &dead {
+                    // Only if the slot still holds that object: it may have
+                    // been replaced (and checked at commit) meanwhile.
+                    if arc.peek(*h).is_some_and(|e| Arc::ptr_eq(&e.obj, o)) {
+                        freed.extend(arc.remove(*h));
+                    }
+                }
+                ctr.purged += freed.len() as u64;
+            }
+            removed += freed.len() as u64;
+            drop((freed, dead));
+            if i >= slots {
+                return removed;
+            }
+        }
     }
 }
 
