@@ -40,6 +40,47 @@
 #define CDN_ABI_VERSION 1
 
 /**
+ * Purge kinds for `cdn_loader_purge`.
+ */
+#define CDN_PURGE_KEY 0
+
+#define CDN_PURGE_PREFIX 1
+
+#define CDN_PURGE_GROUP 2
+
+#define CDN_PURGE_TAG 3
+
+#define CDN_PURGE_SURROGATE_KEY 4
+
+#define CDN_PURGE_MASK 5
+
+#define CDN_PURGE_REGEX 6
+
+#define CDN_PURGE_ALL 7
+
+/**
+ * Buffer size that always holds a challenge token and its NUL.
+ */
+#define CDN_GUARD_TOKEN_MAX 64
+
+/**
+ * Cache outcome of a request, for `cdn_traffic_sample.cache`.
+ */
+#define CDN_CACHE_HIT 0
+
+#define CDN_CACHE_MISS 1
+
+#define CDN_CACHE_STALE 2
+
+#define CDN_CACHE_UPDATING 3
+
+#define CDN_CACHE_REVALIDATED 4
+
+#define CDN_CACHE_EXPIRED 5
+
+#define CDN_CACHE_BYPASS 6
+
+/**
  * Result of every fallible `cdn_` function. `CDN_OK` is 0; any other value
  * is a failure whose message `cdn_last_error()` returns. Values are stable
  * across versions; new ones may be added.
@@ -121,15 +162,100 @@ typedef enum cdn_status {
 } cdn_status;
 
 /**
+ * Where a loaded object came from.
+ */
+typedef enum cdn_load_source {
+  /**
+   * The cache (a fresh hit).
+   */
+  CDN_LOAD_CACHE = 0,
+  /**
+   * The hot cache (a key owned elsewhere, mirrored here).
+   */
+  CDN_LOAD_HOT = 1,
+  /**
+   * Fetched from the key's owner peer.
+   */
+  CDN_LOAD_PEER = 2,
+  /**
+   * Produced by the getter (this node owns the key, the owner failed, or
+   * the request came from a peer).
+   */
+  CDN_LOAD_LOCAL = 3,
+} cdn_load_source;
+
+/**
+ * A hotlink decision.
+ */
+typedef enum cdn_hotlink_decision {
+  /**
+   * Serve it.
+   */
+  CDN_HOTLINK_ALLOW = 0,
+  /**
+   * Answer 403 (the detail buffer holds the reason).
+   */
+  CDN_HOTLINK_FORBIDDEN = 1,
+  /**
+   * Answer 410: a correctly signed URL past its expiry.
+   */
+  CDN_HOTLINK_EXPIRED = 2,
+  /**
+   * Answer 302 to the URL in the detail buffer.
+   */
+  CDN_HOTLINK_REDIRECT = 3,
+} cdn_hotlink_decision;
+
+/**
+ * A guard decision.
+ */
+typedef enum cdn_guard_verdict {
+  CDN_GUARD_PASS = 0,
+  /**
+   * Answer 302 to the same URL with `rcdn_challenge=<token>`.
+   */
+  CDN_GUARD_CHALLENGE = 1,
+  /**
+   * Answer 403 (or 429).
+   */
+  CDN_GUARD_BLOCK = 2,
+} cdn_guard_verdict;
+
+/**
  * A cache (today its memory tier; block tiers are configured by the same
  * config text once they land). Opaque.
  */
 typedef struct cdn_cache cdn_cache;
 
 /**
+ * The anti-attack guard's state. Opaque.
+ */
+typedef struct cdn_guard cdn_guard;
+
+/**
+ * Hotlink policies of every known domain. Opaque.
+ */
+typedef struct cdn_hotlink cdn_hotlink;
+
+/**
+ * A node's load path: cache, hot cache, owner peers, getter. Opaque.
+ */
+typedef struct cdn_loader cdn_loader;
+
+/**
  * A cached object (body and metadata), immutable. Opaque.
  */
 typedef struct cdn_object cdn_object;
+
+/**
+ * The scheduler's tables and node states. Opaque.
+ */
+typedef struct cdn_scheduler cdn_scheduler;
+
+/**
+ * Windowed traffic counters per domain and in total. Opaque.
+ */
+typedef struct cdn_traffic cdn_traffic;
 
 /**
  * An insert in progress. Opaque.
@@ -292,6 +418,164 @@ typedef struct cdn_purge_report {
    */
   bool covered_known;
 } cdn_purge_report;
+
+/**
+ * Asks the owner peer `peer_id` (at `addr`, as given in the peer list) for
+ * `key`: write the body with `cdn_writer_write` and the metadata with
+ * `cdn_writer_set_*`/`add_*` (or `cdn_writer_set_meta_header` with the
+ * owner's `X-Rcdn-Meta` value), then return 0. Send the request with the
+ * hop header (`X-Rcdn-Hop`) so the owner never forwards it, and give up
+ * after `timeout_ms`. Any other return value is a failed fetch: the peer is
+ * marked down for a while and the key is loaded locally instead.
+ *
+ * The writer is lent as in `cdn_getter` (do not commit, abort or keep it);
+ * `peer_id`, `addr` and `key` are valid only during the call.
+ */
+typedef int32_t (*cdn_peer_fetch)(void *userdata, const uint8_t *peer_id, size_t peer_id_len, const uint8_t *addr, size_t addr_len, const uint8_t *key, size_t key_len, uint64_t timeout_ms, struct cdn_writer *writer);
+
+/**
+ * Tunables of a loader; pass NULL to `cdn_loader_new` for the defaults
+ * (shown). A 0 field also means its default.
+ */
+typedef struct cdn_loader_options {
+  /**
+   * How long a peer whose fetch failed is skipped (10000).
+   */
+  uint64_t down_ms;
+  /**
+   * Passed to the peer fetch as its time limit (2000).
+   */
+  uint64_t peer_timeout_ms;
+  /**
+   * Bytes of the hot cache for keys owned elsewhere (1/8 of the cache's `mem`).
+   */
+  uint64_t hot_mem;
+  /**
+   * The hot cache admits 1 in this many values fetched from peers (10).
+   */
+  uint64_t hot_one_in;
+} cdn_loader_options;
+
+/**
+ * What a loader did since it was made.
+ */
+typedef struct cdn_loader_counters {
+  uint64_t cache_hits;
+  uint64_t hot_hits;
+  uint64_t peer_loads;
+  uint64_t peer_errors;
+  uint64_t local_loads;
+  uint64_t local_errors;
+  /**
+   * Loads that waited for another concurrent load of the same key.
+   */
+  uint64_t shared;
+} cdn_loader_counters;
+
+/**
+ * The request facts a hotlink check reads: (pointer, length) pairs.
+ * `referer`, `token` and `expires` may be NULL with length 0 (absent).
+ */
+typedef struct cdn_hotlink_request {
+  const uint8_t *host;
+  size_t host_len;
+  const uint8_t *path;
+  size_t path_len;
+  const uint8_t *referer;
+  size_t referer_len;
+  /**
+   * The `token` query argument of a signed URL.
+   */
+  const uint8_t *token;
+  size_t token_len;
+  /**
+   * The `expires` query argument (unix seconds) of a signed URL.
+   */
+  const uint8_t *expires;
+  size_t expires_len;
+} cdn_hotlink_request;
+
+/**
+ * Guard thresholds (requests per second over the current window).
+ */
+typedef struct cdn_guard_config {
+  /**
+   * Above this rate an item's requests get a 302 challenge.
+   */
+  double challenge_rps;
+  /**
+   * Above this rate (at least `challenge_rps`), or on a failed
+   * challenge, they are blocked.
+   */
+  double block_rps;
+  /**
+   * Window after which flags are re-examined (>= 1000).
+   */
+  uint64_t window_ms;
+  /**
+   * Counters of the heavy-hitter sketch (16..=1048576).
+   */
+  size_t capacity;
+  /**
+   * How long a challenge token stays valid.
+   */
+  uint64_t token_ttl_ms;
+} cdn_guard_config;
+
+/**
+ * Decision counts of a guard.
+ */
+typedef struct cdn_guard_counters {
+  uint64_t passed;
+  uint64_t challenged;
+  uint64_t challenge_passed;
+  uint64_t challenge_failed;
+  uint64_t blocked;
+  uint64_t lifted;
+} cdn_guard_counters;
+
+/**
+ * What one request contributes to the statistics.
+ */
+typedef struct cdn_traffic_sample {
+  uint16_t status;
+  uint64_t bytes_sent;
+  /**
+   * A `CDN_CACHE_*` value.
+   */
+  uint32_t cache;
+  uint64_t origin_bytes;
+  uint64_t origin_ms;
+  bool challenged;
+  bool blocked;
+  bool hotlink_denied;
+} cdn_traffic_sample;
+
+/**
+ * One request for the JSON request log: (pointer, length) pairs; `data`
+ * and `data_type` (the `X-Minicdn-Data`/`-Type` headers) may be NULL with
+ * length 0 (absent).
+ */
+typedef struct cdn_reqlog_entry {
+  uint64_t time_ms;
+  const uint8_t *key;
+  size_t key_len;
+  const uint8_t *client;
+  size_t client_len;
+  const uint8_t *user_agent;
+  size_t user_agent_len;
+  const uint8_t *cache_status;
+  size_t cache_status_len;
+  uint16_t status;
+  uint64_t bytes_sent;
+  uint64_t duration_ms;
+  const uint8_t *node;
+  size_t node_len;
+  const uint8_t *data;
+  size_t data_len;
+  const uint8_t *data_type;
+  size_t data_type_len;
+} cdn_reqlog_entry;
 
 #ifdef __cplusplus
 extern "C" {
@@ -852,6 +1136,320 @@ enum cdn_status cdn_writer_commit(struct cdn_writer *writer);
  * `writer` is NULL or a writer from `cdn_writer_new*`.
  */
 enum cdn_status cdn_writer_abort(struct cdn_writer *writer);
+
+/**
+ * Makes a loader over `cache` (which it shares: closing the cache handle
+ * later is fine). `peers` lists every node, this one included, as `id=addr`
+ * tokens separated by spaces ("a=127.0.0.1:8081 b=127.0.0.1:8082"); `me`
+ * is this node's id. With an empty peer list (`peers` may then be NULL,
+ * `me` too) every key is loaded locally, and `fetch` may be NULL;
+ * otherwise `fetch` is required. `getter` is required; it is called as by
+ * `cdn_cache_fill`. `options` may be NULL (defaults).
+ *
+ * Errors: `CDN_INVALID_ARGUMENT` (NULL, non-UTF-8 text), `CDN_INVALID_CONFIG`
+ * (a malformed or duplicate peer, `me` not in the list, a bad hot cache size).
+ * Ownership: the caller owns the loader (`cdn_loader_free`); `userdata` is
+ * passed to every callback untouched and never freed.
+ * Thread safety: any thread. The loader may be used from any number of
+ * threads at once; the callbacks then run concurrently on the threads that
+ * call `cdn_loader_load`, so they and `userdata` must allow that.
+ *
+ * # Safety
+ * `cache` is a live cache handle; text pointers point to their lengths of
+ * readable bytes; callbacks are valid functions for the loader's lifetime;
+ * `options` is NULL or readable; `out` is writable.
+ */
+enum cdn_status cdn_loader_new(const struct cdn_cache *cache, const uint8_t *peers, size_t peers_len, const uint8_t *me, size_t me_len, cdn_getter getter, cdn_peer_fetch fetch, void *userdata, const struct cdn_loader_options *options_in, struct cdn_loader **out_loader);
+
+/**
+ * Frees a loader. NULL is a no-op; a second free returns
+ * `CDN_INVALID_HANDLE` without touching it. Objects it returned stay valid.
+ * Thread safety: no other call may be using the loader (now or later).
+ *
+ * # Safety
+ * `loader` is NULL or a pointer from `cdn_loader_new`.
+ */
+enum cdn_status cdn_loader_free(struct cdn_loader *loader);
+
+/**
+ * Loads `key`: a fresh copy in the cache or hot cache; else, when another
+ * peer owns the key and is not marked down, from that peer (`fetch`); else
+ * from the getter, storing the result in the cache. `from_peer`: the
+ * request came from another node (it carried `X-Rcdn-Hop`), so it is loaded
+ * here and never forwarded. Concurrent loads of one key share one callback
+ * call.
+ *
+ * On success writes a new object handle to `*out` (`cdn_object_free`) and,
+ * if `source` is not NULL, where it came from.
+ * Errors: `CDN_INVALID_KEY`, `CDN_GETTER_FAILED` (the getter returned
+ * non-zero or wrote too much), `CDN_WOULD_DEADLOCK` (a callback loading its
+ * own key), `CDN_PURGED_DURING_FILL`.
+ * Thread safety: any thread, concurrently.
+ *
+ * # Safety
+ * `loader` is a live loader; `key` points to `key_len` readable bytes;
+ * `out` is writable; `source` is NULL or writable.
+ */
+enum cdn_status cdn_loader_load(const struct cdn_loader *loader, const uint8_t *key, size_t key_len, bool from_peer, struct cdn_object **out_obj, enum cdn_load_source *source);
+
+/**
+ * Purges the loader's cache and its hot cache: `kind` is a `CDN_PURGE_*`
+ * value; `value`/`value_len` is the key, prefix, group, surrogate key or
+ * regex (ignored, may be NULL, for tag, mask and all); `number` is the tag
+ * or mask (ignored otherwise). Writes the cache's report to `*report`.
+ * Errors: `CDN_INVALID_PURGE` (unknown kind, tag over 65535, empty or too
+ * long pattern), `CDN_INVALID_REGEX`.
+ * Thread safety: any thread, concurrently with loads.
+ *
+ * # Safety
+ * `loader` is a live loader; `value` points to `value_len` readable bytes
+ * when the kind uses it; `report` is writable.
+ */
+enum cdn_status cdn_loader_purge(const struct cdn_loader *loader, uint32_t kind, const uint8_t *value, size_t value_len, uint64_t number, struct cdn_purge_report *report);
+
+/**
+ * Copies the id of the peer owning `key` into `buf` (not NUL-terminated)
+ * and its length to `*out_len`. `CDN_NOT_FOUND` without peers;
+ * `CDN_BUFFER_TOO_SMALL` writes the needed length (`buf` may be NULL when
+ * `buf_len` is 0).
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `loader` is a live loader; `key` readable for `key_len`; `buf` writable
+ * for `buf_len`; `out_len` writable.
+ */
+enum cdn_status cdn_loader_owner(const struct cdn_loader *loader, const uint8_t *key, size_t key_len, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Is peer `id` marked down now (after a failed fetch)? Writes the answer
+ * to `*down` (false for an unknown id or a loader without peers).
+ *
+ * # Safety
+ * `loader` is a live loader; `id` readable for `id_len`; `down` writable.
+ */
+enum cdn_status cdn_loader_peer_down(const struct cdn_loader *loader, const uint8_t *id, size_t id_len, bool *down);
+
+/**
+ * Writes the loader's counters to `*out`.
+ *
+ * # Safety
+ * `loader` is a live loader; `out` is writable.
+ */
+enum cdn_status cdn_loader_counters(const struct cdn_loader *loader, struct cdn_loader_counters *out_c);
+
+/**
+ * Loads hotlink policies from JSON text (an array of domain policies; see
+ * docs/c-abi.md). `refuse_unknown`: requests for a domain without a policy
+ * are refused (else allowed).
+ * Errors: `CDN_INVALID_CONFIG` naming the bad domain or JSON position.
+ * Ownership: the caller frees the handle with `cdn_hotlink_free`.
+ * Thread safety: the handle is immutable; check from any threads at once.
+ *
+ * # Safety
+ * `json` readable for `json_len` bytes; `out` writable.
+ */
+enum cdn_status cdn_hotlink_new(const uint8_t *json, size_t json_len, bool refuse_unknown, struct cdn_hotlink **out_h);
+
+/**
+ * Frees hotlink policies. NULL is a no-op; a second free returns
+ * `CDN_INVALID_HANDLE`. No check may be running on it.
+ *
+ * # Safety
+ * `h` is NULL or from `cdn_hotlink_new`.
+ */
+enum cdn_status cdn_hotlink_free(struct cdn_hotlink *h);
+
+/**
+ * Judges one request at `now_secs` (unix seconds). Writes the decision to
+ * `*decision` and a NUL-terminated detail to `detail` (the redirect URL,
+ * the reason of a refusal, or "") with its length to `*detail_len`.
+ * Errors: `CDN_INVALID_ARGUMENT` (NULL, non-UTF-8 field);
+ * `CDN_BUFFER_TOO_SMALL` writes the needed detail size to `*detail_len`
+ * and nothing else (call again with a larger buffer).
+ * Thread safety: any thread, concurrently.
+ *
+ * # Safety
+ * `h` is a live handle; `req` readable, its pointers readable for their
+ * lengths; `decision` writable; `detail` writable for `detail_cap` bytes
+ * (NULL when 0); `detail_len` writable.
+ */
+enum cdn_status cdn_hotlink_check(const struct cdn_hotlink *h, const struct cdn_hotlink_request *req, uint64_t now_secs, enum cdn_hotlink_decision *decision, uint8_t *detail, size_t detail_cap, size_t *detail_len);
+
+/**
+ * The token of a signed URL for `path` expiring at `expires` (unix
+ * seconds), as `cdn_hotlink_check` verifies it; NUL-terminated into `buf`
+ * (44 bytes suffice), length to `*out_len`; `CDN_BUFFER_TOO_SMALL` writes
+ * the needed size. Thread safety: any thread.
+ *
+ * # Safety
+ * `secret`/`path` readable for their lengths; `buf` writable for `buf_len`
+ * (NULL when 0); `out_len` writable.
+ */
+enum cdn_status cdn_hotlink_sign(const uint8_t *secret, size_t secret_len, const uint8_t *path, size_t path_len, uint64_t expires, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Makes a guard with thresholds `cfg` (NULL: 100 and 1000 req/s, 5 min
+ * windows, 4096 counters, 60 s tokens) and a challenge-signing `secret`
+ * (not empty), starting its first window at `now_ms`.
+ * Errors: `CDN_INVALID_CONFIG` naming the bad threshold.
+ * Ownership: free with `cdn_guard_free`. Thread safety: the handle may be
+ * used from any threads at once (checks are serialised inside).
+ *
+ * # Safety
+ * `cfg` NULL or readable; `secret` readable for `secret_len`; `out` writable.
+ */
+enum cdn_status cdn_guard_new(const struct cdn_guard_config *cfg, const uint8_t *secret, size_t secret_len, uint64_t now_ms, struct cdn_guard **out_g);
+
+/**
+ * Frees a guard. NULL is a no-op; a second free returns `CDN_INVALID_HANDLE`.
+ *
+ * # Safety
+ * `g` is NULL or from `cdn_guard_new`, not in use.
+ */
+enum cdn_status cdn_guard_free(struct cdn_guard *g);
+
+/**
+ * Judges one request for `item` (a URL, or a client address) at `now_ms`.
+ * `token` is the `rcdn_challenge` value the client sent back (NULL with
+ * length 0 if none). Writes the verdict to `*verdict`; for a challenge,
+ * the token to send (NUL-terminated) to `token_out` and its length to
+ * `*token_len` (0 otherwise). `token_cap` must be at least
+ * `CDN_GUARD_TOKEN_MAX`, checked before the request is counted (else
+ * `CDN_BUFFER_TOO_SMALL` with the needed size in `*token_len`).
+ * Thread safety: any thread, concurrently.
+ *
+ * # Safety
+ * `g` live; `item`/`token` readable for their lengths; `verdict` writable;
+ * `token_out` writable for `token_cap` bytes; `token_len` writable.
+ */
+enum cdn_status cdn_guard_check(const struct cdn_guard *g, const uint8_t *item, size_t item_len, const uint8_t *token, size_t token_len_in, uint64_t now_ms, enum cdn_guard_verdict *verdict, uint8_t *token_out, size_t token_cap, size_t *token_len);
+
+/**
+ * Writes the guard's decision counts and the number of items flagged now.
+ *
+ * # Safety
+ * `g` live; `out` and `flagged` writable.
+ */
+enum cdn_status cdn_guard_counters(const struct cdn_guard *g, struct cdn_guard_counters *out_c, size_t *flagged);
+
+/**
+ * Parses a scheduler table (`node`, `zone` and `levels` lines; see
+ * docs/c-abi.md). Every node starts healthy with load 0.
+ * Errors: `CDN_INVALID_CONFIG` naming the line (a bad CIDR, range, node).
+ * Ownership: free with `cdn_scheduler_free`. Thread safety: any threads at
+ * once (picks share a read lock, state updates take a write lock).
+ *
+ * # Safety
+ * `table` readable for `table_len` bytes; `out` writable.
+ */
+enum cdn_status cdn_scheduler_new(const uint8_t *table, size_t table_len, struct cdn_scheduler **out_s);
+
+/**
+ * Frees a scheduler. NULL is a no-op; a second free returns
+ * `CDN_INVALID_HANDLE`.
+ *
+ * # Safety
+ * `s` is NULL or from `cdn_scheduler_new`, not in use.
+ */
+enum cdn_status cdn_scheduler_free(struct cdn_scheduler *s);
+
+/**
+ * The node URL for a client at `ip` (text, IPv4 or IPv6): the first
+ * healthy, not overloaded node of its zone's levels, else any healthy
+ * node, else any node; `rand` picks among equals. NUL-terminated into
+ * `buf`, length to `*out_len`.
+ * Errors: `CDN_INVALID_ARGUMENT` (bad address); `CDN_NOT_FOUND` when the
+ * table has no nodes (serve the request locally); `CDN_BUFFER_TOO_SMALL`
+ * writes the needed size. Thread safety: any thread.
+ *
+ * # Safety
+ * `s` live; `ip` readable for `ip_len`; `buf` writable for `buf_len` (NULL
+ * when 0); `out_len` writable.
+ */
+enum cdn_status cdn_scheduler_pick(const struct cdn_scheduler *s, const uint8_t *ip, size_t ip_len, uint64_t rand, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * The zone name of a client address, as `cdn_scheduler_pick` copies;
+ * `CDN_NOT_FOUND` when no range covers it.
+ *
+ * # Safety
+ * As `cdn_scheduler_pick`.
+ */
+enum cdn_status cdn_scheduler_zone(const struct cdn_scheduler *s, const uint8_t *ip, size_t ip_len, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Records node `id`'s health and load (0.0 idle .. 1.0 full; 0.9 and up
+ * is overloaded; NaN counts as full). `CDN_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ * `s` live; `id` readable for `id_len`.
+ */
+enum cdn_status cdn_scheduler_set_state(const struct cdn_scheduler *s, const uint8_t *id, size_t id_len, bool healthy, double load);
+
+/**
+ * Makes a statistics table for up to `slots` domains (1..=65536; more are
+ * counted in the total and in `overflow`), keeping the current and the last
+ * `windows` (1..=1024) windows of `window_ms` (>= 1000).
+ * Errors: `CDN_INVALID_CONFIG` for a shape out of range.
+ * Ownership: free with `cdn_traffic_free`. Thread safety: any threads at
+ * once (lock-free counters).
+ *
+ * # Safety
+ * `out` writable.
+ */
+enum cdn_status cdn_traffic_new(size_t slots, size_t windows, uint64_t window_ms, struct cdn_traffic **out_t);
+
+/**
+ * Frees a statistics table. NULL is a no-op; a second free returns
+ * `CDN_INVALID_HANDLE`.
+ *
+ * # Safety
+ * `t` is NULL or from `cdn_traffic_new`, not in use.
+ */
+enum cdn_status cdn_traffic_free(struct cdn_traffic *t);
+
+/**
+ * Counts one request for `domain` (the server name) at `now_ms`.
+ * Errors: `CDN_INVALID_ARGUMENT` (NULL, non-UTF-8 domain, unknown cache
+ * value). Thread safety: any thread, concurrently.
+ *
+ * # Safety
+ * `t` live; `domain` readable for `domain_len`; `sample` readable.
+ */
+enum cdn_status cdn_traffic_record(const struct cdn_traffic *t, const uint8_t *domain, size_t domain_len, const struct cdn_traffic_sample *sample, uint64_t now_ms);
+
+/**
+ * The statistics as VTS-like JSON at `now_ms`, NUL-terminated into `buf`,
+ * length to `*out_len`; `CDN_BUFFER_TOO_SMALL` writes the needed size
+ * (`buf` may be NULL with `buf_len` 0 to ask). The size can grow between
+ * calls while requests are counted: retry on `CDN_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `t` live; `buf` writable for `buf_len`; `out_len` writable.
+ */
+enum cdn_status cdn_traffic_json(const struct cdn_traffic *t, uint64_t now_ms, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * The statistics as Prometheus text (version 0.0.4, `_total` counters),
+ * copied as by `cdn_traffic_json`.
+ *
+ * # Safety
+ * As `cdn_traffic_json`.
+ */
+enum cdn_status cdn_traffic_prometheus(const struct cdn_traffic *t, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * The JSON log line of one request (no newline), NUL-terminated into
+ * `buf`, length to `*out_len`; `CDN_BUFFER_TOO_SMALL` writes the needed
+ * size. Key, user agent and data may be any bytes (invalid UTF-8 is
+ * replaced); client, cache status and node must be UTF-8.
+ * Thread safety: any thread (no state).
+ *
+ * # Safety
+ * `e` readable, its pointers readable for their lengths; `buf` writable
+ * for `buf_len`; `out_len` writable.
+ */
+enum cdn_status cdn_reqlog_line(const struct cdn_reqlog_entry *e, uint8_t *buf, size_t buf_len, size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -49,6 +49,24 @@ impl Object {
     pub fn born(&self) -> u64 {
         self.born
     }
+    /// An object held by no cache (e.g. a peer's answer the hot cache did
+    /// not admit), so it can be handed out like a cached one.
+    pub fn detached(key: &[u8], meta: Meta, body: Bytes) -> Object {
+        let facts = Facts::new(
+            key,
+            meta.group.as_deref(),
+            &meta.tags,
+            &meta.surrogate_keys,
+            meta.mask,
+        );
+        Object {
+            key: key.into(),
+            meta,
+            body,
+            born: 0,
+            facts,
+        }
+    }
     fn charged(&self) -> u64 {
         self.body.len() as u64 + self.key.len() as u64 + self.meta.footprint() as u64 + OVERHEAD
     }

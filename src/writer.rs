@@ -99,6 +99,19 @@ impl Writer {
         result
     }
 
+    /// Ends the writer without storing anything and returns what was
+    /// written (size and checksum filled in), or the write's failure.
+    pub fn into_parts(mut self) -> Result<(Meta, Bytes)> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let body: Bytes = std::mem::take(&mut self.buf).freeze();
+        let mut meta = std::mem::take(&mut self.meta);
+        meta.size = body.len() as u64;
+        meta.checksum = xxhash_rust::xxh3::xxh3_64(&body);
+        Ok((meta, body))
+    }
+
     /// Drops the body; nothing was ever visible.
     pub fn abort(self) {}
 }

@@ -44,5 +44,9 @@ pub extern "C" fn cdn_abi_version() -> u32 {
     status::guard_value(CDN_ABI_VERSION, || CDN_ABI_VERSION)
 }
 
+pub mod loader;
+pub mod policy;
+pub mod policy_out;
+pub mod policy_sched;
 #[cfg(test)]
 mod tests;
