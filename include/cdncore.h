@@ -1451,6 +1451,54 @@ enum cdn_status cdn_traffic_prometheus(const struct cdn_traffic *t, uint8_t *buf
  */
 enum cdn_status cdn_reqlog_line(const struct cdn_reqlog_entry *e, uint8_t *buf, size_t buf_len, size_t *out_len);
 
+/**
+ * Encodes an object's metadata (status, headers, expiry, validators, tags,
+ * surrogate keys, group, mask, stale windows) as the `X-Rcdn-Meta` header
+ * value an owner sends with a peer response, stamped with the sender's
+ * clock `now_ms`. NUL-terminated into `buf`, length to `*out_len`;
+ * `CDN_BUFFER_TOO_SMALL` writes the needed size.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `obj` live; `buf` writable for `buf_len` (NULL when 0); `out_len` writable.
+ */
+enum cdn_status cdn_object_meta_header(const struct cdn_object *obj, uint64_t now_ms, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Replaces a writer's metadata with the decoded `X-Rcdn-Meta` value of a
+ * peer response received at `now_ms` (times are moved by the difference of
+ * the two clocks, so the TTL is kept). For a peer fetch callback.
+ * Errors: `CDN_INVALID_ARGUMENT` with the reason (bad version, not
+ * base64url, truncated, checksum mismatch, malformed metadata); the writer
+ * is unchanged then.
+ * Thread safety: as every writer call (one thread at a time).
+ *
+ * # Safety
+ * `writer` live; `value` readable for `value_len`.
+ */
+enum cdn_status cdn_writer_set_meta_header(struct cdn_writer *writer, const uint8_t *value, size_t value_len, uint64_t now_ms);
+
+/**
+ * Encodes a key as the base64url path segment peers use (any bytes,
+ * including a leading '/', survive). NUL-terminated into `buf`, length to
+ * `*out_len`; `CDN_BUFFER_TOO_SMALL` writes the needed size.
+ *
+ * # Safety
+ * `key` readable for `key_len`; `buf` writable for `buf_len` (NULL when
+ * 0); `out_len` writable.
+ */
+enum cdn_status cdn_peer_key_encode(const uint8_t *key, size_t key_len, uint8_t *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Decodes a path segment from `cdn_peer_key_encode` back into the key
+ * (not NUL-terminated: keys are bytes; a NUL is still appended after it).
+ * `CDN_INVALID_KEY` when it is empty or not base64url.
+ *
+ * # Safety
+ * As `cdn_peer_key_encode`.
+ */
+enum cdn_status cdn_peer_key_decode(const uint8_t *segment, size_t segment_len, uint8_t *buf, size_t buf_len, size_t *out_len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -50,3 +50,4 @@ pub mod policy_out;
 pub mod policy_sched;
 #[cfg(test)]
 mod tests;
+pub mod wire;

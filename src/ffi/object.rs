@@ -15,7 +15,7 @@ pub struct cdn_object {
 pub(crate) struct ObjectHandle {
     magic: u64,
     fresh: bool,
-    obj: Arc<Object>,
+    pub(crate) obj: Arc<Object>,
 }
 
 /// Scalar metadata of an object.

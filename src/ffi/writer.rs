@@ -24,7 +24,7 @@ pub(crate) struct WriterHandle {
     declared: bool,
     /// Sticky failure: once a write fails, commit fails too.
     failed: Option<FfiError>,
-    w: Writer,
+    pub(crate) w: Writer,
 }
 
 impl WriterHandle {
@@ -69,7 +69,7 @@ impl WriterHandle {
 ///
 /// # Safety
 /// `p` is NULL, a released writer, or a live writer not used concurrently.
-unsafe fn writer_mut<'a>(p: *mut cdn_writer) -> FfiResult<&'a mut WriterHandle> {
+pub(crate) unsafe fn writer_mut<'a>(p: *mut cdn_writer) -> FfiResult<&'a mut WriterHandle> {
     if p.is_null() {
         return Err(null("writer"));
     }
