@@ -2,7 +2,8 @@
 # The C ABI test suite (`make ffi`): builds the release library, installs it
 # into a temporary PREFIX, then, against the installed header and library
 # (found with pkg-config):
-#   1. C tests (every function, error paths; pthreads hammering one cache),
+#   1. C tests (every function, error paths; pthreads hammering one cache;
+#      the loader, peer wire helpers and edge policies in test_policy.c),
 #      linked shared and static;
 #   2. the same under valgrind memcheck (no errors, no leaks);
 #   3. the same built with AddressSanitizer + UBSan;
@@ -56,10 +57,12 @@ expect_pass() {
 step "C tests, shared library"
 cc_test test_api ffi-tests/test_api.c
 cc_test test_threads ffi-tests/test_threads.c
+cc_test test_policy ffi-tests/test_policy.c
 readelf -d "$WORK/test_api" | grep -q 'NEEDED.*libcdncore\.so\.0\]' ||
   { echo "test_api does not link the versioned soname"; exit 1; }
 expect_pass "$WORK/test_api"
 expect_pass "$WORK/test_threads"
+expect_pass "$WORK/test_policy"
 
 step "C tests, static library"
 read -r -a PC_STATIC <<<"$(pkg-config --libs --static cdncore | sed 's/-lcdncore//')"
@@ -81,14 +84,17 @@ VG=(valgrind -q --error-exitcode=99 --leak-check=full --suppressions=ffi-tests/v
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect)
 expect_pass "${VG[@]}" "$WORK/test_api"
 expect_pass "${VG[@]}" "$WORK/test_threads" 300
+expect_pass "${VG[@]}" "$WORK/test_policy"
 
 step "AddressSanitizer + UBSan"
 cc_test test_api_asan ffi-tests/test_api.c -fsanitize=address,undefined -fno-omit-frame-pointer
 cc_test test_threads_asan ffi-tests/test_threads.c -fsanitize=address,undefined -fno-omit-frame-pointer
+cc_test test_policy_asan ffi-tests/test_policy.c -fsanitize=address,undefined -fno-omit-frame-pointer
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 expect_pass "$WORK/test_api_asan"
 expect_pass "$WORK/test_threads_asan" 1000
+expect_pass "$WORK/test_policy_asan"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 step "two processes on one store"

@@ -1235,7 +1235,7 @@ enum cdn_status cdn_loader_peer_down(const struct cdn_loader *loader, const uint
  * # Safety
  * `loader` is a live loader; `out` is writable.
  */
-enum cdn_status cdn_loader_counters(const struct cdn_loader *loader, struct cdn_loader_counters *out_c);
+enum cdn_status cdn_loader_get_counters(const struct cdn_loader *loader, struct cdn_loader_counters *out_c);
 
 /**
  * Loads hotlink policies from JSON text (an array of domain policies; see
@@ -1330,7 +1330,7 @@ enum cdn_status cdn_guard_check(const struct cdn_guard *g, const uint8_t *item, 
  * # Safety
  * `g` live; `out` and `flagged` writable.
  */
-enum cdn_status cdn_guard_counters(const struct cdn_guard *g, struct cdn_guard_counters *out_c, size_t *flagged);
+enum cdn_status cdn_guard_get_counters(const struct cdn_guard *g, struct cdn_guard_counters *out_c, size_t *flagged);
 
 /**
  * Parses a scheduler table (`node`, `zone` and `levels` lines; see

@@ -548,7 +548,7 @@ pub unsafe extern "C" fn cdn_loader_peer_down(
 /// # Safety
 /// `loader` is a live loader; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn cdn_loader_counters(
+pub unsafe extern "C" fn cdn_loader_get_counters(
     loader: *const cdn_loader,
     out_c: *mut cdn_loader_counters,
 ) -> cdn_status {

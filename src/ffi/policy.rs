@@ -419,7 +419,7 @@ pub unsafe extern "C" fn cdn_guard_check(
 /// # Safety
 /// `g` live; `out` and `flagged` writable.
 #[no_mangle]
-pub unsafe extern "C" fn cdn_guard_counters(
+pub unsafe extern "C" fn cdn_guard_get_counters(
     g: *const cdn_guard,
     out_c: *mut cdn_guard_counters,
     flagged: *mut usize,
