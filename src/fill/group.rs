@@ -2,7 +2,8 @@
 //! cache, then the key's owner peer (if it is another node and up), else the
 //! local getter (the origin fetch). Concurrent loads of one key share one
 //! fetch. A failed peer fetch (its own timeout included) marks the peer down
-//! for a while and the key is loaded locally instead.
+//! for a while and the key is loaded locally instead; one that answers but
+//! overruns its time limit is used, and the peer marked down all the same.
 //!
 //! What is loaded here for a key this node owns (or loads because its owner
 //! failed) goes to the main cache; what an owner peer sent is only offered to
@@ -269,7 +270,14 @@ impl Loader {
     /// Fetches from the owner; on failure marks it down and returns None.
     fn ask_owner(&self, key: &[u8], id: &str, addr: &str) -> Option<(Meta, Bytes, Source)> {
         let fetcher = self.fetcher.as_ref()?;
-        match fetcher.fetch(id, addr, key, self.opts.peer_timeout_ms) {
+        let started = std::time::Instant::now();
+        let got = fetcher.fetch(id, addr, key, self.opts.peer_timeout_ms);
+        // A fetcher that overran its time limit still answered: use the
+        // answer, but skip the slow peer for a while.
+        if started.elapsed().as_millis() > u128::from(self.opts.peer_timeout_ms) {
+            self.mark_down(id);
+        }
+        match got {
             Ok((meta, body)) => {
                 self.ctr.peer_loads.fetch_add(1, Relaxed);
                 // Offered only: a refused or failed offer still serves the value.
@@ -278,11 +286,15 @@ impl Loader {
             }
             Err(_) => {
                 self.ctr.peer_errors.fetch_add(1, Relaxed);
-                if let Some(p) = self.peers.write().as_mut() {
-                    p.mark_down(id, now_ms(), self.opts.down_ms);
-                }
+                self.mark_down(id);
                 None
             }
+        }
+    }
+
+    fn mark_down(&self, id: &str) {
+        if let Some(p) = self.peers.write().as_mut() {
+            p.mark_down(id, now_ms(), self.opts.down_ms);
         }
     }
 

@@ -255,3 +255,44 @@ fn getter_errors_are_returned_and_not_cached() {
         Err(LoadError::Cache(Error::EmptyKey))
     ));
 }
+
+#[test]
+fn a_slow_peer_is_used_once_then_skipped_and_peer_sets_can_change() {
+    let origin = Arc::new(Origin::default());
+    let slow = move |id: &str, _: &str, k: &[u8], timeout: u64| {
+        std::thread::sleep(Duration::from_millis(timeout + 30));
+        Ok(value(id, k))
+    };
+    let o = origin.clone();
+    let getter = move |k: &[u8]| {
+        o.gets.fetch_add(1, SeqCst);
+        Ok(value("origin", k))
+    };
+    let opts = LoaderOptions {
+        peer_timeout_ms: 10,
+        down_ms: 60_000,
+        ..LoaderOptions::default()
+    };
+    let cache = Cache::open_str("mem=8m").unwrap();
+    let l = Loader::new(
+        cache,
+        Some(cluster("a")),
+        Box::new(getter),
+        Some(Box::new(slow)),
+        opts,
+    )
+    .unwrap();
+    let keys = owned_by("c", 2);
+    assert_eq!(
+        l.load(&keys[0], false).unwrap().source,
+        Source::Peer("c".into())
+    );
+    assert!(l.is_down("c", now_ms()), "overran its time limit");
+    assert_eq!(l.load(&keys[1], false).unwrap().source, Source::Local);
+    // A reload to a single-node cluster: everything is local.
+    l.set_peers(None);
+    assert_eq!(l.owner(&keys[0]), None);
+    let other = owned_by("b", 1).remove(0);
+    assert_eq!(l.load(&other, false).unwrap().source, Source::Local);
+    assert_eq!(origin.gets.load(SeqCst), 2);
+}
