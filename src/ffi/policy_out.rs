@@ -74,3 +74,30 @@ pub(crate) unsafe fn opt_bytes<'a>(
     unsafe { super::args::bytes(p, len, super::args::MAX_TEXT, what, CDN_INVALID_ARGUMENT) }
         .map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_with_a_nul_or_reports_the_needed_size() {
+        let mut buf = [0xAAu8; 6];
+        let mut len = 0usize;
+        // SAFETY: NULL with length 0 is the documented size query.
+        let e = unsafe { copy_out(b"hello", std::ptr::null_mut(), 0, &mut len) }.unwrap_err();
+        assert_eq!((e.status, len), (CDN_BUFFER_TOO_SMALL, 6));
+        // SAFETY: buf has 5 writable bytes of the 6 claimed.
+        let e = unsafe { copy_out(b"hello", buf.as_mut_ptr(), 5, &mut len) }.unwrap_err();
+        assert_eq!((e.status, len), (CDN_BUFFER_TOO_SMALL, 6));
+        assert_eq!(buf, [0xAA; 6], "buffer untouched on failure");
+        // SAFETY: buf has 6 writable bytes.
+        unsafe { copy_out(b"hello", buf.as_mut_ptr(), 6, &mut len) }.unwrap();
+        assert_eq!((&buf, len), (b"hello\0", 5));
+        // SAFETY: NULL out_len and NULL buf with a length are refused before use.
+        let e = unsafe { copy_out(b"x", buf.as_mut_ptr(), 6, std::ptr::null_mut()) }.unwrap_err();
+        assert_eq!(e.status, CDN_INVALID_ARGUMENT);
+        // SAFETY: as above.
+        let e = unsafe { copy_out(b"x", std::ptr::null_mut(), 6, &mut len) }.unwrap_err();
+        assert_eq!(e.status, CDN_INVALID_ARGUMENT);
+    }
+}
