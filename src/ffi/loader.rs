@@ -11,7 +11,6 @@ use super::object::{cdn_object, new_object};
 use super::purge::cdn_purge_report;
 use super::status::{cdn_status, cdn_status::*, guard, FfiError, FfiResult};
 use super::writer::{cdn_writer, WriterHandle};
-use crate::cache::Object;
 use crate::fill::peer::Peers;
 use crate::fill::{group, Fetched, LoadError, Loader, LoaderOptions, Source};
 use crate::{now_ms, Cache, Freshness, Meta, Purge};
@@ -395,16 +394,15 @@ pub unsafe extern "C" fn cdn_loader_load(
         let key = unsafe { bytes(key, key_len, max, "key", CDN_INVALID_KEY)? };
         let out_obj = out(out_obj, "out")?;
         let got = l.load(key, from_peer).map_err(load_error)?;
-        let fresh = got.meta.freshness(now_ms()) == Freshness::Fresh;
+        let fresh = got.object.meta().freshness(now_ms()) == Freshness::Fresh;
         let src = match got.source {
             Source::Cache => cdn_load_source::CDN_LOAD_CACHE,
             Source::Hot => cdn_load_source::CDN_LOAD_HOT,
             Source::Peer(_) => cdn_load_source::CDN_LOAD_PEER,
             Source::Local => cdn_load_source::CDN_LOAD_LOCAL,
         };
-        let obj = Arc::new(Object::detached(key, got.meta, got.body));
         // SAFETY: checked non-NULL, writable by contract.
-        unsafe { put(out_obj, new_object(obj, fresh)) };
+        unsafe { put(out_obj, new_object(got.object, fresh)) };
         if !source.is_null() {
             // SAFETY: non-NULL, writable by contract.
             unsafe { put(source, src) };

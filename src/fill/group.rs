@@ -12,11 +12,12 @@
 use bytes::Bytes;
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use super::hot::HotCache;
 use super::peer::{Peers, Route};
 use super::singleflight::Group;
-use crate::{now_ms, Cache, Commit, Error, Lookup, Meta, Purge, PurgeReport};
+use crate::{now_ms, Cache, Commit, Error, Lookup, Meta, Object, Purge, PurgeReport};
 
 /// A loaded response: metadata and body.
 pub type Fetched = (Meta, Bytes);
@@ -78,8 +79,9 @@ pub enum Source {
 /// The answer to a load.
 #[derive(Clone, Debug)]
 pub struct Loaded {
-    pub meta: Meta,
-    pub body: Bytes,
+    /// The object: the cached one on a hit (no copy), else a detached one
+    /// holding what was fetched.
+    pub object: Arc<Object>,
     pub source: Source,
     /// Another concurrent load ran the fetch; this one waited for it.
     pub shared: bool,
@@ -135,7 +137,7 @@ struct Ctr {
 /// Local stores attempted when purges keep dropping the loaded body.
 const ATTEMPTS: usize = 3;
 
-type Flight = Result<(Meta, Bytes, Source), LoadError>;
+type Flight = Result<(Arc<Object>, Source), LoadError>;
 
 /// The load path of one node.
 pub struct Loader {
@@ -215,10 +217,9 @@ impl Loader {
         if run.shared {
             self.ctr.shared.fetch_add(1, Relaxed);
         }
-        let (meta, body, source) = run.value?;
+        let (object, source) = run.value?;
         Ok(Loaded {
-            meta,
-            body,
+            object,
             source,
             shared: run.shared,
         })
@@ -226,19 +227,18 @@ impl Loader {
 
     /// A fresh copy in the main or the hot cache.
     fn lookup(&self, key: &[u8]) -> Result<Option<Loaded>, LoadError> {
-        let hit = |o: &crate::Object, source| Loaded {
-            meta: o.meta().clone(),
-            body: o.body().clone(),
+        let hit = |object, source| Loaded {
+            object,
             source,
             shared: false,
         };
         if let Lookup::Fresh(o) = self.cache.get(key)? {
             self.ctr.cache_hits.fetch_add(1, Relaxed);
-            return Ok(Some(hit(&o, Source::Cache)));
+            return Ok(Some(hit(o, Source::Cache)));
         }
         if let Lookup::Fresh(o) = self.hot.get(key)? {
             self.ctr.hot_hits.fetch_add(1, Relaxed);
-            return Ok(Some(hit(&o, Source::Hot)));
+            return Ok(Some(hit(o, Source::Hot)));
         }
         Ok(None)
     }
@@ -247,7 +247,7 @@ impl Loader {
     fn lead(&self, key: &[u8], from_peer: bool) -> Flight {
         // A flight that just ended may have stored it.
         if let Some(hit) = self.lookup(key)? {
-            return Ok((hit.meta, hit.body, hit.source));
+            return Ok((hit.object, hit.source));
         }
         if let Some((id, addr)) = self.peer_route(key, from_peer) {
             if let Some(f) = self.ask_owner(key, &id, &addr) {
@@ -268,7 +268,7 @@ impl Loader {
     }
 
     /// Fetches from the owner; on failure marks it down and returns None.
-    fn ask_owner(&self, key: &[u8], id: &str, addr: &str) -> Option<(Meta, Bytes, Source)> {
+    fn ask_owner(&self, key: &[u8], id: &str, addr: &str) -> Option<(Arc<Object>, Source)> {
         let fetcher = self.fetcher.as_ref()?;
         let started = std::time::Instant::now();
         let got = fetcher.fetch(id, addr, key, self.opts.peer_timeout_ms);
@@ -282,7 +282,8 @@ impl Loader {
                 self.ctr.peer_loads.fetch_add(1, Relaxed);
                 // Offered only: a refused or failed offer still serves the value.
                 let _ = self.hot.offer(key, meta.clone(), body.clone());
-                Some((meta, body, Source::Peer(id.to_string())))
+                let obj = Arc::new(Object::detached(key, meta, body));
+                Some((obj, Source::Peer(id.to_string())))
             }
             Err(_) => {
                 self.ctr.peer_errors.fetch_add(1, Relaxed);
@@ -313,11 +314,11 @@ impl Loader {
             if body.len() as u64 > self.cache.max_object() {
                 // Too large for the cache: serve it uncached.
                 w.abort();
-                return Ok((meta, body, Source::Local));
+                return Ok((Arc::new(Object::detached(key, meta, body)), Source::Local));
             }
             w.write(&body)?;
             if w.commit()? == Commit::Stored {
-                return Ok((meta, body, Source::Local));
+                return Ok((Arc::new(Object::detached(key, meta, body)), Source::Local));
             }
         }
         Err(LoadError::PurgedDuringFill(ATTEMPTS))

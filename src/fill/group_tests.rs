@@ -105,7 +105,9 @@ fn concurrent_loads_of_a_key_call_the_origin_once() {
         .map(|t| t.join().unwrap().unwrap())
         .collect();
     assert_eq!(gets.load(SeqCst), 1);
-    assert!(results.iter().all(|r| &r.body[..] == b"origin:site/big"));
+    assert!(results
+        .iter()
+        .all(|r| &r.object.body()[..] == b"origin:site/big"));
     assert_eq!(results.iter().filter(|r| r.shared).count(), n - 1);
     assert_eq!(l.counters().shared, (n - 1) as u64);
     let again = l.load(b"site/big", false).unwrap();
@@ -122,7 +124,7 @@ fn keys_owned_elsewhere_go_to_their_owner_not_the_origin() {
             matches!(got.source, Source::Peer(ref id) if id == "b") || got.source == Source::Hot
         );
         assert_eq!(
-            &got.body[..],
+            &got.object.body()[..],
             format!("b:{}", String::from_utf8_lossy(&key)).as_bytes()
         );
         assert!(
