@@ -32,6 +32,8 @@ pub struct Object {
     body: Bytes,
     born: u64,
     facts: Facts,
+    /// Found in a block tier by this lookup (not in this process's memory).
+    from_block: bool,
 }
 
 impl Object {
@@ -48,6 +50,12 @@ impl Object {
     /// Purge sequence at which its fill began.
     pub fn born(&self) -> u64 {
         self.born
+    }
+    /// True when this lookup found it in a block tier rather than in this
+    /// process's memory tier: a caller may then send it from the region
+    /// file (`Tier::extent`, `sendfile`) instead of from memory.
+    pub fn from_block(&self) -> bool {
+        self.from_block
     }
     fn charged(&self) -> u64 {
         self.body.len() as u64 + self.key.len() as u64 + self.meta.footprint() as u64 + OVERHEAD
@@ -216,6 +224,11 @@ impl Cache {
             if self.inner.purge.is_purged(&o.key, &o.facts, o.born) {
                 arc.remove(h);
                 ctr.purged += 1;
+                if self.inner.block.is_some() {
+                    // Another process may have refilled it since the purge.
+                    drop(s);
+                    return self.block_get(key, h, now);
+                }
                 ctr.misses += 1;
                 return Ok(Lookup::Miss);
             }
@@ -267,6 +280,7 @@ impl Cache {
             body: hit.body,
             born: hit.born,
             facts,
+            from_block: true,
         });
         let mut s = self.shard(h);
         s.ctr.bytes_hit += obj.body.len() as u64;
@@ -432,6 +446,7 @@ impl Cache {
             body,
             born,
             facts,
+            from_block: false,
         });
         let charged = obj.charged();
         let cap = self.inner.cfg.shard_bytes();

@@ -12,7 +12,6 @@
 //!   [`filter`] stream its body into an engine `Writer` and commit it;
 //! - waiters wake and are served from the cache.
 
-pub mod bus;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
@@ -65,8 +64,7 @@ impl HttpModule for Module {
         unsafe { *h = Some(lookup::precontent) };
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
-        // SAFETY: cf is the http block's conf.
-        unsafe { bus::add_zone(cf) }
+        Status::NGX_OK.into()
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
@@ -210,10 +208,56 @@ pub static mut ngx_http_rcdn_module: ngx_module_t = ngx_module_t {
     // SAFETY: COMMANDS is a static that outlives the module.
     commands: unsafe { addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    init_module: Some(init_module),
     init_process: Some(init_process),
     exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// The worker user, when the master runs as root and workers as another
+/// user (nginx's `user` directive; `nobody` by default).
+///
+/// # Safety
+/// `cycle` must be the live cycle, with its core configuration parsed.
+unsafe fn worker_owner(cycle: *mut ngx_cycle_t) -> Option<(u32, u32)> {
+    // SAFETY: conf_ctx has one slot per core module; the core module's is
+    // an ngx_core_conf_t once configuration is parsed.
+    let ccf = unsafe {
+        let idx = (*addr_of!(ngx_core_module)).index;
+        (*(*cycle).conf_ctx.add(idx)).cast::<ngx_core_conf_t>()
+    };
+    // SAFETY: ccf is null or the parsed core conf.
+    let ccf = unsafe { ccf.as_ref()? };
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { geteuid() } == 0;
+    let (uid, gid): (u32, u32) = (ccf.user, ccf.group);
+    (root && uid != u32::MAX && uid != 0).then_some((uid, gid))
+}
+
+/// In the master, at every configuration load: create the block tier
+/// directories and give them to the worker user (`store::prepare`).
+extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the live cycle.
+    let log = unsafe { (*cycle).log };
+    guard::request(log, "init_module", Status::NGX_ERROR.into(), || {
+        // SAFETY: a plain read of nginx's flag, set before configuration.
+        if unsafe { ngx_test_config } != 0 {
+            return Status::NGX_OK.into(); // `nginx -t` changes nothing on disk
+        }
+        // SAFETY: the cycle is valid; the http main conf exists if http{} does.
+        let Some(mc) = Module::main_conf(unsafe { &*cycle }) else {
+            return Status::NGX_OK.into();
+        };
+        let text = mc.store.clone().unwrap_or_default();
+        // SAFETY: the cycle's configuration is parsed.
+        let owner = unsafe { worker_owner(cycle) };
+        if let Err(e) = store::prepare(&text, owner) {
+            ngx_log_error!(NGX_LOG_EMERG, log, "rcdn: rcdn_store: {e}");
+            return Status::NGX_ERROR.into();
+        }
+        Status::NGX_OK.into()
+    })
+}
 
 /// Opens this worker's cache. Runs after fork, so the engine's threads live
 /// in the worker that uses them.
@@ -227,7 +271,6 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             return Status::NGX_OK.into();
         };
         let text = mc.store.clone().unwrap_or_default();
-        bus::init_worker();
         if let Err(e) = store::open(&text) {
             ngx_log_error!(
                 NGX_LOG_EMERG,
