@@ -46,6 +46,36 @@ pub fn close() {
     CACHE.with(|c| c.borrow_mut().take());
 }
 
+/// Refuses a store that several worker processes would each keep a private
+/// copy of: without a block tier every worker has its own memory cache, so
+/// a key is filled once per worker and a purge reaches only the worker that
+/// received it. With no `rcdn_store` at all (the module may be loaded but
+/// unused) that is only a warning.
+pub fn check_workers(
+    store: Option<&str>,
+    workers: i64,
+) -> std::result::Result<Option<String>, String> {
+    if workers <= 1 {
+        return Ok(None);
+    }
+    let advice = format!(
+        "with {workers} worker processes a store needs a block tier shared by all of them \
+         (e.g. tier=/dev/shm/rcdn,size=1g); a memory-only store would give each worker \
+         its own cache, and a purge would reach only one of them"
+    );
+    match store {
+        None => Ok(Some(format!("no rcdn_store: {advice}"))),
+        Some(text) => {
+            let cfg = Config::parse(text).map_err(|e| e.to_string())?;
+            if cfg.tiers.is_empty() {
+                Err(advice)
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// In the master, before the workers start: creates every tier directory
 /// and, when `owner` is given (the master runs as root and the workers as
 /// another user), gives the directories and the files already in them to
