@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PREFIX="$ROOT/target/rcdn-demo"
-CONF="$ROOT/examples/nginx/nginx.conf"
 
 bash scripts/deps.sh
 echo "building the module and nginx (the first build takes a few minutes)..."
@@ -23,6 +22,19 @@ for port in 8080 8081; do
     exit 1
   fi
 done
+
+# The block tier: RAM in /dev/shm if there is one, else a directory under the
+# prefix (init_module creates it and gives it to the worker user).
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  STORE="/dev/shm/rcdn-demo-$(id -u)"
+else
+  STORE="$PREFIX/cache"
+fi
+mkdir -p "$PREFIX"
+# nginx temp dirs left by an earlier run (maybe as another user) would break fills.
+rm -rf "$PREFIX"/*_temp
+sed "s|/dev/shm/rcdn-demo,|$STORE,|" "$ROOT/examples/nginx/nginx.conf" > "$PREFIX/nginx.conf"
+CONF="$PREFIX/nginx.conf"
 
 mkdir -p "$PREFIX/modules" "$PREFIX/logs" "$PREFIX/origin/news" "$PREFIX/origin/img" "$PREFIX/origin/private"
 cp target/release/libngx_http_rcdn_module.so "$PREFIX/modules/ngx_http_rcdn_module.so"
@@ -52,7 +64,8 @@ done
 cat <<MSG
 
 rcdn CDN node on http://127.0.0.1:8080 (origin http://127.0.0.1:8081), pid $PID.
-Logs: $PREFIX/logs/  (access.log shows cache=HIT/MISS)
+Logs: $PREFIX/logs/  (access.log shows cache=HIT/MISS, body=memory/sendfile, the worker pid)
+Store: $STORE (shared by both workers; kept across reload and restart)
 
 Try:
   curl -sI http://127.0.0.1:8080/news/today.html | grep -i x-cache     # MISS

@@ -32,6 +32,8 @@ pub struct Object {
     body: Bytes,
     born: u64,
     facts: Facts,
+    /// Found in a block tier by this lookup (not in this process's memory).
+    from_block: bool,
 }
 
 impl Object {
@@ -49,6 +51,12 @@ impl Object {
     pub fn born(&self) -> u64 {
         self.born
     }
+    /// True when this lookup found it in a block tier rather than in this
+    /// process's memory tier: a caller may then send it from the region
+    /// file (`Tier::extent`, `sendfile`) instead of from memory.
+    pub fn from_block(&self) -> bool {
+        self.from_block
+    }
     /// An object held by no cache (e.g. a peer's answer the hot cache did
     /// not admit), so it can be handed out like a cached one.
     pub fn detached(key: &[u8], meta: Meta, body: Bytes) -> Object {
@@ -65,6 +73,7 @@ impl Object {
             body,
             born: 0,
             facts,
+            from_block: false,
         }
     }
     fn charged(&self) -> u64 {
@@ -234,6 +243,11 @@ impl Cache {
             if self.inner.purge.is_purged(&o.key, &o.facts, o.born) {
                 arc.remove(h);
                 ctr.purged += 1;
+                if self.inner.block.is_some() {
+                    // Another process may have refilled it since the purge.
+                    drop(s);
+                    return self.block_get(key, h, now);
+                }
                 ctr.misses += 1;
                 return Ok(Lookup::Miss);
             }
@@ -285,6 +299,7 @@ impl Cache {
             body: hit.body,
             born: hit.born,
             facts,
+            from_block: true,
         });
         let mut s = self.shard(h);
         s.ctr.bytes_hit += obj.body.len() as u64;
@@ -450,6 +465,7 @@ impl Cache {
             body,
             born,
             facts,
+            from_block: false,
         });
         let charged = obj.charged();
         let cap = self.inner.cfg.shard_bytes();

@@ -46,6 +46,12 @@ fn write_through_is_seen_by_a_second_cache_and_after_reopen() {
     assert!(got.is_fresh());
     assert_eq!(body_of(&got).unwrap(), body_for(k, 3000));
     assert_eq!(c2.block_counters().unwrap().tier_hits(), 1);
+    assert!(
+        got.object().unwrap().from_block(),
+        "c2 found it in the tier"
+    );
+    let own = c1.get(k.as_bytes()).unwrap();
+    assert!(!own.object().unwrap().from_block(), "c1 has it in memory");
     drop((c1, c2));
     let c3 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
     for i in 0..20 {
@@ -85,6 +91,22 @@ fn purge_reaches_block_tiers_and_other_caches() {
     );
     c3.purge(&Purge::Regex("^p\\.com/b$".into())).unwrap();
     assert!(c1.get(b"p.com/b").unwrap().object().is_none());
+}
+
+#[test]
+fn a_refill_by_another_cache_replaces_a_purged_memory_copy() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    // Both hold version 1 in their own memory tier.
+    c1.insert(b"r.com/v", meta(3), body_for("v1", 500)).unwrap();
+    c2.insert(b"r.com/v", meta(3), body_for("v1", 500)).unwrap();
+    c1.purge(&Purge::Prefix(b"r.com/".to_vec())).unwrap();
+    c1.insert(b"r.com/v", meta(3), body_for("v2", 500)).unwrap();
+    // c2's memory copy is purged; the refill in the shared tier serves.
+    let got = c2.get(b"r.com/v").unwrap();
+    assert!(got.is_fresh(), "c2 must see c1's refill, not a miss");
+    assert_eq!(body_of(&got).unwrap(), body_for("v2", 500));
 }
 
 #[test]

@@ -53,7 +53,8 @@ start() { # name conf
 COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.log warn; pid logs/nginx.pid;
 events { worker_connections 4096; }"
 start origin "$COMMON http { access_log off; sendfile on; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
-start rcdn "load_module $SO; $COMMON http { access_log off; rcdn_store mem=1g max_object=2m default_ttl=1h;
+start rcdn "load_module $SO; $COMMON http { access_log off; sendfile on;
+  rcdn_store mem=1g max_object=2m default_ttl=1h tier=$DIR/rcdn/store,size=2g,region=32m;
   server { listen 127.0.0.1:$RP; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
 start proxy_cache "$COMMON http { access_log off; sendfile on;
   proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;

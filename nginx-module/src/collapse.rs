@@ -3,10 +3,12 @@
 //! is stored. Also remembers recent outcomes ("hit-for-pass" for
 //! uncacheable responses, recent origin errors for stale-if-error).
 //!
-//! Per worker: with the shared block tiers a "fill in progress" marker in
-//! shared memory will extend this across workers.
+//! Across workers: with a block tier, a claim also takes the store's shared
+//! "fill in progress" marker (`cdncore::fill::lock`); a request that finds
+//! another worker's marker polls the shared store instead of filling.
 
-use cdncore::{now_ms, UnixMs};
+use cdncore::fill::lock::Claim;
+use cdncore::{now_ms, KeyHash, UnixMs};
 use nginx_sys::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -41,7 +43,45 @@ thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
 }
 
-/// Claims the fill of `key`; false if one is already running.
+/// What claiming a key's fill gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Fill it (holding the shared marker's token, if one was taken).
+    Fill(Option<u64>),
+    /// This worker already fills it: wait for that fill.
+    Local,
+    /// Another worker fills it: poll the shared store.
+    OtherWorker,
+}
+
+/// Claims the fill of `key` in this worker and, with a block tier, across
+/// workers; the shared marker lives at most `ttl_ms` (a killed worker's
+/// marker dies with it, or then).
+pub fn claim(key: &[u8], ttl_ms: u64) -> Start {
+    if !try_start(key) {
+        return Start::Local;
+    }
+    let Some(locks) = crate::store::locks() else {
+        return Start::Fill(None);
+    };
+    match locks.claim(KeyHash::of(key).0, ttl_ms) {
+        Claim::Mine(t) => Start::Fill(Some(t)),
+        Claim::Collision => Start::Fill(None),
+        Claim::Busy => {
+            abandon(key);
+            Start::OtherWorker
+        }
+    }
+}
+
+/// Releases the shared marker of a fill (if it held one).
+pub fn release_shared(key: &[u8], token: Option<u64>) {
+    if let (Some(t), Some(locks)) = (token, crate::store::locks()) {
+        locks.release(KeyHash::of(key).0, t);
+    }
+}
+
+/// Claims the fill of `key` in this worker; false if one is already running.
 pub fn try_start(key: &[u8]) -> bool {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();

@@ -12,6 +12,9 @@ use ngx::core::Pool;
 use ngx::http::HttpModule;
 use std::sync::Arc;
 
+/// How often a request waiting for another worker's fill looks again.
+pub const POLL_MS: u64 = 10;
+
 fn slot(r: *mut ngx_http_request_t) -> *mut *mut c_void {
     // SAFETY: r->ctx has one slot per HTTP module; ctx_index is ours.
     unsafe { (*r).ctx.add(Module::module().ctx_index) }
@@ -60,6 +63,8 @@ pub struct ReqCtx {
     pub key: Vec<u8>,
     /// The object a hit serves.
     pub hit: Option<Arc<Object>>,
+    /// How a hit's body went out (`$rcdn_body`): "memory" or "sendfile".
+    pub body: &'static str,
     /// Registered as a waiter on a fill of `key`.
     wait: Option<Box<ngx_event_t>>,
     /// Set by the wake-up: the fill ended (or the wait timed out).
@@ -73,6 +78,10 @@ pub struct ReqCtx {
     pub had_stale: bool,
     /// What the awaited fill did.
     pub outcome: Option<Outcome>,
+    /// Waiting by polling the store for another worker's fill.
+    polling: bool,
+    /// When a wait for a fill (local or another worker's) gives up, ms.
+    pub wait_until: Option<u64>,
 }
 
 impl ReqCtx {
@@ -118,6 +127,33 @@ impl ReqCtx {
         unsafe { ngx_add_timer(p, timeout.max(1)) };
         collapse::wait(&self.key, p);
         self.wait = Some(ev);
+        self.polling = false;
+        self.woken = false;
+        self.timed_out = false;
+    }
+
+    /// Waits for another worker's fill of `self.key`: the lookup re-runs
+    /// every `POLL_MS` until the object is in the shared store, the fill
+    /// marker is gone, or `timeout` (from the first wait) has passed.
+    ///
+    /// # Safety
+    /// `r` must be the live main request owning this context.
+    pub unsafe fn start_poll(&mut self, r: *mut ngx_http_request_t, timeout: ngx_msec_t) {
+        let now = cdncore::now_ms();
+        let until = *self.wait_until.get_or_insert(now + timeout as u64);
+        let delay = until.saturating_sub(now).clamp(1, POLL_MS);
+        // SAFETY: an all-zero ngx_event_t is its documented initial state.
+        let mut ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+        ev.data = r.cast();
+        ev.handler = Some(wake);
+        // SAFETY: r and its connection are live.
+        ev.log = unsafe { (*(*r).connection).log };
+        ev.set_cancelable(0);
+        let p: *mut ngx_event_t = &mut *ev;
+        // SAFETY: the boxed event stays put until unwait removes the timer.
+        unsafe { ngx_add_timer(p, delay as ngx_msec_t) };
+        self.wait = Some(ev);
+        self.polling = true;
         self.woken = false;
         self.timed_out = false;
     }
@@ -163,6 +199,12 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
         // SAFETY: r is a live main request with a ReqCtx (it registered ev).
         if let Some(ctx) = unsafe { ReqCtx::get(r) } {
             ctx.unwait();
+            if ctx.polling {
+                // A poll is not a fill's end: look again, as a new lookup.
+                ctx.polling = false;
+                ctx.timed_out = ctx.wait_until.is_some_and(|u| cdncore::now_ms() >= u);
+                return;
+            }
             ctx.woken = true;
             ctx.timed_out = timed_out;
             ctx.outcome = if timed_out {
@@ -194,6 +236,8 @@ pub struct FillCtx {
     pub outcome: Option<Outcome>,
     pub finished: bool,
     pub log: *mut ngx_log_t,
+    /// Token of the shared "fill in progress" marker, if this fill holds it.
+    pub shared: Option<u64>,
 }
 
 impl FillCtx {
@@ -222,6 +266,7 @@ impl FillCtx {
             w.abort();
         }
         let outcome = self.outcome.unwrap_or(Outcome::Error);
+        collapse::release_shared(&self.base, self.shared.take());
         collapse::finish(&self.base, outcome);
     }
 }

@@ -37,6 +37,7 @@ pub unsafe fn start(
     base: &[u8],
     coding: &'static str,
     stale: Option<Arc<Object>>,
+    shared: Option<u64>,
 ) -> bool {
     // SAFETY: r is live; its pool outlives the subrequest.
     unsafe {
@@ -75,6 +76,7 @@ pub unsafe fn start(
             outcome: None,
             finished: false,
             log,
+            shared,
         };
         FillCtx::attach(sr, fill).is_some()
     }

@@ -12,7 +12,6 @@
 //!   [`filter`] stream its body into an engine `Writer` and commit it;
 //! - waiters wake and are served from the cache.
 
-pub mod bus;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
@@ -65,8 +64,7 @@ impl HttpModule for Module {
         unsafe { *h = Some(lookup::precontent) };
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
-        // SAFETY: cf is the http block's conf.
-        unsafe { bus::add_zone(cf) }
+        Status::NGX_OK.into()
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
@@ -210,10 +208,90 @@ pub static mut ngx_http_rcdn_module: ngx_module_t = ngx_module_t {
     // SAFETY: COMMANDS is a static that outlives the module.
     commands: unsafe { addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    init_module: Some(init_module),
     init_process: Some(init_process),
     exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// nginx's parsed core configuration (`user`, `worker_processes`, ...).
+///
+/// # Safety
+/// `cycle` must be the live cycle, with its core configuration parsed.
+unsafe fn core_conf<'a>(cycle: *mut ngx_cycle_t) -> Option<&'a ngx_core_conf_t> {
+    // SAFETY: conf_ctx has one slot per core module; the core module's is
+    // an ngx_core_conf_t once configuration is parsed (caller's contract).
+    unsafe {
+        let idx = (*addr_of!(ngx_core_module)).index;
+        (*(*cycle).conf_ctx.add(idx))
+            .cast::<ngx_core_conf_t>()
+            .as_ref()
+    }
+}
+
+/// The worker user, when the master runs as root and workers as another
+/// user (nginx's `user` directive; `nobody` by default).
+///
+/// # Safety
+/// As [`core_conf`].
+unsafe fn worker_owner(cycle: *mut ngx_cycle_t) -> Option<(u32, u32)> {
+    // SAFETY: forwarded caller contract.
+    let ccf = unsafe { core_conf(cycle)? };
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { geteuid() } == 0;
+    let (uid, gid): (u32, u32) = (ccf.user, ccf.group);
+    (root && uid != u32::MAX && uid != 0).then_some((uid, gid))
+}
+
+/// How many worker processes will share the store (1 without a master).
+///
+/// # Safety
+/// As [`core_conf`].
+unsafe fn workers(cycle: *mut ngx_cycle_t) -> i64 {
+    // SAFETY: forwarded caller contract.
+    match unsafe { core_conf(cycle) } {
+        Some(c) if c.master != 0 => c.worker_processes as i64,
+        _ => 1,
+    }
+}
+
+/// In the master, at every configuration load: create the block tier
+/// directories and give them to the worker user (`store::prepare`).
+extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the live cycle.
+    let log = unsafe { (*cycle).log };
+    guard::request(log, "init_module", Status::NGX_ERROR.into(), || {
+        // SAFETY: the cycle is valid; the http main conf exists if http{} does.
+        let Some(mc) = Module::main_conf(unsafe { &*cycle }) else {
+            return Status::NGX_OK.into();
+        };
+        // SAFETY: the cycle's configuration is parsed.
+        let workers = unsafe { workers(cycle) };
+        // Checked under `nginx -t` too: a config that would split the cache.
+        match store::check_workers(mc.store.as_deref(), workers) {
+            Err(e) => {
+                ngx_log_error!(NGX_LOG_EMERG, log, "rcdn: rcdn_store: {e}");
+                return Status::NGX_ERROR.into();
+            }
+            Ok(Some(warning)) => {
+                ngx_log_error!(NGX_LOG_WARN, log, "rcdn: {warning}");
+            }
+            Ok(None) => {}
+        }
+        // SAFETY: a plain read of nginx's flag, set before configuration.
+        if unsafe { ngx_test_config } != 0 {
+            return Status::NGX_OK.into(); // `nginx -t` changes nothing on disk
+        }
+        let text = mc.store.clone().unwrap_or_default();
+        // SAFETY: the cycle's configuration is parsed.
+        let owner = unsafe { worker_owner(cycle) };
+        if let Err(e) = store::prepare(&text, owner) {
+            ngx_log_error!(NGX_LOG_EMERG, log, "rcdn: rcdn_store: {e}");
+            return Status::NGX_ERROR.into();
+        }
+        Status::NGX_OK.into()
+    })
+}
 
 /// Opens this worker's cache. Runs after fork, so the engine's threads live
 /// in the worker that uses them.
@@ -227,7 +305,6 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             return Status::NGX_OK.into();
         };
         let text = mc.store.clone().unwrap_or_default();
-        bus::init_worker();
         if let Err(e) = store::open(&text) {
             ngx_log_error!(
                 NGX_LOG_EMERG,

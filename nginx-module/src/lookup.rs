@@ -96,7 +96,6 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
         ctx.status = CacheStatus::Bypass;
         return declined();
     };
-    crate::bus::apply(&cache);
     if ctx.key.is_empty() {
         // SAFETY: r is live.
         match unsafe { eval_key(r, lc) } {
@@ -182,11 +181,14 @@ unsafe fn decide(
                 return unsafe { hit(r, ctx, o, CacheStatus::Stale) };
             }
             if o.meta().within_stale_while_revalidate(now) {
-                // SAFETY: forwarded.
-                if collapse::try_start(&ctx.key)
-                    && !unsafe { fill::start(r, lc, &ctx.key, coding, Some(o.clone())) }
+                if let collapse::Start::Fill(token) =
+                    collapse::claim(&ctx.key, lc.lock_timeout as u64)
                 {
-                    collapse::abandon(&ctx.key);
+                    // SAFETY: forwarded.
+                    if !unsafe { fill::start(r, lc, &ctx.key, coding, Some(o.clone()), token) } {
+                        collapse::release_shared(&ctx.key, token);
+                        collapse::abandon(&ctx.key);
+                    }
                 }
                 // SAFETY: forwarded.
                 return unsafe { hit(r, ctx, o, CacheStatus::Updating) };
@@ -250,15 +252,23 @@ unsafe fn miss(
     if pass {
         return declined(); // to the origin directly, like a plain proxy
     }
-    if collapse::try_start(&ctx.key) {
-        // SAFETY: forwarded.
-        if !unsafe { fill::start(r, lc, &ctx.key, coding, stale) } {
-            collapse::abandon(&ctx.key);
-            return declined();
+    match collapse::claim(&ctx.key, lc.lock_timeout as u64) {
+        collapse::Start::Fill(token) => {
+            // SAFETY: forwarded.
+            if !unsafe { fill::start(r, lc, &ctx.key, coding, stale, token) } {
+                collapse::release_shared(&ctx.key, token);
+                collapse::abandon(&ctx.key);
+                return declined();
+            }
+            ctx.initiator = true;
         }
-        ctx.initiator = true;
-    } else {
-        ctx.initiator = false;
+        collapse::Start::Local => ctx.initiator = false,
+        collapse::Start::OtherWorker => {
+            ctx.initiator = false;
+            // SAFETY: r is the live main request owning ctx.
+            unsafe { ctx.start_poll(r, lc.lock_timeout) };
+            return Status::NGX_AGAIN.into();
+        }
     }
     ctx.outcome = None;
     // SAFETY: r is the live main request owning ctx.

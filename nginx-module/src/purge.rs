@@ -237,14 +237,12 @@ fn run(target: Target, host: &[u8]) -> (u32, Value) {
             json!({"ok": false, "error": "no cache is open in this worker"}),
         );
     };
-    crate::bus::apply(&cache);
     let (purges, mut body) = plan(target, host);
     let mut removed = 0u64;
     let mut seq = 0u64;
     for p in &purges {
         match cache.purge(p) {
             Ok(rep) => {
-                crate::bus::publish(p);
                 removed += rep.covered.unwrap_or(0);
                 seq = rep.seq;
             }

@@ -1,15 +1,24 @@
-//! Serving an object from the cache. The body is not copied: a memory buf
-//! points into the cached `Bytes`, and the request pool holds an `Arc` to
-//! the object until nginx has sent it. HEAD, `If-None-Match` /
+//! Serving an object from the cache. The body is not copied: an object in
+//! this worker's memory goes out as a memory buf pointing into the cached
+//! `Bytes` (the request pool holds an `Arc` to the object until nginx has
+//! sent it); one found in a block tier goes out as a file buf over its
+//! region file, so nginx uses `sendfile` (the pool holds the `Extent`, which
+//! keeps the region file open even if the region is recycled meanwhile). HEAD, `If-None-Match` /
 //! `If-Modified-Since` (304) and single or multiple `Range`s (206/416) are
 //! done by nginx's own filters below ours.
 
 use crate::ctx::ReqCtx;
-use crate::{guard, variant};
+use crate::{guard, store, variant};
+use cdncore::block::Extent;
 use cdncore::{now_ms, Object};
 use nginx_sys::*;
 use ngx::core::{Pool, Status};
 use std::sync::Arc;
+
+/// Block-tier bodies at least this large go out with sendfile; smaller
+/// ones are written from the mapping (one syscall either way, and a memory
+/// buf spares nginx the file bookkeeping).
+pub const SENDFILE_MIN: usize = 32 << 10;
 
 /// Headers we set through `headers_out` fields or never replay.
 const SKIP: &[&str] = &[
@@ -119,9 +128,66 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
 }
 
+/// The region-file extent of a block-tier hit, if it is the same version.
+fn extent_of(obj: &Object) -> Option<Extent> {
+    if !obj.from_block() || obj.body().len() < SENDFILE_MIN {
+        return None;
+    }
+    let cache = store::get()?;
+    cache.tiers().iter().find_map(|t| {
+        let e = t.extent(obj.key()).ok().flatten()?;
+        (e.len == obj.body().len() as u64 && e.meta == *obj.meta()).then_some(e)
+    })
+}
+
+/// # Safety
+/// `r` must be a live main request whose header was sent.
+unsafe fn send_file(r: *mut ngx_http_request_t, ext: Extent) -> ngx_int_t {
+    // SAFETY: r is live.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let (fd, off, len) = (ext.fd(), ext.offset, ext.len);
+    // The pool keeps the extent (and so the open region file) until the
+    // request is freed, after all output is written.
+    if pool.allocate(ext).is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    let b = pool.calloc_type::<ngx_buf_t>();
+    let file = pool.calloc_type::<ngx_file_t>();
+    if b.is_null() || file.is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: b and file are zeroed pool objects; fd stays open while the
+    // pool holds the extent; off..off+len is the verified body.
+    unsafe {
+        (*file).fd = fd;
+        (*file).name = ngx::ngx_string!("rcdn region");
+        (*file).log = (*(*r).connection).log;
+        (*b).file = file;
+        (*b).file_pos = off as off_t;
+        (*b).file_last = (off + len) as off_t;
+        (*b).set_in_file(1);
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        let mut out = ngx_chain_t {
+            buf: b,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut out)
+    }
+}
+
 /// # Safety
 /// `r` must be a live main request whose header was sent.
 unsafe fn send_body(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
+    let ext = extent_of(&obj);
+    // SAFETY: r is the live main request being served.
+    if let Some(ctx) = unsafe { ReqCtx::get(r) } {
+        ctx.body = if ext.is_some() { "sendfile" } else { "memory" };
+    }
+    if let Some(ext) = ext {
+        // SAFETY: forwarded.
+        return unsafe { send_file(r, ext) };
+    }
     // SAFETY: r is live.
     let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
     let (start, len) = (obj.body().as_ptr(), obj.body().len());

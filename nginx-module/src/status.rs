@@ -1,4 +1,5 @@
-//! `$rcdn_cache_status`: what the cache did for the (main) request.
+//! `$rcdn_cache_status`: what the cache did for the (main) request;
+//! `$rcdn_body`: how a hit's body was sent (`memory` or `sendfile`).
 
 use crate::ctx::ReqCtx;
 use crate::guard;
@@ -47,17 +48,33 @@ impl CacheStatus {
 /// # Safety
 /// `cf` must be the configuration being parsed.
 pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_string!("rcdn_cache_status");
+    let mut status = ngx_string!("rcdn_cache_status");
+    let mut body = ngx_string!("rcdn_body");
+    for (name, which) in [(&mut status, STATUS), (&mut body, BODY)] {
+        // SAFETY: forwarded.
+        if unsafe { add(cf, name, which) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+    }
+    Status::NGX_OK.into()
+}
+
+const STATUS: usize = 0;
+const BODY: usize = 1;
+
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn add(cf: *mut ngx_conf_t, name: &mut ngx_str_t, which: usize) -> ngx_int_t {
     let flags = (NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_NOHASH) as ngx_uint_t;
     // SAFETY: cf is the conf being parsed; name is copied by nginx.
-    let v = unsafe { ngx_http_add_variable(cf, &mut name, flags) };
+    let v = unsafe { ngx_http_add_variable(cf, name, flags) };
     if v.is_null() {
         return Status::NGX_ERROR.into();
     }
     // SAFETY: v is the variable nginx just added.
     unsafe {
         (*v).get_handler = Some(get_status);
-        (*v).data = 0;
+        (*v).data = which;
     }
     Status::NGX_OK.into()
 }
@@ -65,7 +82,7 @@ pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
 unsafe extern "C" fn get_status(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
-    _data: usize,
+    which: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx passes a live request and a value slot.
     let log = unsafe { (*(*r).connection).log };
@@ -73,7 +90,10 @@ unsafe extern "C" fn get_status(
         // SAFETY: r is live; main is the request that owns our context.
         let main = unsafe { (*r).main };
         // SAFETY: as above.
-        let s = unsafe { ReqCtx::get(main) }.map_or("", |c| c.status.as_str());
+        let s = unsafe { ReqCtx::get(main) }.map_or("", |c| match which {
+            BODY => c.body,
+            _ => c.status.as_str(),
+        });
         // SAFETY: v is a valid value slot; s is 'static.
         unsafe {
             if s.is_empty() {

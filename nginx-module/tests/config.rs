@@ -71,3 +71,22 @@ fn bad_arguments_are_rejected_with_directive_and_value() {
         }
     }
 }
+
+#[test]
+fn several_workers_need_a_shared_tier() {
+    let with_workers = |n: u32, store: &str| format!("worker_processes {n};\n{}", conf(store, ""));
+    let (ok, err) = config_test(&with_workers(2, "rcdn_store mem=64m;"));
+    assert!(!ok, "a memory-only store with 2 workers was accepted");
+    assert!(
+        err.contains("rcdn_store") && err.contains("block tier"),
+        "{err}"
+    );
+    let (ok, err) = config_test(&with_workers(1, "rcdn_store mem=64m;"));
+    assert!(ok, "one worker may use a memory-only store: {err}");
+    let dir = store_dir();
+    let (ok, err) = config_test(&with_workers(
+        2,
+        &format!("rcdn_store {};", store_tokens(dir.path())),
+    ));
+    assert!(ok, "2 workers on a block tier: {err}");
+}

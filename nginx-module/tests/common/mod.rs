@@ -42,6 +42,8 @@ pub struct Nginx {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// The block-tier store of a CDN node started by `start_cdn`.
+    pub store: Option<tempfile::TempDir>,
 }
 
 impl Nginx {
@@ -63,6 +65,7 @@ impl Nginx {
             dir,
             port,
             child: Some(child),
+            store: None,
         };
         n.wait_up();
         n
@@ -230,6 +233,7 @@ http {{
         dir,
         port,
         child: Some(child),
+        store: None,
     };
     n.wait_up();
     n
@@ -245,10 +249,47 @@ pub fn origin_hits(origin: &Nginx, uri: &str) -> Vec<String> {
         .collect()
 }
 
-/// The CDN node: our module in front of `origin_port`. `http_extra` goes in
-/// `http{}`, `loc_extra` in the caching `location /`.
+/// A directory for a block-tier store that the workers (`nobody` when the
+/// tests run as root) can reach: the module's init_module gives the tier
+/// directory itself to the worker user, but cannot open up its parents.
+pub fn store_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("store tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// The `rcdn_store` tokens of the test nodes: a memory tier per worker and
+/// one shared block tier under `dir` (slices of 4 MiB, so the 3 MiB test
+/// object is one record and can go out with sendfile).
+pub fn store_tokens(dir: &Path) -> String {
+    format!(
+        "mem=256m max_object=16m default_ttl=2m tier={}/shm,size=64m,region=16m,slice=4m",
+        dir.display()
+    )
+}
+
+/// The CDN node: our module in front of `origin_port`, on a fresh shared
+/// store. `http_extra` goes in `http{}`, `loc_extra` in the caching
+/// `location /`.
 pub fn start_cdn(workers: u32, origin_port: u16, http_extra: &str, loc_extra: &str) -> Nginx {
+    let store = store_dir();
+    let mut n = start_cdn_on(store.path(), workers, origin_port, http_extra, loc_extra);
+    n.store = Some(store);
+    n
+}
+
+/// The CDN node on the store in `store` (kept by the caller, so a second
+/// node can reopen it).
+pub fn start_cdn_on(
+    store: &Path,
+    workers: u32,
+    origin_port: u16,
+    http_extra: &str,
+    loc_extra: &str,
+) -> Nginx {
     let port = free_port();
+    let tokens = store_tokens(store);
     let so = module_so();
     // reuseport spreads connections over the workers (by source port).
     let listen_opts = if workers > 1 { " reuseport" } else { "" };
@@ -259,7 +300,7 @@ error_log logs/error.log info; pid logs/nginx.pid;
 events {{ worker_connections 512; }}
 http {{
   access_log logs/access.log;
-  rcdn_store mem=256m max_object=16m default_ttl=2m;
+  rcdn_store {tokens};
   {http_extra}
   server {{
     listen 127.0.0.1:{port}{listen_opts};
