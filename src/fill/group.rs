@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 
 use super::hot::HotCache;
@@ -149,6 +149,9 @@ pub struct Loader {
     flights: Group<Box<[u8]>, Flight>,
     opts: LoaderOptions,
     ctr: Ctr,
+    /// Purges made through [`Loader::purge`]: a peer answer that a purge
+    /// overtook is served but not mirrored in the hot cache.
+    purges: AtomicU64,
 }
 
 impl Loader {
@@ -175,6 +178,7 @@ impl Loader {
             flights: Group::new(),
             opts,
             ctr: Ctr::default(),
+            purges: AtomicU64::new(0),
         })
     }
 
@@ -271,6 +275,7 @@ impl Loader {
     fn ask_owner(&self, key: &[u8], id: &str, addr: &str) -> Option<(Arc<Object>, Source)> {
         let fetcher = self.fetcher.as_ref()?;
         let started = std::time::Instant::now();
+        let epoch = self.purges.load(SeqCst);
         let got = fetcher.fetch(id, addr, key, self.opts.peer_timeout_ms);
         // A fetcher that overran its time limit still answered: use the
         // answer, but skip the slow peer for a while.
@@ -281,7 +286,9 @@ impl Loader {
             Ok((meta, body)) => {
                 self.ctr.peer_loads.fetch_add(1, Relaxed);
                 // Offered only: a refused or failed offer still serves the value.
-                let _ = self.hot.offer(key, meta.clone(), body.clone());
+                if self.purges.load(SeqCst) == epoch {
+                    let _ = self.hot.offer(key, meta.clone(), body.clone());
+                }
                 let obj = Arc::new(Object::detached(key, meta, body));
                 Some((obj, Source::Peer(id.to_string())))
             }
@@ -326,6 +333,7 @@ impl Loader {
 
     /// Purges both the main and the hot cache; reports the main cache's.
     pub fn purge(&self, p: &Purge) -> Result<PurgeReport, Error> {
+        self.purges.fetch_add(1, SeqCst);
         self.hot.purge(p)?;
         self.cache.purge(p)
     }

@@ -298,3 +298,53 @@ fn a_slow_peer_is_used_once_then_skipped_and_peer_sets_can_change() {
     assert_eq!(l.load(&other, false).unwrap().source, Source::Local);
     assert_eq!(origin.gets.load(SeqCst), 2);
 }
+
+#[test]
+fn a_purge_during_a_peer_fetch_keeps_the_answer_out_of_the_hot_cache() {
+    let origin = Arc::new(Origin::default());
+    let purge_now = Arc::new(AtomicBool::new(false));
+    let slot: Arc<Mutex<Option<Arc<Loader>>>> = Arc::default();
+    let (p, s) = (purge_now.clone(), slot.clone());
+    let fetcher = move |id: &str, _: &str, k: &[u8], _: u64| {
+        if p.load(SeqCst) {
+            let l = s.lock().unwrap().clone().unwrap();
+            l.purge(&Purge::Key(k.to_vec())).unwrap();
+        }
+        Ok(value(id, k))
+    };
+    let o = origin.clone();
+    let getter = move |k: &[u8]| {
+        o.gets.fetch_add(1, SeqCst);
+        Ok(value("origin", k))
+    };
+    let opts = LoaderOptions {
+        hot_one_in: 1,
+        ..LoaderOptions::default()
+    };
+    let cache = Cache::open_str("mem=8m").unwrap();
+    let l = Arc::new(
+        Loader::new(
+            cache,
+            Some(cluster("a")),
+            Box::new(getter),
+            Some(Box::new(fetcher)),
+            opts,
+        )
+        .unwrap(),
+    );
+    *slot.lock().unwrap() = Some(l.clone());
+    let keys = owned_by("b", 2);
+    l.load(&keys[0], false).unwrap();
+    assert!(
+        l.hot().get(&keys[0]).unwrap().is_fresh(),
+        "admitted (1 in 1)"
+    );
+    purge_now.store(true, SeqCst);
+    let got = l.load(&keys[1], false).unwrap();
+    assert_eq!(got.source, Source::Peer("b".into()));
+    assert!(
+        !l.hot().get(&keys[1]).unwrap().is_fresh(),
+        "overtaken by a purge"
+    );
+    *slot.lock().unwrap() = None;
+}
