@@ -240,10 +240,24 @@ http {{
 }
 
 /// Requests the origin logged for a path (exact `$request_uri` match).
+///
+/// The origin writes its log line after sending the response, so a client
+/// can be served before the line exists (seen on a loaded machine: the
+/// origin worker was descheduled between the two). Wait until the log has
+/// not grown for 100 ms (at most 3 s) before counting.
 pub fn origin_hits(origin: &Nginx, uri: &str) -> Vec<String> {
-    origin
-        .log("logs/origin.log")
-        .lines()
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut text = origin.log("logs/origin.log");
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = origin.log("logs/origin.log");
+        if now.len() == text.len() || Instant::now() > deadline {
+            text = now;
+            break;
+        }
+        text = now;
+    }
+    text.lines()
         .filter(|l| l.split(' ').nth(1) == Some(uri))
         .map(String::from)
         .collect()
