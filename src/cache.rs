@@ -524,7 +524,12 @@ impl Cache {
         let seq = self.inner.purge.record(p)?;
         self.inner.purges.fetch_add(1, Relaxed);
         let covered = match p {
-            Purge::Key(k) => Some(u64::from(self.evict_purged(k))),
+            // Cached here, or in a block tier that other processes share.
+            Purge::Key(k) => {
+                let in_memory = self.evict_purged(k);
+                let in_blocks = self.inner.block.as_ref().is_some_and(|b| b.remove(k));
+                Some(u64::from(in_memory || in_blocks))
+            }
             _ => covered,
         };
         let sig = &self.inner.signal;

@@ -255,3 +255,19 @@ fn large_objects_through_the_cache_by_range_and_purge() {
     c.purge(&Purge::Tag(9)).unwrap();
     assert!(read(0, 10).is_none(), "purged large object served");
 }
+
+#[test]
+fn a_key_purge_counts_a_copy_another_process_stored() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let purger = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    writer
+        .insert(b"site.com/p", meta(1), body_for("site.com/p", 500))
+        .unwrap();
+    // The purger never looked the key up: its memory tier has no copy.
+    let r = purger.purge(&Purge::Key(b"site.com/p".to_vec())).unwrap();
+    assert_eq!(r.covered, Some(1), "the block-tier copy counts");
+    let r = purger.purge(&Purge::Key(b"site.com/p".to_vec())).unwrap();
+    assert_eq!(r.covered, Some(0), "nothing left to purge");
+    assert!(!writer.get(b"site.com/p").unwrap().is_fresh());
+}
