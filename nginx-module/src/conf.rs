@@ -47,6 +47,8 @@ pub struct LocConf {
     pub purge_secret: Option<String>,
     /// This location answers purge requests (`cdn_purge`); not inherited.
     pub purge: bool,
+    /// `rcdn_hotlink`, `rcdn_hotlink_unknown`.
+    pub hotlink: crate::hotlink::HotlinkConf,
 }
 
 impl Default for LocConf {
@@ -60,6 +62,7 @@ impl Default for LocConf {
             lock_timeout: MSEC_UNSET,
             purge_secret: None,
             purge: false,
+            hotlink: Default::default(),
         }
     }
 }
@@ -90,6 +93,7 @@ impl Merge for LocConf {
         if self.purge_secret.is_none() {
             self.purge_secret = prev.purge_secret.clone();
         }
+        self.hotlink.merge(&prev.hotlink);
         Ok(())
     }
 }
@@ -119,18 +123,18 @@ impl LocConf {
 ///
 /// # Safety
 /// `cf` is the conf being parsed, so `cf->args` is an array of `ngx_str_t`.
-unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+pub(crate) unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     // SAFETY: nginx fills cf->args with the directive name and its arguments.
     let all = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
     &all[1..]
 }
 
-fn lossy(s: &ngx_str_t) -> String {
+pub(crate) fn lossy(s: &ngx_str_t) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
 
 /// Logs `invalid value "v" in "name" directive: why` and fails the config.
-fn bad(cf: *mut ngx_conf_t, name: &str, value: &str, why: &str) -> *mut c_char {
+pub(crate) fn bad(cf: *mut ngx_conf_t, name: &str, value: &str, why: &str) -> *mut c_char {
     ngx_conf_log_error!(
         NGX_LOG_EMERG,
         cf,

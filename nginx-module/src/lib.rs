@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod fill;
 pub mod filter;
 pub mod guard;
+pub mod hotlink;
 pub mod lookup;
 pub mod purge;
 pub mod serve;
@@ -64,7 +65,8 @@ impl HttpModule for Module {
         unsafe { *h = Some(lookup::precontent) };
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
-        Status::NGX_OK.into()
+        // SAFETY: cf is the http block's conf, in postconfiguration.
+        unsafe { hotlink::install(cf) }
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
@@ -130,7 +132,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 12] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -191,6 +193,20 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         ngx_string!("cdn_purge"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
         conf::set_purge,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_hotlink"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        hotlink::set_hotlink,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_hotlink_unknown"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        hotlink::set_unknown,
         LOC,
         0,
     ),
