@@ -26,6 +26,8 @@ pub struct MainConf {
     pub store: Option<String>,
     /// The default cache key, compiled once.
     pub default_key: *mut ngx_http_complex_value_t,
+    /// `rcdn_stats_zone`.
+    pub stats: crate::stats::StatsConf,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.
@@ -224,7 +226,7 @@ pub unsafe fn compile(
 }
 
 /// Parses an nginx time ("10m", "30s", "500ms"; bare numbers are seconds).
-fn parse_time(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_time(s: &[u8]) -> Option<u64> {
     let mut v = ngx_str_t {
         len: s.len(),
         data: s.as_ptr().cast_mut(),

@@ -213,6 +213,8 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
         Decision::Allow => Status::NGX_DECLINED.into(),
         Decision::Forbidden(why) => {
             ngx_log_error!(NGX_LOG_INFO, log, "rcdn: hotlink refused: {why}");
+            // SAFETY: r is live.
+            unsafe { crate::stats::mark_denied(r) };
             NGX_HTTP_FORBIDDEN as ngx_int_t
         }
         Decision::Expired => {
@@ -224,6 +226,8 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
             410
         }
         Decision::Redirect(url) => {
+            // SAFETY: r is live.
+            unsafe { crate::stats::mark_denied(r) };
             // SAFETY: r is live.
             unsafe { redirect(r, &url) }
         }

@@ -22,6 +22,7 @@ pub mod hotlink;
 pub mod lookup;
 pub mod purge;
 pub mod serve;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod variant;
@@ -66,7 +67,11 @@ impl HttpModule for Module {
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
         // SAFETY: cf is the http block's conf, in postconfiguration.
-        unsafe { hotlink::install(cf) }
+        if unsafe { hotlink::install(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        unsafe { stats::install(cf) }
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
@@ -132,7 +137,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 12] = [
+static mut COMMANDS: [ngx_command_t; 14] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -207,6 +212,20 @@ static mut COMMANDS: [ngx_command_t; 12] = [
         ngx_string!("rcdn_hotlink_unknown"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         hotlink::set_unknown,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stats_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
+        stats::set_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stats"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        stats::set_stats,
         LOC,
         0,
     ),
