@@ -28,6 +28,8 @@ pub struct MainConf {
     pub default_key: *mut ngx_http_complex_value_t,
     /// `rcdn_stats_zone`.
     pub stats: crate::stats::StatsConf,
+    /// `rcdn_node_name` (for `$rcdn_log_json`).
+    pub node_name: Option<String>,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.

@@ -21,6 +21,7 @@ pub mod guard;
 pub mod hotlink;
 pub mod lookup;
 pub mod purge;
+pub mod reqlog;
 pub mod serve;
 pub mod stats;
 pub mod status;
@@ -47,7 +48,11 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the http block's conf.
-        unsafe { status::register_variables(cf) }
+        if unsafe { status::register_variables(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        unsafe { reqlog::register(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
@@ -137,7 +142,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 14] = [
+static mut COMMANDS: [ngx_command_t; 15] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -227,6 +232,13 @@ static mut COMMANDS: [ngx_command_t; 14] = [
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
         stats::set_stats,
         LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_node_name"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        reqlog::set_node_name,
+        NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     ngx_command_t::empty(),
