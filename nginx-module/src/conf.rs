@@ -53,6 +53,8 @@ pub struct LocConf {
     pub purge: bool,
     /// `rcdn_hotlink`, `rcdn_hotlink_unknown`.
     pub hotlink: crate::hotlink::HotlinkConf,
+    /// `rcdn_guard`.
+    pub attack: Option<std::sync::Arc<crate::attack::GuardSpec>>,
 }
 
 impl Default for LocConf {
@@ -67,6 +69,7 @@ impl Default for LocConf {
             purge_secret: None,
             purge: false,
             hotlink: Default::default(),
+            attack: None,
         }
     }
 }
@@ -98,6 +101,9 @@ impl Merge for LocConf {
             self.purge_secret = prev.purge_secret.clone();
         }
         self.hotlink.merge(&prev.hotlink);
+        if self.attack.is_none() {
+            self.attack = prev.attack.clone();
+        }
         Ok(())
     }
 }

@@ -214,7 +214,7 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
         Decision::Forbidden(why) => {
             ngx_log_error!(NGX_LOG_INFO, log, "rcdn: hotlink refused: {why}");
             // SAFETY: r is live.
-            unsafe { crate::stats::mark_denied(r) };
+            unsafe { crate::stats::mark(r, crate::stats::Mark::Denied) };
             NGX_HTTP_FORBIDDEN as ngx_int_t
         }
         Decision::Expired => {
@@ -227,7 +227,7 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
         }
         Decision::Redirect(url) => {
             // SAFETY: r is live.
-            unsafe { crate::stats::mark_denied(r) };
+            unsafe { crate::stats::mark(r, crate::stats::Mark::Denied) };
             // SAFETY: r is live.
             unsafe { redirect(r, &url) }
         }
@@ -238,7 +238,7 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn redirect(r: *mut ngx_http_request_t, url: &str) -> ngx_int_t {
+pub(crate) unsafe fn redirect(r: *mut ngx_http_request_t, url: &str) -> ngx_int_t {
     // SAFETY: r is live; the pool outlives the response.
     unsafe {
         let pool = (*r).pool;

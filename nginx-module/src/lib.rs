@@ -12,6 +12,7 @@
 //!   [`filter`] stream its body into an engine `Writer` and commit it;
 //! - waiters wake and are served from the cache.
 
+pub mod attack;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
@@ -73,6 +74,10 @@ impl HttpModule for Module {
         unsafe { filter::install() };
         // SAFETY: cf is the http block's conf, in postconfiguration.
         if unsafe { hotlink::install(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        if unsafe { attack::install(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
@@ -142,7 +147,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 15] = [
+static mut COMMANDS: [ngx_command_t; 16] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -239,6 +244,13 @@ static mut COMMANDS: [ngx_command_t; 15] = [
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
         reqlog::set_node_name,
         NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_guard"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        attack::set_guard,
+        LOC,
         0,
     ),
     ngx_command_t::empty(),

@@ -251,35 +251,51 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-static DENIED: u8 = 0;
+/// What an access-phase check did to a request, for the stats.
+#[derive(Clone, Copy)]
+pub enum Mark {
+    /// Refused by hotlink protection.
+    Denied,
+    /// Answered with a guard challenge.
+    Challenged,
+    /// Blocked by the guard.
+    Blocked,
+}
+
+/// Distinct addresses that tag the marker cleanups.
+static MARKS: [u8; 3] = [0; 3];
+
+fn mark_tag(m: Mark) -> *mut c_void {
+    addr_of!(MARKS[m as usize]).cast_mut().cast()
+}
 
 unsafe extern "C" fn noop(_: *mut c_void) {}
 
-/// Flags a request as refused by hotlink protection (a marker cleanup in
-/// its pool, found again in the log phase; survives internal redirects).
+/// Flags a request (a marker cleanup in its pool, found again in the log
+/// phase; survives internal redirects).
 ///
 /// # Safety
 /// `r` must be live.
-pub unsafe fn mark_denied(r: *mut ngx_http_request_t) {
+pub unsafe fn mark(r: *mut ngx_http_request_t, m: Mark) {
     // SAFETY: r is live; a 0-byte cleanup only links a record.
     let c = unsafe { ngx_pool_cleanup_add((*r).pool, 0) };
     if !c.is_null() {
         // SAFETY: c is the fresh cleanup record.
         unsafe {
             (*c).handler = Some(noop);
-            (*c).data = addr_of!(DENIED).cast_mut().cast();
+            (*c).data = mark_tag(m);
         }
     }
 }
 
 /// # Safety
 /// `r` must be live.
-unsafe fn denied(r: *mut ngx_http_request_t) -> bool {
+unsafe fn marked(r: *mut ngx_http_request_t, m: Mark) -> bool {
     // SAFETY: r is live; the cleanup list is null-terminated.
     let mut c = unsafe { (*(*r).pool).cleanup };
     while !c.is_null() {
         // SAFETY: c is a live cleanup record.
-        if unsafe { (*c).data } == addr_of!(DENIED).cast_mut().cast() {
+        if unsafe { (*c).data } == mark_tag(m) {
             return true;
         }
         // SAFETY: as above.
@@ -327,20 +343,23 @@ unsafe fn record(r: *mut ngx_http_request_t, log: *mut ngx_log_t) {
         return;
     };
     // SAFETY: r is live; its strings live as long as the request.
-    let (host, status, sent, cache, denied) = unsafe {
+    let (host, status, sent, cache) = unsafe {
         (
             String::from_utf8_lossy((*r).headers_in.server.as_bytes()).into_owned(),
             (*r).headers_out.status,
             (*(*r).connection).sent,
             ReqCtx::get(r).map_or(CacheStatus::None, |c| c.status),
-            denied(r),
         )
     };
+    // SAFETY: r is live.
+    let is = |m| unsafe { marked(r, m) };
     let s = Sample {
         status: u16::try_from(status).unwrap_or(0),
         bytes_sent: u64::try_from(sent).unwrap_or(0),
         cache: cache_result(cache),
-        hotlink_denied: denied,
+        hotlink_denied: is(Mark::Denied),
+        challenged: is(Mark::Challenged),
+        blocked: is(Mark::Blocked),
         ..Sample::default()
     };
     let host = if host.is_empty() { "-" } else { &host };
