@@ -55,6 +55,8 @@ pub struct LocConf {
     pub hotlink: crate::hotlink::HotlinkConf,
     /// `rcdn_guard`.
     pub attack: Option<std::sync::Arc<crate::attack::GuardSpec>>,
+    /// `rcdn_scheduler`.
+    pub sched: Option<std::sync::Arc<crate::schedule::SchedConf>>,
 }
 
 impl Default for LocConf {
@@ -70,6 +72,7 @@ impl Default for LocConf {
             purge: false,
             hotlink: Default::default(),
             attack: None,
+            sched: None,
         }
     }
 }
@@ -103,6 +106,9 @@ impl Merge for LocConf {
         self.hotlink.merge(&prev.hotlink);
         if self.attack.is_none() {
             self.attack = prev.attack.clone();
+        }
+        if self.sched.is_none() {
+            self.sched = prev.sched.clone();
         }
         Ok(())
     }

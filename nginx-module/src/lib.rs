@@ -23,6 +23,7 @@ pub mod hotlink;
 pub mod lookup;
 pub mod purge;
 pub mod reqlog;
+pub mod schedule;
 pub mod serve;
 pub mod stats;
 pub mod status;
@@ -78,6 +79,10 @@ impl HttpModule for Module {
         }
         // SAFETY: as above.
         if unsafe { attack::install(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        if unsafe { schedule::install(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
@@ -147,7 +152,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 16] = [
+static mut COMMANDS: [ngx_command_t; 17] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -250,6 +255,13 @@ static mut COMMANDS: [ngx_command_t; 16] = [
         ngx_string!("rcdn_guard"),
         ANY_LEVEL | NGX_CONF_1MORE,
         attack::set_guard,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_scheduler"),
+        ANY_LEVEL | NGX_CONF_TAKE12,
+        schedule::set_scheduler,
         LOC,
         0,
     ),
