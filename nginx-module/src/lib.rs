@@ -26,6 +26,7 @@ pub mod reqlog;
 pub mod schedule;
 pub mod serve;
 pub mod stats;
+pub mod stats_push;
 pub mod status;
 pub mod store;
 pub mod variant;
@@ -152,7 +153,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 17] = [
+static mut COMMANDS: [ngx_command_t; 18] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -263,6 +264,13 @@ static mut COMMANDS: [ngx_command_t; 17] = [
         ANY_LEVEL | NGX_CONF_TAKE12,
         schedule::set_scheduler,
         LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stats_push"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        stats_push::set_push,
+        NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     ngx_command_t::empty(),

@@ -163,7 +163,7 @@ fn start_checks(table: &Scheduler, every_ms: u64) -> Health {
 }
 
 /// `host:port` of an http(s) URL (`[v6]:port` too).
-fn authority(url: &str) -> Option<(String, u16)> {
+pub(crate) fn authority(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let auth = rest.split('/').next()?;
     let default = if scheme == "https" { 443 } else { 80 };

@@ -28,14 +28,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAGIC: u64 = 0x7263_646e_5354_4154; // "rcdnSTAT"
-/// Header words: magic, bytes, slots, windows, window_ms.
-const HDR: usize = 5;
+/// Header words: magic, bytes, slots, windows, window_ms, then the claim
+/// word of `rcdn_stats_push` (1 + the last window pushed by any worker).
+const HDR: usize = 6;
+const SHAPE: usize = 5;
+const CLAIM: usize = 5;
 
 /// `rcdn_stats_zone` as configured.
 pub struct StatsConf {
     pub zone: *mut ngx_shm_zone_t,
     pub windows: usize,
     pub window_ms: u64,
+    /// `rcdn_stats_push <url>`: where closed windows are POSTed.
+    pub push: Option<String>,
 }
 
 impl Default for StatsConf {
@@ -44,6 +49,7 @@ impl Default for StatsConf {
             zone: ptr::null_mut(),
             windows: 12,
             window_ms: 300_000,
+            push: None,
         }
     }
 }
@@ -196,11 +202,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
     ];
     // SAFETY: the header is HDR words of our allocation.
     let have = unsafe { core::slice::from_raw_parts_mut(data, HDR) };
-    if have != want {
+    if have[..SHAPE] != want {
         // SAFETY: the whole allocation is `bytes` long; no worker of this
         // configuration runs yet, and old workers only hold atomics.
         unsafe { ptr::write_bytes(data.add(HDR), 0, words) };
-        have.copy_from_slice(&want);
+        have[..SHAPE].copy_from_slice(&want);
+        have[CLAIM] = 0;
     }
     Status::NGX_OK.into()
 }
@@ -241,7 +248,20 @@ fn table(mc: &crate::conf::MainConf) -> Option<Arc<Traffic>> {
             .ok()
             .map(Arc::new)?;
         *t = Some((data as usize, tr.clone()));
+        if let Some(url) = &mc.stats.push {
+            // SAFETY: the claim word is in the header, mapped while we live.
+            let claim = unsafe { &*data.add(CLAIM).cast::<AtomicU64>() };
+            crate::stats_push::start(tr.clone(), claim, url.clone(), node_name(mc), window_ms);
+        }
         Some(tr)
+    })
+}
+
+/// `rcdn_node_name`, or the host name nginx knows.
+pub fn node_name(mc: &crate::conf::MainConf) -> String {
+    mc.node_name.clone().unwrap_or_else(|| {
+        // SAFETY: the global cycle is the running one.
+        lossy(unsafe { &(*ngx_cycle).hostname })
     })
 }
 

@@ -173,6 +173,11 @@ fn bad_stats_directives_fail_nginx_t() {
             &["duplicate"],
         ),
         ("", "rcdn_stats xml;", &["rcdn_stats", "xml"]),
+        (
+            "rcdn_stats_push ftp://x/;",
+            "",
+            &["rcdn_stats_push", "ftp://x/"],
+        ),
     ];
     for (http, loc, want) in cases {
         let (ok, err) = config_test(&conf(http, loc));
@@ -207,4 +212,115 @@ fn counts_survive_a_reload() {
     assert_eq!(total(&v, "a.test", "requests"), 6, "{v}");
     cdn.check_log();
     cdn.stop();
+}
+
+/// A loopback collector: records the JSON bodies POSTed to it.
+struct Collector {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let port = l.local_addr().expect("addr").port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !st.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                s.set_nonblocking(false).expect("blocking");
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read headers, then Content-Length bytes.
+                let body = loop {
+                    let Ok(n) = s.read(&mut buf) else { break None };
+                    if n == 0 {
+                        break None;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if raw.len() >= end + 4 + len {
+                        assert!(head.starts_with("post /collect "), "{head}");
+                        break Some(raw[end + 4..end + 4 + len].to_vec());
+                    }
+                };
+                let _ = s.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+                if let Some(b) = body {
+                    let v: Value = serde_json::from_slice(&b).expect("pushed JSON");
+                    g.lock().expect("lock").push(v);
+                }
+            }
+        });
+        Collector { port, got, stop }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn closed_windows_are_pushed_once() {
+    let c = Collector::start();
+    let zone = format!(
+        "1m window=1s windows=4;\n  rcdn_stats_push http://127.0.0.1:{}/collect;\n  rcdn_node_name edge-7",
+        c.port
+    );
+    let (_origin, cdn, _sport) = node(&zone, "");
+    for _ in 0..12 {
+        assert_eq!(
+            request_host(cdn.port, "a.test", "GET", "/small.txt", &[]).status,
+            200
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let sum = |got: &[Value]| -> u64 {
+        got.iter()
+            .map(|v| v["all"]["requests"].as_u64().expect("requests"))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while sum(&c.got.lock().expect("lock")) < 12 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Later rounds must not push a window again.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let got = c.got.lock().expect("lock").clone();
+    assert_eq!(sum(&got), 12, "{got:?}");
+    let a: u64 = got
+        .iter()
+        .map(|v| v["domains"]["a.test"]["requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(a, 12, "{got:?}");
+    let windows: HashSet<u64> = got
+        .iter()
+        .map(|v| v["window_start_ms"].as_u64().expect("window"))
+        .collect();
+    assert_eq!(windows.len(), got.len(), "a window pushed twice: {got:?}");
+    assert!(got
+        .iter()
+        .all(|v| v["node"] == "edge-7" && v["window_ms"] == 1000));
+    cdn.check_log();
 }
