@@ -157,6 +157,20 @@ pub unsafe extern "C" fn set_zone(
 /// its shape is unchanged, else (re)build it zeroed.
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx passes our zone with its shm mapped.
+    let log = unsafe { (*zone).shm.log };
+    // SAFETY: as above, for the call.
+    guard::request(
+        log,
+        "rcdn_stats_zone",
+        Status::NGX_ERROR.into(),
+        || unsafe { init_zone_inner(zone) },
+    )
+}
+
+/// # Safety
+/// `zone` is our zone with its shm mapped (nginx's init callback).
+unsafe fn init_zone_inner(zone: *mut ngx_shm_zone_t) -> ngx_int_t {
+    // SAFETY: nginx passes our zone with its shm mapped.
     let (sc, shpool, log) = unsafe {
         (
             &*(*zone).data.cast::<StatsConf>(),
@@ -184,7 +198,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
     }
     // SAFETY: data is our allocation, starting with the header.
     let bytes = unsafe { *data.add(1) } as usize;
-    let words = bytes / 8 - HDR;
+    let words = (bytes / 8).saturating_sub(HDR);
     let mut slots = 0;
     while Traffic::words_needed(slots + 1, sc.windows) <= words {
         slots += 1;
@@ -242,7 +256,7 @@ fn table(mc: &crate::conf::MainConf) -> Option<Arc<Traffic>> {
         let words = ShmWords {
             // SAFETY: the words follow the header inside the allocation.
             words: unsafe { data.add(HDR) }.cast::<AtomicU64>(),
-            len: bytes / 8 - HDR,
+            len: (bytes / 8).saturating_sub(HDR),
         };
         let tr = Traffic::attach(Box::new(words), slots as usize, windows as usize, window_ms)
             .ok()
