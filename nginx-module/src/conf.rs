@@ -26,6 +26,10 @@ pub struct MainConf {
     pub store: Option<String>,
     /// The default cache key, compiled once.
     pub default_key: *mut ngx_http_complex_value_t,
+    /// `rcdn_stats_zone`.
+    pub stats: crate::stats::StatsConf,
+    /// `rcdn_node_name` (for `$rcdn_log_json`).
+    pub node_name: Option<String>,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.
@@ -47,6 +51,12 @@ pub struct LocConf {
     pub purge_secret: Option<String>,
     /// This location answers purge requests (`cdn_purge`); not inherited.
     pub purge: bool,
+    /// `rcdn_hotlink`, `rcdn_hotlink_unknown`.
+    pub hotlink: crate::hotlink::HotlinkConf,
+    /// `rcdn_guard`.
+    pub attack: Option<std::sync::Arc<crate::attack::GuardSpec>>,
+    /// `rcdn_scheduler`.
+    pub sched: Option<std::sync::Arc<crate::schedule::SchedConf>>,
 }
 
 impl Default for LocConf {
@@ -60,6 +70,9 @@ impl Default for LocConf {
             lock_timeout: MSEC_UNSET,
             purge_secret: None,
             purge: false,
+            hotlink: Default::default(),
+            attack: None,
+            sched: None,
         }
     }
 }
@@ -90,6 +103,13 @@ impl Merge for LocConf {
         if self.purge_secret.is_none() {
             self.purge_secret = prev.purge_secret.clone();
         }
+        self.hotlink.merge(&prev.hotlink);
+        if self.attack.is_none() {
+            self.attack = prev.attack.clone();
+        }
+        if self.sched.is_none() {
+            self.sched = prev.sched.clone();
+        }
         Ok(())
     }
 }
@@ -119,18 +139,18 @@ impl LocConf {
 ///
 /// # Safety
 /// `cf` is the conf being parsed, so `cf->args` is an array of `ngx_str_t`.
-unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+pub(crate) unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     // SAFETY: nginx fills cf->args with the directive name and its arguments.
     let all = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
     &all[1..]
 }
 
-fn lossy(s: &ngx_str_t) -> String {
+pub(crate) fn lossy(s: &ngx_str_t) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
 
 /// Logs `invalid value "v" in "name" directive: why` and fails the config.
-fn bad(cf: *mut ngx_conf_t, name: &str, value: &str, why: &str) -> *mut c_char {
+pub(crate) fn bad(cf: *mut ngx_conf_t, name: &str, value: &str, why: &str) -> *mut c_char {
     ngx_conf_log_error!(
         NGX_LOG_EMERG,
         cf,
@@ -220,7 +240,7 @@ pub unsafe fn compile(
 }
 
 /// Parses an nginx time ("10m", "30s", "500ms"; bare numbers are seconds).
-fn parse_time(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_time(s: &[u8]) -> Option<u64> {
     let mut v = ngx_str_t {
         len: s.len(),
         data: s.as_ptr().cast_mut(),

@@ -12,15 +12,21 @@
 //!   [`filter`] stream its body into an engine `Writer` and commit it;
 //! - waiters wake and are served from the cache.
 
+pub mod attack;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
 pub mod fill;
 pub mod filter;
 pub mod guard;
+pub mod hotlink;
 pub mod lookup;
 pub mod purge;
+pub mod reqlog;
+pub mod schedule;
 pub mod serve;
+pub mod stats;
+pub mod stats_push;
 pub mod status;
 pub mod store;
 pub mod variant;
@@ -45,7 +51,11 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the http block's conf.
-        unsafe { status::register_variables(cf) }
+        if unsafe { status::register_variables(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        unsafe { reqlog::register(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
@@ -64,7 +74,20 @@ impl HttpModule for Module {
         unsafe { *h = Some(lookup::precontent) };
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
-        Status::NGX_OK.into()
+        // SAFETY: cf is the http block's conf, in postconfiguration.
+        if unsafe { hotlink::install(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        if unsafe { attack::install(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        if unsafe { schedule::install(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        unsafe { stats::install(cf) }
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
@@ -130,7 +153,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 18] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -192,6 +215,62 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
         conf::set_purge,
         LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_hotlink"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        hotlink::set_hotlink,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_hotlink_unknown"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        hotlink::set_unknown,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stats_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
+        stats::set_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stats"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        stats::set_stats,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_node_name"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        reqlog::set_node_name,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_guard"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        attack::set_guard,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_scheduler"),
+        ANY_LEVEL | NGX_CONF_TAKE12,
+        schedule::set_scheduler,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_stats_push"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        stats_push::set_push,
+        NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     ngx_command_t::empty(),

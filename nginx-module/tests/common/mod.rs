@@ -365,10 +365,21 @@ impl Resp {
 
 /// One HTTP/1.0 request (the server closes; we read to EOF).
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    request_host(port, "localhost", method, path, headers)
+}
+
+/// [`request`] with another `Host`.
+pub fn request_host(
+    port: u16,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
