@@ -16,7 +16,7 @@ use cdncore::policy::guard::{Guard, GuardConfig, Verdict};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::HttpModuleLocationConf;
 use ngx::ngx_log_error;
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
@@ -216,25 +216,4 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
             unsafe { crate::hotlink::redirect(r, &url) }
         }
     }
-}
-
-/// Installs the access-phase handler.
-///
-/// # Safety
-/// `cf` is the http block's conf, in postconfiguration.
-pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: cf is the http block's conf; the core main conf exists.
-    let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
-        return Status::NGX_ERROR.into();
-    };
-    let phase = ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize;
-    // SAFETY: the phase array holds ngx_http_handler_pt elements.
-    let h =
-        unsafe { ngx_array_push(&mut cmcf.phases[phase].handlers) }.cast::<ngx_http_handler_pt>();
-    if h.is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    // SAFETY: h points at a fresh slot of the handlers array.
-    unsafe { *h = Some(access) };
-    Status::NGX_OK.into()
 }

@@ -11,7 +11,7 @@ use cdncore::policy::hotlink::{Decision, Hotlink, Request, Unknown};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::HttpModuleLocationConf;
 use ngx::ngx_log_error;
 use std::sync::Arc;
 
@@ -259,25 +259,4 @@ pub(crate) unsafe fn redirect(r: *mut ngx_http_request_t, url: &str) -> ngx_int_
         (*r).headers_out.location = h;
     }
     NGX_HTTP_MOVED_TEMPORARILY as ngx_int_t
-}
-
-/// Installs the access-phase handler.
-///
-/// # Safety
-/// `cf` is the http block's conf, in postconfiguration.
-pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: cf is the http block's conf; the core main conf exists.
-    let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
-        return Status::NGX_ERROR.into();
-    };
-    let phase = ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize;
-    // SAFETY: the phase array holds ngx_http_handler_pt elements.
-    let h =
-        unsafe { ngx_array_push(&mut cmcf.phases[phase].handlers) }.cast::<ngx_http_handler_pt>();
-    if h.is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    // SAFETY: h points at a fresh slot of the handlers array.
-    unsafe { *h = Some(access) };
-    Status::NGX_OK.into()
 }

@@ -21,7 +21,9 @@ pub mod filter;
 pub mod guard;
 pub mod hotlink;
 pub mod lookup;
+pub mod phase;
 pub mod purge;
+pub mod reply;
 pub mod reqlog;
 pub mod schedule;
 pub mod serve;
@@ -36,7 +38,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr::{self, addr_of, addr_of_mut};
 use nginx_sys::*;
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::{ngx_log_error, ngx_string};
 
 /// The module's marker type for the `ngx` traits.
@@ -59,35 +61,25 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        // SAFETY: cf is the http block's conf; the core main conf exists.
-        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
-            return Status::NGX_ERROR.into();
-        };
-        let phase = ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize;
-        // SAFETY: the phase array holds ngx_http_handler_pt elements.
-        let h = unsafe { ngx_array_push(&mut cmcf.phases[phase].handlers) }
-            .cast::<ngx_http_handler_pt>();
-        if h.is_null() {
-            return Status::NGX_ERROR.into();
+        let handlers: [(ngx_http_phases, phase::Handler); 5] = [
+            (
+                ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+                lookup::precontent,
+            ),
+            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, hotlink::access),
+            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, attack::access),
+            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, schedule::access),
+            (ngx_http_phases_NGX_HTTP_LOG_PHASE, stats::log_phase),
+        ];
+        for (p, h) in handlers {
+            // SAFETY: cf is the http block's conf, in postconfiguration.
+            if unsafe { phase::push(cf, p, h) } != NGX_OK as ngx_int_t {
+                return Status::NGX_ERROR.into();
+            }
         }
-        // SAFETY: h points at a fresh slot of the handlers array.
-        unsafe { *h = Some(lookup::precontent) };
         // SAFETY: called once per configuration, single-threaded.
         unsafe { filter::install() };
-        // SAFETY: cf is the http block's conf, in postconfiguration.
-        if unsafe { hotlink::install(cf) } != NGX_OK as ngx_int_t {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: as above.
-        if unsafe { attack::install(cf) } != NGX_OK as ngx_int_t {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: as above.
-        if unsafe { schedule::install(cf) } != NGX_OK as ngx_int_t {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: as above.
-        unsafe { stats::install(cf) }
+        Status::NGX_OK.into()
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char

@@ -11,7 +11,6 @@ use crate::lookup::header_in;
 use crate::{guard, store, variant, Module};
 use cdncore::Purge;
 use nginx_sys::*;
-use ngx::core::{Pool, Status};
 use ngx::http::HttpModuleLocationConf;
 use serde_json::{json, Value};
 
@@ -269,37 +268,13 @@ fn run(target: Target, host: &[u8]) -> (u32, Value) {
 unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &Value) -> ngx_int_t {
     let mut text = body.to_string();
     text.push('\n');
-    // SAFETY: r is live; the body is copied into its pool.
+    // SAFETY: r is live.
     unsafe {
-        let pool = Pool::from_ngx_pool((*r).pool);
-        let out = &mut (*r).headers_out;
-        out.status = status as ngx_uint_t;
-        out.content_length_n = text.len() as off_t;
-        let ct = ngx::ngx_string!("application/json");
-        out.content_type = ct;
-        out.content_type_len = ct.len;
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
-            return rc;
-        }
-        let Some(data) = ngx_str_t::from_bytes(pool.as_ptr(), text.as_bytes()) else {
-            return Status::NGX_ERROR.into();
-        };
-        let b = pool.calloc_type::<ngx_buf_t>();
-        if b.is_null() {
-            return Status::NGX_ERROR.into();
-        }
-        (*b).start = data.data;
-        (*b).pos = data.data;
-        (*b).last = data.data.add(data.len);
-        (*b).end = (*b).last;
-        (*b).set_memory(1);
-        (*b).set_last_buf(((*r).main == r) as u32);
-        (*b).set_last_in_chain(1);
-        let mut chain = ngx_chain_t {
-            buf: b,
-            next: core::ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut chain)
+        crate::reply::send(
+            r,
+            status,
+            text.as_bytes(),
+            ngx::ngx_string!("application/json"),
+        )
     }
 }

@@ -20,7 +20,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr::{self, addr_of, addr_of_mut};
 use core::sync::atomic::AtomicU64;
 use nginx_sys::*;
-use ngx::core::{Pool, Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_log_error, ngx_string};
 use std::cell::RefCell;
@@ -491,67 +491,7 @@ unsafe fn serve(r: *mut ngx_http_request_t, prom: bool) -> ngx_int_t {
                 (s, ngx_string!("application/json"))
             };
             // SAFETY: r is live.
-            unsafe { send(r, body.as_bytes(), ct) }
+            unsafe { crate::reply::send(r, NGX_HTTP_OK, body.as_bytes(), ct) }
         },
     )
-}
-
-/// Sends a 200 with `body` copied into the request pool.
-///
-/// # Safety
-/// `r` must be live.
-unsafe fn send(r: *mut ngx_http_request_t, body: &[u8], ct: ngx_str_t) -> ngx_int_t {
-    // SAFETY: r is live; the body is copied into its pool.
-    unsafe {
-        let pool = Pool::from_ngx_pool((*r).pool);
-        let out = &mut (*r).headers_out;
-        out.status = NGX_HTTP_OK as ngx_uint_t;
-        out.content_length_n = body.len() as off_t;
-        out.content_type = ct;
-        out.content_type_len = ct.len;
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
-            return rc;
-        }
-        let Some(data) = ngx_str_t::from_bytes(pool.as_ptr(), body) else {
-            return Status::NGX_ERROR.into();
-        };
-        let b = pool.calloc_type::<ngx_buf_t>();
-        if b.is_null() {
-            return Status::NGX_ERROR.into();
-        }
-        (*b).start = data.data;
-        (*b).pos = data.data;
-        (*b).last = data.data.add(data.len);
-        (*b).end = (*b).last;
-        (*b).set_memory(1);
-        (*b).set_last_buf(((*r).main == r) as u32);
-        (*b).set_last_in_chain(1);
-        let mut chain = ngx_chain_t {
-            buf: b,
-            next: ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut chain)
-    }
-}
-
-/// Installs the log-phase handler.
-///
-/// # Safety
-/// `cf` is the http block's conf, in postconfiguration.
-pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: cf is the http block's conf; the core main conf exists.
-    let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
-        return Status::NGX_ERROR.into();
-    };
-    let phase = ngx_http_phases_NGX_HTTP_LOG_PHASE as usize;
-    // SAFETY: the phase array holds ngx_http_handler_pt elements.
-    let h =
-        unsafe { ngx_array_push(&mut cmcf.phases[phase].handlers) }.cast::<ngx_http_handler_pt>();
-    if h.is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    // SAFETY: h points at a fresh slot of the handlers array.
-    unsafe { *h = Some(log_phase) };
-    Status::NGX_OK.into()
 }
