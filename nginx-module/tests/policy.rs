@@ -152,17 +152,7 @@ fn concurrent_misses_collapse_into_one_origin_request() {
     let origin = start_origin(&files(), "");
     let cdn = start_cdn(1, origin.port, "", "rcdn_cache_lock_timeout 30s;");
     let want = std::fs::read(origin.path("www/slow/obj.bin")).expect("file");
-    let port = cdn.port;
-    let threads: Vec<_> = (0..50)
-        .map(|_| std::thread::spawn(move || get(port, "/slow/obj.bin")))
-        .collect();
-    let mut statuses = Vec::new();
-    for t in threads {
-        let r = t.join().expect("client thread");
-        assert_eq!(r.status, 200);
-        assert!(r.body == want, "body differs");
-        statuses.push(r.cache().to_string());
-    }
+    let statuses = concurrent_gets(cdn.port, "/slow/obj.bin", 50, &want);
     assert_eq!(
         origin_hits(&origin, "/slow/obj.bin").len(),
         1,

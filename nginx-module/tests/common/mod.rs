@@ -49,7 +49,12 @@ pub struct Nginx {
 impl Nginx {
     /// Writes `conf` (with `{port}` replaced) and starts nginx on it.
     pub fn start(conf: &str, port: u16) -> Nginx {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Nginx::launch(tempfile::tempdir().expect("tempdir"), conf, port)
+    }
+
+    /// Starts nginx with prefix `dir` (whose other files the caller has
+    /// prepared) on `conf`, and waits until it listens on `port`.
+    pub fn launch(dir: tempfile::TempDir, conf: &str, port: u16) -> Nginx {
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("write conf");
         let child = Command::new(nginx_bin())
@@ -218,25 +223,7 @@ http {{
     );
     let dir = tempfile::tempdir().expect("tempdir");
     origin_files(&dir.path().join("www"), extra_files);
-    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
-    std::fs::write(dir.path().join("nginx.conf"), &conf).expect("conf");
-    let child = Command::new(nginx_bin())
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start origin");
-    let n = Nginx {
-        dir,
-        port,
-        child: Some(child),
-        store: None,
-    };
-    n.wait_up();
-    n
+    Nginx::launch(dir, &conf, port)
 }
 
 /// Requests the origin logged for a path (exact `$request_uri` match).
@@ -434,4 +421,21 @@ pub fn config_test(conf: &str) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Sends `n` concurrent GETs for `uri`; every answer must be a 200 with
+/// `want` as body. Returns their `$rcdn_cache_status` values.
+pub fn concurrent_gets(port: u16, uri: &'static str, n: usize, want: &[u8]) -> Vec<String> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| std::thread::spawn(move || get(port, uri)))
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| {
+            let r = t.join().expect("client thread");
+            assert_eq!(r.status, 200);
+            assert!(r.body == want, "body differs");
+            r.cache().to_string()
+        })
+        .collect()
 }
