@@ -30,6 +30,8 @@ pub struct MainConf {
     pub stats: crate::stats::StatsConf,
     /// `rcdn_node_name` (for `$rcdn_log_json`).
     pub node_name: Option<String>,
+    /// `rcdn_node`, `rcdn_peer`, `rcdn_origin`... (a cluster of nodes).
+    pub cluster: crate::cluster::ClusterConf,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.

@@ -13,14 +13,17 @@
 //! - waiters wake and are served from the cache.
 
 pub mod attack;
+pub mod cluster;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
+pub mod fanout;
 pub mod fill;
 pub mod filter;
 pub mod guard;
 pub mod hotlink;
 pub mod lookup;
+pub mod peer;
 pub mod phase;
 pub mod purge;
 pub mod reply;
@@ -54,6 +57,10 @@ impl HttpModule for Module {
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the http block's conf.
         if unsafe { status::register_variables(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
+        if unsafe { peer::register_variables(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
@@ -92,6 +99,9 @@ impl HttpModule for Module {
             len: conf::DEFAULT_KEY.len(),
             data: conf::DEFAULT_KEY.as_ptr().cast_mut(),
         };
+        if let Err((name, value, why)) = mc.cluster.check() {
+            return conf::bad(cf, name, &value, &why);
+        }
         // SAFETY: cf is valid during configuration.
         match unsafe { conf::compile(cf, &mut v) } {
             Some(cv) => {
@@ -145,7 +155,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 18] = [
+static mut COMMANDS: [ngx_command_t; 25] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -263,6 +273,55 @@ static mut COMMANDS: [ngx_command_t; 18] = [
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
         stats_push::set_push,
         NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_node"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_node,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2,
+        cluster::set_peer,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_origin"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_origin,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_timeout"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_time,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_down"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_time,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_drain"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_drain,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        peer::set_status,
+        LOC,
         0,
     ),
     ngx_command_t::empty(),

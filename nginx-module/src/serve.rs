@@ -58,7 +58,7 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn push_header(
+pub unsafe fn push_header(
     r: *mut ngx_http_request_t,
     name: &[u8],
     value: &[u8],
@@ -113,6 +113,13 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
         let age = meta.age_secs(now_ms()).to_string();
         if push_header(r, b"Age", age.as_bytes()).is_none() {
             return Status::NGX_ERROR.into();
+        }
+        if crate::peer::from_peer(r) {
+            // The asking node stores it with the owner's metadata.
+            let wire = cdncore::fill::wire::encode(meta, now_ms());
+            if push_header(r, crate::peer::META.as_bytes(), wire.as_bytes()).is_none() {
+                return Status::NGX_ERROR.into();
+            }
         }
         if meta.status == 200 {
             (*r).set_allow_ranges(1);
