@@ -160,7 +160,38 @@ unsafe extern "C" fn peer_timeout(ev: *mut ngx_event_t) {
             return; // the header arrived
         }
         peer_failed(sr, f, "timed out");
+        // SAFETY: sr is live (its upstream is still running).
+        unsafe { time_out_upstream(sr) };
     });
+}
+
+/// Ends the fill's upstream as nginx's own read timeout does (504), so the
+/// connection to the slow peer closes now; the client's connection stays
+/// open until every subrequest of its request has ended.
+///
+/// # Safety
+/// `sr` must be a live subrequest.
+unsafe fn time_out_upstream(sr: *mut ngx_http_request_t) {
+    // SAFETY: sr is live; an upstream connection's events carry nginx's
+    // upstream handler, which on `timedout` finalizes the upstream as a
+    // timeout (ngx_http_upstream_process_header / send_request_handler).
+    unsafe {
+        let u = (*sr).upstream;
+        if u.is_null() || (*u).peer.connection.is_null() {
+            return;
+        }
+        let rev = (*(*u).peer.connection).read;
+        if rev.is_null() {
+            return;
+        }
+        if (*rev).timer_set() != 0 {
+            ngx_del_timer(rev);
+        }
+        (*rev).set_timedout(1);
+        if let Some(h) = (*rev).handler {
+            h(rev);
+        }
+    }
 }
 
 /// Marks the fill's peer down and ends the fill as `PeerFailed`.

@@ -255,6 +255,9 @@ fn from_owner(
 ) -> bool {
     let refused = status == 400 && header(h, "x-rcdn-error").is_some();
     if status >= 500 || status == 0 || refused {
+        if f.finished {
+            return true; // already given up on (timed out)
+        }
         let why = match header(h, "x-rcdn-draining") {
             Some(_) => "is draining".to_string(),
             None => format!("answered {status}"),
