@@ -159,7 +159,8 @@ unsafe extern "C" fn peer_timeout(ev: *mut ngx_event_t) {
         if f.outcome.is_some() || f.finished {
             return; // the header arrived
         }
-        peer_failed(sr, f, "timed out");
+        // SAFETY: sr owns f and is live.
+        unsafe { peer_failed(sr, f, "timed out") };
         // SAFETY: sr is live (its upstream is still running).
         unsafe { time_out_upstream(sr) };
     });
@@ -195,7 +196,10 @@ unsafe fn time_out_upstream(sr: *mut ngx_http_request_t) {
 }
 
 /// Marks the fill's peer down and ends the fill as `PeerFailed`.
-pub fn peer_failed(sr: *mut ngx_http_request_t, f: &mut FillCtx, why: &str) {
+///
+/// # Safety
+/// `sr` must be the live fill subrequest owning `f`.
+pub unsafe fn peer_failed(sr: *mut ngx_http_request_t, f: &mut FillCtx, why: &str) {
     let Some(t) = f.peer.clone() else { return };
     // SAFETY: sr is a live fill subrequest.
     if let Some(cc) = unsafe { peer::conf(sr) } {
@@ -310,7 +314,8 @@ unsafe extern "C" fn done(
         if let Some(f) = unsafe { FillCtx::get(sr) } {
             let broken = f.outcome.is_none() || f.writer.is_some();
             if broken && f.peer.is_some() && !f.finished {
-                peer_failed(sr, f, "failed (no answer or a cut body)");
+                // SAFETY: sr owns f and is live.
+                unsafe { peer_failed(sr, f, "failed (no answer or a cut body)") };
                 return;
             }
             if broken {

@@ -179,7 +179,8 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     };
     // SAFETY: r is live.
     let h = unsafe { response_headers(r) };
-    if f.peer.is_some() && from_owner(r, f, status, &h, &cache, length) {
+    // SAFETY: r is the live fill subrequest owning f.
+    if f.peer.is_some() && unsafe { from_owner(r, f, status, &h, &cache, length) } {
         return;
     }
     if status == 304 && f.stale.is_some() {
@@ -245,7 +246,7 @@ fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKi
 ///
 /// # Safety
 /// `r` must be the live fill subrequest owning `f`.
-fn from_owner(
+unsafe fn from_owner(
     r: *mut ngx_http_request_t,
     f: &mut FillCtx,
     status: u16,
@@ -262,7 +263,8 @@ fn from_owner(
             Some(_) => "is draining".to_string(),
             None => format!("answered {status}"),
         };
-        crate::fill::peer_failed(r, f, &why);
+        // SAFETY: r owns f and is live (caller's contract).
+        unsafe { crate::fill::peer_failed(r, f, &why) };
         return true;
     }
     let Some(value) = header(h, crate::peer::META) else {
@@ -271,7 +273,8 @@ fn from_owner(
     let meta = match wire::decode(value, now_ms()) {
         Ok(m) => m,
         Err(e) => {
-            crate::fill::peer_failed(r, f, &format!("sent bad metadata ({e})"));
+            // SAFETY: as above.
+            unsafe { crate::fill::peer_failed(r, f, &format!("sent bad metadata ({e})")) };
             return true;
         }
     };
