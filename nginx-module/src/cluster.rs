@@ -6,19 +6,20 @@
 //! `rcdn_peer_timeout <time>`, `rcdn_peer_down <time>`, `rcdn_drain on|off`.
 //! A reload changes them (new workers build a new ring).
 //!
-//! Each worker keeps its own view: the ring, the peers it found down and
-//! until when. A down peer's keys go to their next live node on the ring
+//! Each worker keeps its own view of the ring; the peers found down, and
+//! until when, are shared by the node's workers (`peer_shm`). A down peer's keys go to their next live node on the ring
 //! (every node that saw it down computes the same successor), so a dead
 //! node costs the origin one fetch per key, not one per asking node.
 
 use crate::conf::{args, bad, lossy, parse_time, MainConf};
-use crate::guard;
+use crate::{guard, peer_shm};
 use cdncore::fill::{NodeId, Ring};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::NGX_CONF_OK;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 /// Points per node on the ring (the engine's default).
 const VNODES: u32 = cdncore::fill::ring::DEFAULT_VNODES;
@@ -34,6 +35,8 @@ pub struct ClusterConf {
     pub timeout_ms: Option<u64>,
     pub down_ms: Option<u64>,
     pub drain: Option<bool>,
+    /// Address of the `rcdn_peers` shared zone (`peer_shm`), 0 if none.
+    pub zone: usize,
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -286,7 +289,7 @@ pub struct Target {
     pub addr: String,
 }
 
-/// What this worker did with peers, since it started.
+/// What this node did with peers (all workers, since the zone was made).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerCounters {
     pub peer_fills: u64,
@@ -294,15 +297,18 @@ pub struct PeerCounters {
     pub marked_down: u64,
 }
 
-/// This worker's view of the cluster.
+/// This worker's view of the cluster. Down marks live in the node's shared
+/// zone (so one worker's failed attempt spares the others); the local map
+/// mirrors them and is the fallback without a zone.
 struct View {
     me: NodeId,
     addrs: HashMap<NodeId, String>,
     full: Ring,
-    /// The ring without the peers down at `live_at` (rebuilt on change).
+    /// The ring without the peers in `down` (rebuilt when that set changes).
     live: Ring,
     down: HashMap<NodeId, u64>,
-    counters: PeerCounters,
+    shared: Option<&'static [AtomicU64]>,
+    local: PeerCounters,
 }
 
 impl View {
@@ -315,15 +321,27 @@ impl View {
             live: full.clone(),
             full,
             down: HashMap::new(),
-            counters: PeerCounters::default(),
+            shared: peer_shm::table(cc.zone),
+            local: PeerCounters::default(),
         })
     }
 
-    /// Drops expired down marks; rebuilds the live ring if the set changed.
+    /// Reads the down marks at `now`; rebuilds the live ring on a change.
     fn refresh(&mut self, now: u64) {
-        let before = self.down.len();
-        self.down.retain(|_, until| now < *until);
-        if self.down.len() != before {
+        let mut down = HashMap::new();
+        for id in self.full.nodes() {
+            let until = match self.shared {
+                Some(t) => peer_shm::down_until(t, id),
+                None => self.down.get(id).copied().unwrap_or(0),
+            };
+            if now < until && *id != self.me {
+                down.insert(id.clone(), until);
+            }
+        }
+        let changed =
+            down.len() != self.down.len() || down.keys().any(|k| !self.down.contains_key(k));
+        self.down = down;
+        if changed {
             self.rebuild();
         }
     }
@@ -337,6 +355,17 @@ impl View {
             .cloned();
         if let Ok(r) = Ring::new(live.collect::<Vec<_>>(), VNODES) {
             self.live = r;
+        }
+    }
+
+    fn count(&mut self, which: usize) {
+        match self.shared {
+            Some(t) => peer_shm::add(t, which),
+            None => match which {
+                peer_shm::PEER_FILLS => self.local.peer_fills += 1,
+                peer_shm::PEER_FAILURES => self.local.peer_failures += 1,
+                _ => self.local.marked_down += 1,
+            },
         }
     }
 }
@@ -368,16 +397,13 @@ pub fn route(cc: &ClusterConf, key: &[u8], from_peer: bool) -> Option<Target> {
     let now = cdncore::now_ms();
     with_view(cc, |v| {
         v.refresh(now);
-        let owner = v.live.owner_of(key)?;
-        if *owner == v.me {
+        let owner = v.live.owner_of(key)?.clone();
+        if owner == v.me {
             return None;
         }
-        let addr = v.addrs.get(owner)?.clone();
-        v.counters.peer_fills += 1;
-        Some(Target {
-            id: owner.clone(),
-            addr,
-        })
+        let addr = v.addrs.get(&owner)?.clone();
+        v.count(peer_shm::PEER_FILLS);
+        Some(Target { id: owner, addr })
     })
     .flatten()
 }
@@ -389,20 +415,28 @@ pub fn owner(cc: &ClusterConf, key: &[u8]) -> Option<String> {
 
 /// A peer failed or was too slow: its keys go elsewhere for `down_ms`.
 pub fn mark_down(cc: &ClusterConf, id: &str) {
-    let until = cdncore::now_ms() + cc.down_ms();
+    let now = cdncore::now_ms();
+    let until = now + cc.down_ms();
     with_view(cc, |v| {
-        v.counters.peer_failures += 1;
+        v.count(peer_shm::PEER_FAILURES);
         if id == v.me {
             return;
         }
-        if v.down.insert(id.to_string(), until).is_none() {
-            v.counters.marked_down += 1;
-            v.rebuild();
+        let fresh = match v.shared {
+            Some(t) => peer_shm::set_down(t, id, now, until),
+            None => v
+                .down
+                .insert(id.to_string(), until)
+                .is_none_or(|u| u <= now),
+        };
+        if fresh {
+            v.count(peer_shm::MARKED_DOWN);
         }
+        v.refresh(now);
     });
 }
 
-/// Ids of the peers this worker holds down now.
+/// Ids of the peers this node holds down now.
 pub fn down_now(cc: &ClusterConf) -> Vec<String> {
     let now = cdncore::now_ms();
     with_view(cc, |v| {
@@ -415,7 +449,15 @@ pub fn down_now(cc: &ClusterConf) -> Vec<String> {
 }
 
 pub fn counters(cc: &ClusterConf) -> PeerCounters {
-    with_view(cc, |v| v.counters).unwrap_or_default()
+    with_view(cc, |v| match v.shared {
+        Some(t) => PeerCounters {
+            peer_fills: peer_shm::get(t, peer_shm::PEER_FILLS),
+            peer_failures: peer_shm::get(t, peer_shm::PEER_FAILURES),
+            marked_down: peer_shm::get(t, peer_shm::MARKED_DOWN),
+        },
+        None => v.local,
+    })
+    .unwrap_or_default()
 }
 
 /// The other peers: (id, address).

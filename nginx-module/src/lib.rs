@@ -24,6 +24,7 @@ pub mod guard;
 pub mod hotlink;
 pub mod lookup;
 pub mod peer;
+pub mod peer_shm;
 pub mod phase;
 pub mod purge;
 pub mod reply;
@@ -101,6 +102,13 @@ impl HttpModule for Module {
         };
         if let Err((name, value, why)) = mc.cluster.check() {
             return conf::bad(cf, name, &value, &why);
+        }
+        if mc.cluster.enabled() {
+            // SAFETY: cf is the http block's conf being parsed.
+            mc.cluster.zone = unsafe { peer_shm::add_zone(cf) };
+            if mc.cluster.zone == 0 {
+                return ngx::core::NGX_CONF_ERROR;
+            }
         }
         // SAFETY: cf is valid during configuration.
         match unsafe { conf::compile(cf, &mut v) } {

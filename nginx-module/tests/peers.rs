@@ -613,16 +613,21 @@ fn a_slow_peer_times_out_and_the_key_is_filled_locally() {
         na.error_log()
     );
     assert!(got.iter().all(|(_, s)| s == "origin"), "{got:?}");
-    let status: serde_json::Value =
-        serde_json::from_slice(&get(a.port, "/peers").body).expect("json");
-    assert!(
-        status["peers"]
-            .as_array()
-            .expect("peers")
-            .iter()
-            .any(|p| p["id"] == "s"),
-        "{status}"
-    );
+    // The mark is shared by both workers: each of them reports s down, and
+    // only the first request of the node paid the timeout.
+    for _ in 0..8 {
+        let status: serde_json::Value =
+            serde_json::from_slice(&get(a.port, "/peers").body).expect("json");
+        let peers = status["peers"].as_array().expect("peers");
+        assert!(
+            peers.iter().any(|p| p["id"] == "s" && p["down"] == true),
+            "{status}"
+        );
+        assert_eq!(status["peers_down"], 1, "{status}");
+        assert_eq!(status["marked_down"], 1, "{status}");
+    }
+    let timeouts = na.error_log().matches("timed out: marked down").count();
+    assert_eq!(timeouts, 1, "{}", na.error_log());
     let n = counts(&origin_log(&origin));
     assert!(
         slow.iter().all(|&i| n.get(&obj_path(i)) == Some(&1)),
