@@ -30,6 +30,9 @@ pub struct ClusterConf {
     pub me: Option<String>,
     /// (id, host:port), in configuration order.
     pub peers: Vec<(String, String)>,
+    /// id -> `upstream=` name: what `$rcdn_upstream` names for that peer
+    /// (an `upstream {}` block with keepalive) instead of its address.
+    pub upstreams: HashMap<String, String>,
     /// What `$rcdn_upstream` is when this node loads a key itself.
     pub origin: Option<String>,
     pub timeout_ms: Option<u64>,
@@ -159,7 +162,8 @@ fn check_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `rcdn_peer <id> <host:port>;` (repeated; the ring includes this node).
+/// `rcdn_peer <id> <host:port> [upstream=<name>];` (repeated; the ring
+/// includes this node).
 ///
 /// # Safety
 /// Called by nginx with valid pointers for this callback.
@@ -184,6 +188,21 @@ pub unsafe extern "C" fn set_peer(
         }
         if cc.peers.iter().any(|(_, a)| *a == addr) {
             return bad(cf, "rcdn_peer", &addr, "two peers have this address");
+        }
+        if let Some(extra) = a.get(2).map(lossy) {
+            match extra.strip_prefix("upstream=") {
+                Some(u) if !u.is_empty() && u.bytes().all(|c| c.is_ascii_graphic()) => {
+                    cc.upstreams.insert(id.clone(), u.to_string());
+                }
+                _ => {
+                    return bad(
+                        cf,
+                        "rcdn_peer",
+                        &extra,
+                        "expected upstream=<name of an upstream block>",
+                    )
+                }
+            }
         }
         cc.peers.push((id, addr));
         NGX_CONF_OK
@@ -287,6 +306,8 @@ pub unsafe extern "C" fn set_drain(
 pub struct Target {
     pub id: String,
     pub addr: String,
+    /// What `$rcdn_upstream` is: the `upstream=` name, else `addr`.
+    pub via: String,
 }
 
 /// What this node did with peers (all workers, since the zone was made).
@@ -302,7 +323,8 @@ pub struct PeerCounters {
 /// mirrors them and is the fallback without a zone.
 struct View {
     me: NodeId,
-    addrs: HashMap<NodeId, String>,
+    /// id -> (address, what `$rcdn_upstream` names).
+    addrs: HashMap<NodeId, (String, String)>,
     full: Ring,
     /// The ring without the peers in `down` (rebuilt when that set changes).
     live: Ring,
@@ -317,7 +339,14 @@ impl View {
         let full = Ring::new(cc.peers.iter().map(|(id, _)| id.clone()), VNODES).ok()?;
         Some(View {
             me,
-            addrs: cc.peers.iter().cloned().collect(),
+            addrs: cc
+                .peers
+                .iter()
+                .map(|(id, a)| {
+                    let via = cc.upstreams.get(id).unwrap_or(a).clone();
+                    (id.clone(), (a.clone(), via))
+                })
+                .collect(),
             live: full.clone(),
             full,
             down: HashMap::new(),
@@ -401,9 +430,13 @@ pub fn route(cc: &ClusterConf, key: &[u8], from_peer: bool) -> Option<Target> {
         if owner == v.me {
             return None;
         }
-        let addr = v.addrs.get(&owner)?.clone();
+        let (addr, via) = v.addrs.get(&owner)?.clone();
         v.count(peer_shm::PEER_FILLS);
-        Some(Target { id: owner, addr })
+        Some(Target {
+            id: owner,
+            addr,
+            via,
+        })
     })
     .flatten()
 }

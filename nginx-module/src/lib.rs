@@ -292,7 +292,7 @@ static mut COMMANDS: [ngx_command_t; 25] = [
     ),
     command(
         ngx_string!("rcdn_peer"),
-        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2,
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE23,
         cluster::set_peer,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,

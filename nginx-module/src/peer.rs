@@ -190,7 +190,7 @@ unsafe fn value_of(r: *mut ngx_http_request_t, which: usize) -> Option<ngx_str_t
             // SAFETY: subrequest slots hold a FillCtx or null.
             let fill = (main != r).then(|| unsafe { FillCtx::get(r) }).flatten();
             match fill.and_then(|f| f.peer.as_ref()) {
-                Some(t) => Some(borrowed(&t.addr)),
+                Some(t) => Some(borrowed(&t.via)),
                 None => cc.origin.as_deref().map(borrowed),
             }
         }

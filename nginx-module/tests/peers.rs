@@ -73,12 +73,20 @@ fn spec(id: &str) -> Spec {
     }
 }
 
-fn peer_lines(peers: &[(&str, u16)]) -> String {
+/// `rcdn_peer` lines. With `pools`, each peer also gets an `upstream`
+/// block with keepalive, named by `upstream=`.
+fn peer_lines(peers: &[(&str, u16)], pools: bool) -> String {
     peers
         .iter()
-        .map(|(id, p)| format!("rcdn_peer {id} 127.0.0.1:{p};"))
+        .map(|(id, p)| match pools {
+            true => format!(
+                "rcdn_peer {id} 127.0.0.1:{p} upstream=peer_{id}; \
+                 upstream peer_{id} {{ server 127.0.0.1:{p}; keepalive 8; }}"
+            ),
+            false => format!("rcdn_peer {id} 127.0.0.1:{p};"),
+        })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join("\n  ")
 }
 
 fn node_conf(s: &Spec, peers: &[(&str, u16)], origin_port: u16, http_extra: &str) -> String {
@@ -128,7 +136,7 @@ http {{
         so = module_so().display(),
         id = s.id,
         port = s.port,
-        peers = peer_lines(peers),
+        peers = peer_lines(peers, http_extra.contains("# pools")),
     )
 }
 
@@ -275,9 +283,11 @@ fn three_nodes_fill_once_survive_a_killed_node_and_get_keys_back() {
     let origin = origin(OBJECTS);
     let (a, b, c) = (spec("a"), spec("b"), spec("c"));
     let peers = [("a", a.port), ("b", b.port), ("c", c.port)];
-    let na = start_node(&a, &peers, origin.port, "");
-    let nb = start_node(&b, &peers, origin.port, "");
-    let mut nc = start_node(&c, &peers, origin.port, "");
+    // Peers through upstream blocks with keepalive (`upstream=`).
+    let pools = "# pools\n";
+    let na = start_node(&a, &peers, origin.port, pools);
+    let nb = start_node(&b, &peers, origin.port, pools);
+    let mut nc = start_node(&c, &peers, origin.port, pools);
     let ports = [a.port, b.port, c.port];
     let r3 = ring(&["a", "b", "c"]);
 
@@ -337,7 +347,7 @@ fn three_nodes_fill_once_survive_a_killed_node_and_get_keys_back() {
     assert!(extra <= fresh.len() + 10, "origin load bounded: {extra}");
 
     // c comes back on its store: after the down time, its keys go to it.
-    let nc = start_node(&c, &peers, origin.port, "");
+    let nc = start_node(&c, &peers, origin.port, pools);
     std::thread::sleep(Duration::from_millis(2500));
     let back: Vec<usize> = (1300..1450).collect();
     let got = fetch_all(back.iter().map(|&i| (i, a.port)).collect(), 2);
@@ -349,7 +359,16 @@ fn three_nodes_fill_once_survive_a_killed_node_and_get_keys_back() {
             .filter(|(u, _)| *u == obj_path(i))
             .map(|(_, v)| v)
             .collect();
-        assert_eq!(vias, vec![owner], "object {i} filled by its owner once");
+        assert_eq!(
+            vias,
+            vec![owner],
+            "object {i} filled by its owner once: {}",
+            na.error_log()
+                .lines()
+                .filter(|l| !l.contains("[notice]") && !l.contains("[info]"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     assert!(got
         .iter()
@@ -681,7 +700,7 @@ fn conf_with(http: &str) -> String {
 
 #[test]
 fn bad_cluster_config_fails_nginx_t_naming_directive_and_value() {
-    let good = "rcdn_node a; rcdn_peer a 127.0.0.1:9001; rcdn_peer b 127.0.0.1:9002; rcdn_origin origin; rcdn_peer_timeout 2s; rcdn_peer_down 10s; rcdn_drain off; upstream origin { server 127.0.0.1:9003; }";
+    let good = "rcdn_node a; rcdn_peer a 127.0.0.1:9001; rcdn_peer b 127.0.0.1:9002 upstream=pb; upstream pb { server 127.0.0.1:9002; keepalive 4; } rcdn_origin origin; rcdn_peer_timeout 2s; rcdn_peer_down 10s; rcdn_drain off; upstream origin { server 127.0.0.1:9003; }";
     let (ok, err) = config_test(&conf_with(good));
     assert!(ok, "{err}");
     let cases: &[(&str, &[&str])] = &[
@@ -714,6 +733,10 @@ fn bad_cluster_config_fails_nginx_t_naming_directive_and_value() {
             &["rcdn_origin", "http://x"],
         ),
         ("rcdn_peer_timeout soon;", &["rcdn_peer_timeout", "soon"]),
+        (
+            "rcdn_node a; rcdn_peer a 127.0.0.1:9001 pool=x; rcdn_origin o;",
+            &["rcdn_peer", "pool=x", "upstream="],
+        ),
         ("rcdn_drain maybe;", &["rcdn_drain", "maybe"]),
     ];
     for (http, want) in cases {
