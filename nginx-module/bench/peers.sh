@@ -8,7 +8,8 @@
 #    owner has it: one hop, stored on A) vs local hits on A.
 # Same vendored nginx binary, worker_processes 2 everywhere, 4 KiB objects.
 # Env: N (objects for part 1, default 2000), M (objects for part 2, default
-# 20000), DURATION (s, default 3), CONNS (default 32).
+# 20000), DURATION (s, default 3), CONNS (default 32), PEER_POOLS (default 1:
+# keepalive upstream blocks for the peers; 0: plain addresses).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-2000}
@@ -64,7 +65,15 @@ done
 
 # Three rcdn nodes.
 RA=$(free_port); RB=$(free_port); RC=$(free_port)
-PEERS="rcdn_peer a 127.0.0.1:$RA; rcdn_peer b 127.0.0.1:$RB; rcdn_peer c 127.0.0.1:$RC;"
+# Peers through upstream blocks with keepalive (upstream=); PEER_POOLS=0
+# gives plain addresses (a new connection per peer fill).
+if [ "${PEER_POOLS:-1}" = 1 ]; then
+  PEERS="rcdn_peer a 127.0.0.1:$RA upstream=pa; rcdn_peer b 127.0.0.1:$RB upstream=pb; rcdn_peer c 127.0.0.1:$RC upstream=pc;
+    upstream pa { server 127.0.0.1:$RA; keepalive 32; } upstream pb { server 127.0.0.1:$RB; keepalive 32; }
+    upstream pc { server 127.0.0.1:$RC; keepalive 32; }"
+else
+  PEERS="rcdn_peer a 127.0.0.1:$RA; rcdn_peer b 127.0.0.1:$RB; rcdn_peer c 127.0.0.1:$RC;"
+fi
 for n in "a $RA" "b $RB" "c $RC"; do
   set -- $n
   start "rcdn_$1" "load_module $SO; $COMMON http { sendfile on;
