@@ -8,13 +8,13 @@
 #    owner has it: one hop, stored on A) vs local hits on A.
 # Same vendored nginx binary, worker_processes 2 everywhere, 4 KiB objects.
 # Env: N (objects for part 1, default 2000), M (objects for part 2, default
-# 20000), DURATION (s, default 3), CONNS (default 32), PEER_POOLS (default 1:
+# 50000: more than the peer-fill run can use up), DURATION (s, default 2), CONNS (default 32), PEER_POOLS (default 1:
 # keepalive upstream blocks for the peers; 0: plain addresses).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-2000}
-M=${M:-20000}
-DURATION=${DURATION:-3}  # the peer-fill run stops earlier, when its keys are used up
+M=${M:-50000}
+DURATION=${DURATION:-2}
 CONNS=${CONNS:-32}
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench: python3 is missing" >&2; exit 1; }
@@ -38,7 +38,7 @@ echo "generating $N + $M objects..." >&2
 python3 - "$DIR/www" "$N" "$M" <<'PY'
 import os, sys
 root, n, m = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for name, count in (("a", n), ("b", m)):
+for name, count in (("a", n), ("b", m), ("c", m)):
     os.makedirs(f"{root}/{name}")
     for i in range(count):
         with open(f"{root}/{name}/{i}", "wb") as f:
@@ -86,6 +86,14 @@ for n in "a $RA" "b $RB" "c $RC"; do
       proxy_set_header Host \$host; } } }"
 done
 
+# A lone rcdn node (no cluster): its misses go to the origin, for scale.
+SOLO=$(free_port)
+start rcdn_solo "load_module $SO; $COMMON http { sendfile on; access_log off;
+  rcdn_store mem=256m max_object=2m default_ttl=1h tier=$DIR/rcdn_solo/store,size=1g,region=32m;
+  upstream origin { server 127.0.0.1:$ORP; keepalive 32; }
+  server { listen 127.0.0.1:$SOLO reuseport; location / { rcdn_cache on;
+    proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } } }"
+
 # Three independent proxy_cache nodes.
 PA=$(free_port); PB=$(free_port); PC=$(free_port)
 for n in "a $PA" "b $PB" "c $PC"; do
@@ -96,7 +104,7 @@ for n in "a $PA" "b $PB" "c $PC"; do
     server { listen 127.0.0.1:$2 reuseport; location / { proxy_cache z; proxy_cache_valid 200 1h;
       proxy_cache_lock on; proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } } }"
 done
-for p in $ORP $OPP $RA $RB $RC $PA $PB $PC; do wait_port "$p"; done
+for p in $ORP $OPP $RA $RB $RC $PA $PB $PC $SOLO; do wait_port "$p"; done
 
 # fetch.py <prefix> <from> <to> <port>...: GET prefix+i for every i on every
 # port (request k goes to port (i + pass) mod ports), 8 client threads;
@@ -153,8 +161,8 @@ request = function()
   i = i + 1
   return wrk.format("GET", p, { Host = "bench" })
 end
--- ONCE=1: a thread stops once its share is walked (every request a first
--- request for its key); wrk's req/s is then over the time actually taken.
+-- ONCE=1: a thread stops once its share is walked, so no key is asked
+-- twice (every request is the first for its key).
 local done = 0
 response = function()
   done = done + 1
@@ -163,16 +171,21 @@ end
 LUA
 seq 0 $((N - 1)) | sed 's|^|/a/|' > "$DIR/local_paths"
 
-wrk_rps() { # paths-file once -> "rps requests"
-  local out; out=$(PATHS=$1 ONCE=$2 wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$DIR/paths.lua" "http://127.0.0.1:$RA")
+wrk_rps() { # paths-file once [port] -> "rps requests"
+  local out; out=$(PATHS=$1 ONCE=$2 wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$DIR/paths.lua" "http://127.0.0.1:${3:-$RA}")
   echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: |" >&2 || true
   echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '/requests in/ {print $1}')"
 }
 echo "part 2: wrk on node a..." >&2
 read -r LOCAL_RPS _ <<< "$(wrk_rps "$DIR/local_paths" 0)"
 read -r PEER_RPS PEER_REQS <<< "$(wrk_rps "$DIR/peer_paths" 1)"
+seq 0 $((M - 1)) | sed 's|^|/c/|' | shuf > "$DIR/solo_paths"
+read -r SOLO_RPS SOLO_REQS <<< "$(wrk_rps "$DIR/solo_paths" 1 "$SOLO")"
 PEER_KEYS=$(wc -l < "$DIR/peer_paths")
-[ "$PEER_REQS" -le $((PEER_KEYS + 2 * CONNS)) ] || echo "bench: warning: $PEER_REQS requests > $PEER_KEYS peer keys (some were local hits); raise M" >&2
+# wrk measures over the whole duration: a run that used up its keys early
+# would understate the rate.
+[ "$PEER_REQS" -lt "$PEER_KEYS" ] || echo "bench: warning: the peer run used up its $PEER_KEYS keys; raise M" >&2
+[ "$SOLO_REQS" -lt "$M" ] || echo "bench: warning: the lone-node run used up its $M keys; raise M" >&2
 
 echo
 printf "%-44s %10s %10s\n" "origin requests per unique object ($N objects)" rcdn proxy_cache
@@ -184,3 +197,5 @@ printf "%-44s %10s %10s\n" "node a, 4 KiB, wrk -c$CONNS ${DURATION}s" req/s rati
 printf "%-44s %10s %10s\n" "local hits" "$LOCAL_RPS" 1.00
 printf "%-44s %10s %10s\n" "hits filled from a peer ($PEER_REQS keys)" "$PEER_RPS" \
   "$(awk -v a="$PEER_RPS" -v b="$LOCAL_RPS" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+printf "%-44s %10s %10s\n" "lone node: misses filled from the origin" "$SOLO_RPS" \
+  "$(awk -v a="$SOLO_RPS" -v b="$LOCAL_RPS" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
