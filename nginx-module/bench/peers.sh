@@ -195,7 +195,7 @@ printf "%-44s %10s %10s\n" "" \
 echo
 printf "%-44s %10s %10s\n" "node a, 4 KiB, wrk -c$CONNS ${DURATION}s" req/s ratio
 printf "%-44s %10s %10s\n" "local hits" "$LOCAL_RPS" 1.00
-printf "%-44s %10s %10s\n" "hits filled from a peer ($PEER_REQS keys)" "$PEER_RPS" \
+printf "%-44s %10s %10s\n" "hits filled from a peer ($PEER_REQS new keys)" "$PEER_RPS" \
   "$(awk -v a="$PEER_RPS" -v b="$LOCAL_RPS" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
 printf "%-44s %10s %10s\n" "lone node: misses filled from the origin" "$SOLO_RPS" \
   "$(awk -v a="$SOLO_RPS" -v b="$LOCAL_RPS" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
