@@ -38,6 +38,10 @@ fn origin(n: usize) -> Nginx {
         std::fs::write(www.join(format!("tagged/{i}.txt")), format!("tagged {i}")).expect("t");
     }
     std::fs::write(www.join("slow/big.bin"), pattern(400_000, 9)).expect("slow");
+    std::fs::create_dir_all(www.join("big")).expect("big");
+    for i in 0..6 {
+        std::fs::write(www.join(format!("big/{i}.bin")), pattern(3 << 20, 100 + i)).expect("big");
+    }
     let conf = format!(
         r#"daemon off; master_process on; worker_processes 1;
 error_log logs/error.log info; pid logs/nginx.pid;
@@ -583,6 +587,26 @@ fn peer_filled_objects_keep_ttl_and_tags_and_purges_fan_out() {
             r.headers
         );
     }
+    // Multi-MiB objects through a peer: a Range request on a node that
+    // does not own it (206, right bytes), then the whole object elsewhere.
+    let big = (0..6)
+        .map(|i| format!("/big/{i}.bin"))
+        .find(|p| {
+            r3.owner_of(format!("localhost{p}").as_bytes())
+                .map(String::as_str)
+                == Some("b")
+        })
+        .expect("a big object owned by b");
+    let want = pattern(3 << 20, 100 + big[5..6].parse::<u64>().expect("n"));
+    let r = request(a.port, "GET", &big, &[("Range", "bytes=1000000-1999999")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == want[1_000_000..2_000_000], "range through a peer");
+    assert_eq!(get(a.port, &big).header("x-cache"), Some("HIT"));
+    let r = get(c.port, &big);
+    assert_eq!(r.header("x-source"), Some("peer"));
+    assert!(r.body == want, "3 MiB through a peer");
+    let n = counts(&origin_log(&origin));
+    assert_eq!(n.get(&big), Some(&1), "{n:?}");
     // A peer that is down is reported, not waited for forever.
     drop(nc);
     let r = get(a.port, "/purge?all=1&peers=1");
