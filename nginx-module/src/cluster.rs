@@ -40,6 +40,8 @@ pub struct ClusterConf {
     pub drain: Option<bool>,
     /// Address of the `rcdn_peers` shared zone (`peer_shm`), 0 if none.
     pub zone: usize,
+    /// `rcdn_peer_secret`: peer requests must carry it.
+    pub secret: Option<String>,
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -273,6 +275,36 @@ pub unsafe extern "C" fn set_time(
                 "expected a time from 1ms to 1d, such as 2s or 500ms",
             ),
         }
+    })
+}
+
+/// `rcdn_peer_secret <secret>;`: only requests carrying it in
+/// `X-Rcdn-Peer-Secret` are peer requests.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn set_secret(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard::conf(cf, "rcdn_peer_secret", || {
+        let cc = main_conf(conf);
+        if cc.secret.is_some() {
+            return c"is duplicate".as_ptr().cast_mut();
+        }
+        // SAFETY: called by nginx while parsing this directive.
+        let v = lossy(&unsafe { args(cf) }[0]);
+        if v.is_empty() || !v.bytes().all(|c| c.is_ascii_graphic()) {
+            return bad(
+                cf,
+                "rcdn_peer_secret",
+                &v,
+                "the secret is printable characters without spaces",
+            );
+        }
+        cc.secret = Some(v);
+        NGX_CONF_OK
     })
 }
 

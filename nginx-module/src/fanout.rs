@@ -54,6 +54,8 @@ pub struct Fanout {
     pub target: String,
     pub host: Vec<u8>,
     pub secret: Option<Vec<u8>>,
+    /// `rcdn_peer_secret`.
+    pub peer_secret: Option<String>,
 }
 
 /// Starts the fan-out; the request is answered later (`NGX_DONE`).
@@ -122,6 +124,9 @@ fn request_bytes(f: &Fanout, me: &str) -> Vec<u8> {
         req.extend_from_slice(b"X-Rcdn-Purge-Secret: ");
         req.extend_from_slice(s);
         req.extend_from_slice(b"\r\n");
+    }
+    if let Some(s) = &f.peer_secret {
+        req.extend_from_slice(format!("X-Rcdn-Peer-Secret: {s}\r\n").as_bytes());
     }
     req.extend_from_slice(b"\r\n");
     req

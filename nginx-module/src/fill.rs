@@ -29,6 +29,7 @@ const DROP: &[&[u8]] = &[
     // Peer protocol headers: a fill sets its own (or none, to the origin).
     b"x-rcdn-hop",
     b"x-rcdn-key",
+    b"x-rcdn-peer-secret",
 ];
 
 /// Starts the fill of `base`: from the key's owner peer when another live

@@ -163,7 +163,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 25] = [
+static mut COMMANDS: [ngx_command_t; 26] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -315,6 +315,13 @@ static mut COMMANDS: [ngx_command_t; 25] = [
         ngx_string!("rcdn_peer_down"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
         cluster::set_time,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_secret"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_secret,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),

@@ -29,6 +29,8 @@ use serde_json::json;
 pub const HOP: &[u8] = b"x-rcdn-hop";
 /// Request header with the asking node's key, base64url.
 pub const KEY: &[u8] = b"x-rcdn-key";
+/// Request header with `rcdn_peer_secret`.
+pub const SECRET: &[u8] = b"x-rcdn-peer-secret";
 /// Response header with the owner's metadata.
 pub const META: &str = cdncore::fill::wire::META_HEADER;
 /// Response header of a draining node's 503.
@@ -45,13 +47,25 @@ pub unsafe fn conf<'a>(r: *mut ngx_http_request_t) -> Option<&'a ClusterConf> {
     Module::main_conf(unsafe { &*r }).map(|m: &MainConf| &m.cluster)
 }
 
-/// Whether the (main) request came from a peer.
+/// Whether the (main) request came from a peer: it carries the hop header
+/// (and, with `rcdn_peer_secret`, the secret).
 ///
 /// # Safety
 /// `r` must be live.
 pub unsafe fn from_peer(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: r is live; the hop header is on the main request.
-    unsafe { header_in((*r).main, HOP) }.is_some()
+    // SAFETY: r is live; the peer headers are on the main request.
+    let main = unsafe { (*r).main };
+    // SAFETY: as above.
+    if unsafe { header_in(main, HOP) }.is_none() {
+        return false;
+    }
+    // SAFETY: r is live.
+    match unsafe { conf(r) }.and_then(|c| c.secret.as_deref()) {
+        None => true,
+        // SAFETY: as above.
+        Some(s) => unsafe { header_in(main, SECRET) }
+            .is_some_and(|given| crate::purge::same(given, s.as_bytes())),
+    }
 }
 
 /// Owner-side checks of a main request, once its key is known: `Some(rc)`
@@ -95,7 +109,7 @@ pub unsafe fn owner_checks(r: *mut ngx_http_request_t, key: &[u8]) -> Option<ngx
 
 /// The headers a fill sent to `target` carries.
 pub fn fill_headers(cc: &ClusterConf, key: &[u8]) -> Vec<(&'static [u8], Vec<u8>)> {
-    vec![
+    let mut h = vec![
         (
             &b"X-Rcdn-Hop"[..],
             cc.me.clone().unwrap_or_default().into_bytes(),
@@ -104,7 +118,11 @@ pub fn fill_headers(cc: &ClusterConf, key: &[u8]) -> Vec<(&'static [u8], Vec<u8>
             &b"X-Rcdn-Key"[..],
             cdncore::fill::peer::encode_key(key).into_bytes(),
         ),
-    ]
+    ];
+    if let Some(s) = &cc.secret {
+        h.push((&b"X-Rcdn-Peer-Secret"[..], s.clone().into_bytes()));
+    }
+    h
 }
 
 const UPSTREAM: usize = 0;

@@ -175,7 +175,7 @@ fn url_plan(kind: &str, base: Vec<u8>) -> (Vec<Purge>, Value) {
 }
 
 /// Constant-time comparison, so the secret cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -250,6 +250,7 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
                 host: server.to_vec(),
                 // SAFETY: r is live.
                 secret: unsafe { header_in(r, SECRET_HEADER) }.map(<[u8]>::to_vec),
+                peer_secret: cc.secret.clone(),
             };
             // SAFETY: r is a live main request in its content handler.
             return unsafe { crate::fanout::start(r, cc, f, status, body) };
