@@ -214,20 +214,35 @@ fn fetch_all(jobs: Vec<(usize, u16)>, threads: usize) -> Vec<(usize, String)> {
         .collect()
 }
 
-/// SIGKILLs a node: its master and every worker (by PID, from /proc).
+/// SIGKILLs a node: its master first (a master that outlives its workers
+/// would fork new ones), then every worker it had (by PID, from /proc).
 fn hard_kill(n: &mut Nginx) {
     let master = n.pid().expect("master pid");
-    for w in children_of(master) {
-        // SAFETY: kill(2) on a worker of the nginx this test started.
-        unsafe { libc::kill(w as i32, libc::SIGKILL) };
-    }
+    let workers = children_of(master);
+    assert!(!workers.is_empty(), "the node has workers");
     n.signal(libc::SIGKILL);
     assert!(n.wait_exit(Duration::from_secs(10)), "killed master exits");
+    for &w in &workers {
+        // SAFETY: kill(2) on a worker of the nginx this test started (its
+        // master is dead, so the pid was not reused by a respawn of ours).
+        unsafe { libc::kill(w as i32, libc::SIGKILL) };
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !children_of(master).is_empty() {
+    while workers.iter().any(|w| alive(*w)) {
         assert!(Instant::now() < deadline, "workers of a killed node linger");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
 }
 
 /// Live child processes of `master` (from /proc).
@@ -351,7 +366,26 @@ fn three_nodes_fill_once_survive_a_killed_node_and_get_keys_back() {
         "with c down: {extra} origin requests for {} new objects",
         fresh.len()
     );
-    assert!(extra <= fresh.len() + 10, "origin load bounded: {extra}");
+    let log = origin_log(&origin);
+    let twice: Vec<(&String, &String)> = log
+        .iter()
+        .filter(|(u, _)| n.get(u) == Some(&2))
+        .map(|(u, v)| (u, v))
+        .collect();
+    let warn = |x: &Nginx| {
+        x.error_log()
+            .lines()
+            .filter(|l| l.contains("[warn]") || l.contains("[error]"))
+            .map(|l| l.chars().take(300).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        extra <= fresh.len() + 10,
+        "origin load bounded: {extra}: {twice:?}\nA:\n{}\nB:\n{}",
+        warn(&na),
+        warn(&nb)
+    );
 
     // c comes back on its store: after the down time, its keys go to it.
     let nc = start_node(&c, &peers, origin.port, pools);
@@ -703,13 +737,27 @@ fn a_draining_node_sends_peers_away_and_finishes_its_transfers() {
     let mut nb = start_node(&b, &peers, origin.port, "");
     let big = pattern(400_000, 9);
     reload(&nb, &node_conf(&b, &peers, origin.port, "rcdn_drain on;"));
+    // The reload is asynchronous: wait (bounded) until b's workers drain.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut in_a_row = 0;
+    while in_a_row < 8 {
+        let hop = request(b.port, "GET", "/obj/199.bin", &[("X-Rcdn-Hop", "a")]);
+        in_a_row = if hop.status == 503 { in_a_row + 1 } else { 0 };
+        assert!(Instant::now() < deadline, "b never drained");
+    }
     let r2 = ring(&["a", "b"]);
     let b_keys: Vec<usize> = (0..200)
         .filter(|&i| r2.owner_of(key(i).as_bytes()).map(String::as_str) == Some("b"))
         .take(20)
         .collect();
     let got = fetch_all(b_keys.iter().map(|&i| (i, a.port)).collect(), 2);
-    assert!(got.iter().all(|(_, s)| s == "origin"), "{got:?}");
+    assert!(
+        got.iter().all(|(_, s)| s == "origin"),
+        "{got:?}\n{}\n{}\n{}",
+        na.error_log(),
+        na.log("logs/access.log"),
+        nb.log("logs/access.log")
+    );
     let hop = request(b.port, "GET", "/obj/1.bin", &[("X-Rcdn-Hop", "a")]);
     assert_eq!(hop.status, 503);
     assert_eq!(hop.header("x-rcdn-draining"), Some("1"));
