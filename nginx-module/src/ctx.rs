@@ -67,6 +67,9 @@ pub struct ReqCtx {
     pub body: &'static str,
     /// Registered as a waiter on a fill of `key`.
     wait: Option<Box<ngx_event_t>>,
+    /// The manifest of a sliced hit, and the run that sends its slices.
+    pub manifest: Option<crate::slice::Manifest>,
+    pub slices: Option<Box<crate::sliceserve::Run>>,
     /// Set by the wake-up: the fill ended (or the wait timed out).
     pub woken: bool,
     pub timed_out: bool,
@@ -238,6 +241,11 @@ pub struct FillCtx {
     pub log: *mut ngx_log_t,
     /// Token of the shared "fill in progress" marker, if this fill holds it.
     pub shared: Option<u64>,
+    /// The slice this fill fetches (`rcdn_slice`); `base` is then the
+    /// slice's key, or the URL's base key for the first slice fetched.
+    pub slice: Option<crate::slicefill::SliceJob>,
+    /// A manifest to store at `(key, meta)` once the slice commits.
+    pub manifest: Option<(Vec<u8>, cdncore::Meta)>,
 }
 
 impl FillCtx {

@@ -116,11 +116,11 @@ unsafe fn response_headers(r: *mut ngx_http_request_t) -> Vec<(String, Vec<u8>)>
     out
 }
 
-fn pairs(h: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+pub(crate) fn pairs(h: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
     h.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect()
 }
 
-fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+pub(crate) fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     h.iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_slice())
@@ -128,7 +128,7 @@ fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
 
 /// Integer tags, mask and group the origin can set (`X-Rcdn-Tags: 1,2`,
 /// `X-Rcdn-Mask: 0x10`, `X-Rcdn-Group: name`); malformed values are ignored.
-fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
+pub(crate) fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
     if let Some(v) = header(h, "x-rcdn-tags") {
         let s = String::from_utf8_lossy(v);
         meta.tags = s
@@ -178,6 +178,11 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     };
     // SAFETY: r is live.
     let h = unsafe { response_headers(r) };
+    if let Some(job) = f.slice.clone() {
+        if crate::slicefill::judge(f, &job, status, &h, &cache, lc) {
+            return;
+        }
+    }
     if status == 304 && f.stale.is_some() {
         refresh(&cache, lc, f, &h);
         return;
@@ -336,6 +341,11 @@ fn commit(f: &mut FillCtx) {
             f.outcome = Some(Outcome::Stored);
             if let (Some(m), Some(cache)) = (f.marker.take(), store::get()) {
                 let _ = cache.insert(&f.base, m, Bytes::new());
+            }
+            if let (Some((key, m)), Some(cache)) = (f.manifest.take(), store::get()) {
+                if cache.insert(&key, m, Bytes::new()).is_err() {
+                    f.outcome = Some(Outcome::Error);
+                }
             }
         }
         Err(e) => {
