@@ -181,3 +181,21 @@ pub fn first_slice(range: Option<&[u8]>, size: u64) -> u64 {
         .and_then(|(a, _)| a.trim().parse::<u64>().ok())
         .map_or(0, |a| a / size)
 }
+
+/// Every slice key of the sliced object at `base` in this store (none if
+/// `base` holds no manifest): a URL purge names them all.
+pub fn stored_keys(cache: &cdncore::Cache, base: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(found) = cache.get(base) else {
+        return Vec::new();
+    };
+    let Some(m) = found
+        .object()
+        .and_then(|o| o.meta().header(MARKER))
+        .and_then(|v| Manifest::decode(v))
+    else {
+        return Vec::new();
+    };
+    (0..m.count())
+        .map(|i| key(base, m.size, m.ident, i))
+        .collect()
+}

@@ -217,11 +217,15 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
     Status::NGX_DONE.into()
 }
 
+/// Output the socket did not take yet. (`r->out` alone may hold the
+/// header, held back by `postpone_output`; slice bufs carry `flush`, so
+/// they are written at once or leave the connection `buffered`.)
+///
 /// # Safety
 /// `r` must be live.
 unsafe fn pending(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r and its connection are live.
-    unsafe { !(*r).out.is_null() || (*r).buffered() != 0 || (*(*r).connection).buffered() != 0 }
+    unsafe { (*r).buffered() != 0 || (*(*r).connection).buffered() != 0 }
 }
 
 /// Waits for the client socket to take more (as `ngx_http_writer`).
