@@ -65,7 +65,10 @@ pub fn judge(
             job.index
         );
         f.outcome = Some(Outcome::Error);
-        let _ = cache.remove(&job.base);
+        if (200..300).contains(&status) {
+            // The origin now answers otherwise: fetch the object anew.
+            let _ = cache.remove(&job.base);
+        }
         return true;
     }
     f.outcome = Some(Outcome::Error);
