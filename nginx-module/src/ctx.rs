@@ -70,6 +70,8 @@ pub struct ReqCtx {
     /// The manifest of a sliced hit, and the run that sends its slices.
     pub manifest: Option<crate::slice::Manifest>,
     pub slices: Option<Box<crate::sliceserve::Run>>,
+    /// Reading a fill's body as it arrives (read-while-writer).
+    pub stream: Option<Box<crate::stream::Reader>>,
     /// Set by the wake-up: the fill ended (or the wait timed out).
     pub woken: bool,
     pub timed_out: bool,
@@ -210,7 +212,7 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
             }
             ctx.woken = true;
             ctx.timed_out = timed_out;
-            ctx.outcome = if timed_out {
+            ctx.outcome = if timed_out || crate::stream::exists(&ctx.key) {
                 None
             } else {
                 collapse::recent(&ctx.key, collapse::PASS_MS)
@@ -274,6 +276,7 @@ impl FillCtx {
             w.abort();
         }
         let outcome = self.outcome.unwrap_or(Outcome::Error);
+        crate::stream::end(&self.base, false);
         collapse::release_shared(&self.base, self.shared.take());
         collapse::finish(&self.base, outcome);
     }

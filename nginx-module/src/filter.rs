@@ -59,6 +59,8 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             // SAFETY: r is live.
             unsafe { on_header(r, f) }
         });
+        // SAFETY: r is live; the upstream (if any) is its proxy_pass.
+        unsafe { unbuffer(r) };
     }
     // SAFETY: NEXT_HEADER was set by install() before any request.
     match unsafe { NEXT_HEADER } {
@@ -84,6 +86,26 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, inp: *mut ngx_chain
         // SAFETY: calling the next filter with the same arguments.
         Some(next) => unsafe { next(r, inp) },
         None => Status::NGX_ERROR.into(),
+    }
+}
+
+/// Makes a fill read its upstream unbuffered: the response goes on right
+/// after this header filter, and a buffered one would reach our body
+/// filter only at the end (the pipe writes only to the connection's
+/// active request, never to a background subrequest) and spill to temp
+/// files meanwhile. Unbuffered, each read is captured (and streamed) at
+/// once. This is what `X-Accel-Buffering: no` does, decided at the same
+/// point.
+///
+/// # Safety
+/// `r` must be a live fill subrequest.
+unsafe fn unbuffer(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live; its upstream is null or live.
+    unsafe {
+        let u = (*r).upstream;
+        if !u.is_null() && (*u).header_sent() == 0 {
+            (*u).set_buffering(0);
+        }
     }
 }
 
@@ -224,8 +246,17 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
         f.base.clone()
     };
     let size = (length >= 0).then_some(length as u64);
+    let shared = meta.clone();
     match cache.writer_sized(&key, meta, size) {
-        Ok(w) => f.writer = Some(w),
+        Ok(w) => {
+            f.writer = Some(w);
+            // Known length within the store's limit: readers in this worker
+            // can take the body as it arrives.
+            if let Some(len) = size {
+                crate::stream::open(&f.base, shared, len, f.coding, f.marker.is_some());
+                crate::collapse::notify(&f.base);
+            }
+        }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
         }
@@ -302,6 +333,9 @@ fn write(f: &mut FillCtx, data: &[u8]) {
         if let Err(e) = w.write(data) {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
             f.writer = None;
+            crate::stream::end(&f.base, false);
+        } else {
+            crate::stream::push(&f.base, data);
         }
     }
 }
@@ -339,6 +373,7 @@ fn commit(f: &mut FillCtx) {
     match w.commit() {
         Ok(_) => {
             f.outcome = Some(Outcome::Stored);
+            crate::stream::end(&f.base, true);
             if let (Some(m), Some(cache)) = (f.marker.take(), store::get()) {
                 let _ = cache.insert(&f.base, m, Bytes::new());
             }
@@ -350,6 +385,7 @@ fn commit(f: &mut FillCtx) {
         }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
+            crate::stream::end(&f.base, false);
         }
     }
 }

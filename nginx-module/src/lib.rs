@@ -34,6 +34,7 @@ pub mod stats;
 pub mod stats_push;
 pub mod status;
 pub mod store;
+pub mod stream;
 pub mod variant;
 
 use conf::{LocConf, MainConf};

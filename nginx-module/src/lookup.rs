@@ -6,7 +6,7 @@ use crate::conf::{LocConf, MainConf};
 use crate::ctx::ReqCtx;
 use crate::slicefill::SliceJob;
 use crate::status::CacheStatus;
-use crate::{fill, guard, serve, slice, sliceserve, store, variant, Module};
+use crate::{fill, guard, serve, slice, sliceserve, store, stream, variant, Module};
 use cdncore::{now_ms, Cache, Lookup, Object};
 use nginx_sys::*;
 use ngx::core::Status;
@@ -184,6 +184,19 @@ unsafe fn decide(
                 unsafe { miss(r, lc, ctx, coding, None) }
             }
         };
+    }
+    if !found.is_fresh() {
+        let key = ctx.key.clone();
+        // SAFETY: r is the live main request owning ctx.
+        if unsafe { stream::attach(r, ctx, &key, coding) } {
+            // A fill of this key is streaming in this worker: read it.
+            ctx.status = match (ctx.initiator, ctx.had_stale) {
+                (false, _) => CacheStatus::Hit,
+                (true, false) => CacheStatus::Miss,
+                (true, true) => CacheStatus::Expired,
+            };
+            return declined();
+        }
     }
     match found {
         Lookup::Fresh(o) => {

@@ -122,8 +122,17 @@ pub fn judge(
         slice::key(&job.base, job.size, ident, job.index)
     };
     meta.status = 200;
+    let whole = (key == f.base).then(|| meta.clone());
     match cache.writer_sized(&key, meta, Some(end - start)) {
-        Ok(w) => f.writer = Some(w),
+        Ok(w) => {
+            f.writer = Some(w);
+            if let Some(meta) = whole {
+                // The whole object in one slice: stream it to this worker's
+                // waiters as it arrives.
+                crate::stream::open(&f.base, meta, total, "identity", false);
+                crate::collapse::notify(&f.base);
+            }
+        }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching a slice: {e}");
         }

@@ -223,7 +223,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn pending(r: *mut ngx_http_request_t) -> bool {
+pub(crate) unsafe fn pending(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r and its connection are live.
     unsafe { (*r).buffered() != 0 || (*(*r).connection).buffered() != 0 }
 }
@@ -232,7 +232,7 @@ unsafe fn pending(r: *mut ngx_http_request_t) -> bool {
 ///
 /// # Safety
 /// `r` must be a live main request.
-unsafe fn arm_write(r: *mut ngx_http_request_t) -> bool {
+pub(crate) unsafe fn arm_write(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r, its connection and core loc conf are live.
     unsafe {
         let wev = (*(*r).connection).write;

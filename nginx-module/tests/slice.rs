@@ -75,16 +75,27 @@ fn big_object_miss_then_hit_ranges_head_304() {
         let cr = format!("bytes {from}-{}/{}", to - 1, want.len());
         assert_eq!(r.header("content-range"), Some(cr.as_str()), "{spec}");
     }
-    let r = request(cdn.port, "GET", "/big64.bin", &[("Range", "bytes=99999999-")]);
+    let r = request(
+        cdn.port,
+        "GET",
+        "/big64.bin",
+        &[("Range", "bytes=99999999-")],
+    );
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */67108864"));
     let h = request(cdn.port, "HEAD", "/big64.bin", &[]);
-    assert_eq!((h.status, h.header("content-length")), (200, Some("67108864")));
+    assert_eq!(
+        (h.status, h.header("content-length")),
+        (200, Some("67108864"))
+    );
     assert!(h.body.is_empty());
     let etag = a.header("etag").expect("etag").to_string();
     let c = request(cdn.port, "GET", "/big64.bin", &[("If-None-Match", &etag)]);
     assert_eq!((c.status, c.body.len()), (304, 0));
-    let lm = a.header("last-modified").expect("last-modified").to_string();
+    let lm = a
+        .header("last-modified")
+        .expect("last-modified")
+        .to_string();
     let d = request(cdn.port, "GET", "/big64.bin", &[("If-Modified-Since", &lm)]);
     assert_eq!(d.status, 304);
     // If-Range: a match keeps the range, a mismatch gives the whole object.
@@ -173,7 +184,10 @@ fn origin_that_ignores_range() {
     let small = pattern(5 * MIB, 14);
     let large = pattern(20 * MIB, 15);
     let origin = start_origin(
-        &[("norange/small.bin", small.clone()), ("norange/large.bin", large.clone())],
+        &[
+            ("norange/small.bin", small.clone()),
+            ("norange/large.bin", large.clone()),
+        ],
         "location /norange/ { max_ranges 0; }",
     );
     let store = store_dir();
@@ -185,7 +199,12 @@ fn origin_that_ignores_range() {
     let b = get(cdn.port, "/norange/small.bin");
     assert_eq!((b.status, b.cache()), (200, "HIT"));
     assert!(b.body == small);
-    let c = request(cdn.port, "GET", "/norange/small.bin", &[("Range", "bytes=3-9")]);
+    let c = request(
+        cdn.port,
+        "GET",
+        "/norange/small.bin",
+        &[("Range", "bytes=3-9")],
+    );
     assert_eq!((c.status, c.body.as_slice()), (206, &small[3..10]));
     // Larger: passed through, correct, not cached.
     for _ in 0..2 {
@@ -194,7 +213,12 @@ fn origin_that_ignores_range() {
         assert!(d.body == large, "pass-through body differs");
         assert_ne!(d.cache(), "HIT");
     }
-    let e = request(cdn.port, "GET", "/norange/large.bin", &[("Range", "bytes=7-8")]);
+    let e = request(
+        cdn.port,
+        "GET",
+        "/norange/large.bin",
+        &[("Range", "bytes=7-8")],
+    );
     assert!(e.status == 200 && e.body == large || e.status == 206 && e.body == large[7..9]);
     cdn.check_log();
 }
@@ -274,7 +298,10 @@ fn slice_larger_than_max_object_fails_config_test() {
     let bad = conf.replace("rcdn_slice 32m", "rcdn_slice lots");
     let (ok, err) = config_test(&bad);
     assert!(!ok);
-    assert!(err.contains("\"lots\"") && err.contains("rcdn_slice"), "{err}");
+    assert!(
+        err.contains("\"lots\"") && err.contains("rcdn_slice"),
+        "{err}"
+    );
     let fine = conf.replace("rcdn_slice 32m", "rcdn_slice 1m");
     let (ok, err) = config_test(&fine);
     assert!(ok, "{err}");

@@ -289,7 +289,13 @@ pub fn start_cdn_on(
     http_extra: &str,
     loc_extra: &str,
 ) -> Nginx {
-    start_cdn_tokens(&store_tokens(store), workers, origin_port, http_extra, loc_extra)
+    start_cdn_tokens(
+        &store_tokens(store),
+        workers,
+        origin_port,
+        http_extra,
+        loc_extra,
+    )
 }
 
 /// The CDN node on a store given by its `rcdn_store` tokens.
