@@ -31,7 +31,7 @@ const MAX_FILLS: u8 = 2;
 /// What keeps the bytes of the slice being sent alive.
 enum Pin {
     Obj(#[allow(dead_code)] Arc<Object>),
-    Ext(#[allow(dead_code)] Extent),
+    Ext(#[allow(dead_code)] Box<Extent>),
 }
 
 /// The state of one sliced response.
@@ -479,7 +479,7 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, o: Arc<Object>
             (*b).file_pos = (ext.offset + from) as off_t;
             (*b).file_last = (ext.offset + to) as off_t;
             (*b).set_in_file(1);
-            run.pin = Some(Pin::Ext(ext));
+            run.pin = Some(Pin::Ext(Box::new(ext)));
         } else {
             let start = o.body().as_ptr().add(from as usize);
             (*b).start = start.cast_mut();
