@@ -246,8 +246,11 @@ pub struct FillCtx {
     /// The slice this fill fetches (`rcdn_slice`); `base` is then the
     /// slice's key, or the URL's base key for the first slice fetched.
     pub slice: Option<crate::slicefill::SliceJob>,
-    /// A manifest to store at `(key, meta)` once the slice commits.
-    pub manifest: Option<(Vec<u8>, cdncore::Meta)>,
+    /// The key this fill's body streams under (`crate::stream`), if any.
+    pub stream_key: Option<Vec<u8>>,
+    /// A second key this fill claimed (a first slice's own key), with its
+    /// shared marker token: released and finished with the fill.
+    pub also: Option<(Vec<u8>, Option<u64>)>,
 }
 
 impl FillCtx {
@@ -276,7 +279,13 @@ impl FillCtx {
             w.abort();
         }
         let outcome = self.outcome.unwrap_or(Outcome::Error);
-        crate::stream::end(&self.base, false);
+        if let Some(k) = self.stream_key.take() {
+            crate::stream::end(&k, false);
+        }
+        if let Some((k, token)) = self.also.take() {
+            collapse::release_shared(&k, token);
+            collapse::finish(&k, outcome);
+        }
         collapse::release_shared(&self.base, self.shared.take());
         collapse::finish(&self.base, outcome);
     }

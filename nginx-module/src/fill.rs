@@ -86,7 +86,8 @@ pub unsafe fn start(
             log,
             shared,
             slice,
-            manifest: None,
+            stream_key: None,
+            also: None,
         };
         FillCtx::attach(sr, fill).is_some()
     }

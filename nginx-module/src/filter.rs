@@ -254,6 +254,7 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
             // can take the body as it arrives.
             if let Some(len) = size {
                 crate::stream::open(&f.base, shared, len, f.coding, f.marker.is_some());
+                f.stream_key = Some(f.base.clone());
                 crate::collapse::notify(&f.base);
             }
         }
@@ -333,9 +334,11 @@ fn write(f: &mut FillCtx, data: &[u8]) {
         if let Err(e) = w.write(data) {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
             f.writer = None;
-            crate::stream::end(&f.base, false);
-        } else {
-            crate::stream::push(&f.base, data);
+            if let Some(k) = f.stream_key.take() {
+                crate::stream::end(&k, false);
+            }
+        } else if let Some(k) = &f.stream_key {
+            crate::stream::push(k, data);
         }
     }
 }
@@ -373,19 +376,18 @@ fn commit(f: &mut FillCtx) {
     match w.commit() {
         Ok(_) => {
             f.outcome = Some(Outcome::Stored);
-            crate::stream::end(&f.base, true);
+            if let Some(k) = f.stream_key.take() {
+                crate::stream::end(&k, true);
+            }
             if let (Some(m), Some(cache)) = (f.marker.take(), store::get()) {
                 let _ = cache.insert(&f.base, m, Bytes::new());
-            }
-            if let (Some((key, m)), Some(cache)) = (f.manifest.take(), store::get()) {
-                if cache.insert(&key, m, Bytes::new()).is_err() {
-                    f.outcome = Some(Outcome::Error);
-                }
             }
         }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
-            crate::stream::end(&f.base, false);
+            if let Some(k) = f.stream_key.take() {
+                crate::stream::end(&k, false);
+            }
         }
     }
 }

@@ -1,18 +1,21 @@
 //! Judging the response to a slice fill (`Range: bytes=a-b` to the origin).
 //!
 //! A 206 whose `Content-Range` is the asked slice is stored under the slice
-//! key of its identity (validators and total length). The first slice a
-//! URL fetches (no manifest yet) also writes the manifest at the base key;
-//! if it covers the whole object, the object is stored whole instead. A
+//! key of its identity (validators and total length), and streams to this
+//! worker's readers as it arrives. The first slice a URL fetches (no
+//! manifest yet) also writes the manifest at the base key, at once, and
+//! claims the slice's own key; if it covers the whole object, the object
+//! is stored whole instead. A
 //! later slice whose identity differs from the manifest's means the object
 //! changed on the origin: nothing is stored, the manifest is dropped (the
 //! next request refetches) and the fill fails, so its reader aborts.
 
-use crate::collapse::Outcome;
+use crate::collapse::{self, Outcome};
 use crate::conf::LocConf;
 use crate::ctx::FillCtx;
 use crate::filter::{apply_extras, header, pairs};
 use crate::slice::{self, Manifest};
+use crate::stream;
 use bytes::Bytes;
 use cdncore::http::{verdict, HttpPolicy, Verdict};
 use cdncore::{now_ms, Cache};
@@ -110,27 +113,43 @@ pub fn judge(
     let Some(mut meta) = slice_meta(h, cache, lc) else {
         return true;
     };
-    let key = if job.expect.is_none() && start == 0 && end == total {
+    meta.status = 200;
+    let whole = job.expect.is_none() && start == 0 && end == total;
+    let key = if whole {
         f.base.clone() // one slice is the whole object: store it whole
     } else {
-        if job.expect.is_none() {
-            let mut mm = meta.clone();
-            mm.headers
-                .push((slice::MARKER.to_string(), Bytes::from(m.encode())));
-            f.manifest = Some((job.base.clone(), mm));
-        }
         slice::key(&job.base, job.size, ident, job.index)
     };
-    meta.status = 200;
-    let whole = (key == f.base).then(|| meta.clone());
+    if job.expect.is_none() && !whole {
+        // The manifest goes in now, so the waiters can start on the slices
+        // (this one streams to them as it arrives).
+        let mut mm = meta.clone();
+        mm.headers
+            .push((slice::MARKER.to_string(), Bytes::from(m.encode())));
+        if cache.insert(&job.base, mm, Bytes::new()).is_err() {
+            f.outcome = Some(Outcome::Error);
+            return true;
+        }
+        // This fill is the fill of the slice's own key too.
+        match collapse::claim(&key, lc.lock_timeout as u64) {
+            collapse::Start::Fill(token) => f.also = Some((key.clone(), token)),
+            _ => {
+                // Someone fills that slice already: let them; the manifest
+                // is what this fill stored.
+                f.outcome = Some(Outcome::Stored);
+                return true;
+            }
+        }
+    }
+    let shared = meta.clone();
     match cache.writer_sized(&key, meta, Some(end - start)) {
         Ok(w) => {
             f.writer = Some(w);
-            if let Some(meta) = whole {
-                // The whole object in one slice: stream it to this worker's
-                // waiters as it arrives.
-                crate::stream::open(&f.base, meta, total, "identity", false);
-                crate::collapse::notify(&f.base);
+            stream::open(&key, shared, end - start, "identity", false);
+            f.stream_key = Some(key.clone());
+            collapse::notify(&key);
+            if key != f.base {
+                collapse::notify(&f.base);
             }
         }
         Err(e) => {

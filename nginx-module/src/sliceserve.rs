@@ -14,7 +14,7 @@ use crate::ctx::{ReqCtx, POLL_MS};
 use crate::lookup::header_in;
 use crate::slice::{self, Manifest, Want};
 use crate::slicefill::SliceJob;
-use crate::{fill, guard, serve, store, Module};
+use crate::{fill, guard, serve, store, stream, Module};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Lookup, Object};
 use nginx_sys::*;
@@ -32,6 +32,7 @@ const MAX_FILLS: u8 = 2;
 enum Pin {
     Obj(#[allow(dead_code)] Arc<Object>),
     Ext(#[allow(dead_code)] Box<Extent>),
+    Stream(#[allow(dead_code)] stream::Shared),
 }
 
 /// The state of one sliced response.
@@ -47,6 +48,8 @@ pub struct Run {
     /// a poll of another worker's fill.
     waiting: bool,
     wait_key: Vec<u8>,
+    /// The slice stream `ev` is registered on (a slice being filled).
+    reading: Option<stream::Shared>,
     /// Fills of the current slice waited for; poll deadline of it.
     fills: u8,
     deadline: Option<u64>,
@@ -61,6 +64,11 @@ impl Run {
         if self.waiting {
             collapse::unwait(&self.wait_key, p);
             self.waiting = false;
+        }
+        if let Some(s) = self.reading.take() {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                s.readers.retain(|&e| e != p);
+            }
         }
         // SAFETY: p is our live event; these only unlink it.
         unsafe {
@@ -200,6 +208,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         ev,
         waiting: false,
         wait_key: Vec::new(),
+        reading: None,
         fills: 0,
         deadline: None,
         prefetched: 0,
@@ -257,7 +266,7 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
     let Some(run) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.slices.as_deref_mut()) else {
         return err;
     };
-    if run.waiting {
+    if run.waiting || run.reading.is_some() {
         return None; // a write event while we wait for a slice
     }
     for _ in 0..STEPS {
@@ -290,6 +299,14 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
                     return err;
                 }
             }
+            Fetch::Stream(s) => {
+                // SAFETY: r is live, its header sent.
+                match unsafe { send_stream(r, run, i, s) } {
+                    Some(rc) if rc == NGX_ERROR as ngx_int_t => return err,
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
             Fetch::Wait => return None,
             Fetch::Fail => {
                 // SAFETY: r is live.
@@ -316,6 +333,8 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
 
 enum Fetch {
     Ready(Arc<Object>),
+    /// The slice is being filled in this worker: read it as it arrives.
+    Stream(stream::Shared),
     Wait,
     Fail,
 }
@@ -398,6 +417,9 @@ unsafe fn fetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) -> Fetch {
         run.fills = 0;
         run.deadline = None;
         return Fetch::Ready(o);
+    }
+    if let Some(s) = stream::find(&key, "identity") {
+        return Fetch::Stream(s);
     }
     let now = now_ms();
     let deadline = *run.deadline.get_or_insert(now + run.lock_timeout);
@@ -497,6 +519,72 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, o: Arc<Object>
         };
         ngx_http_output_filter(r, &mut out)
     }
+}
+
+/// Sends what slice `i`'s stream has of the bytes this response needs
+/// next; `None`: nothing new yet, wait for the stream to change.
+///
+/// # Safety
+/// `r` must be a live main request whose header was sent.
+unsafe fn send_stream(
+    r: *mut ngx_http_request_t,
+    run: &mut Run,
+    i: u64,
+    s: stream::Shared,
+) -> Option<ngx_int_t> {
+    let (start, e) = run.m.bounds(i);
+    let (from, to) = (run.next - start, run.end.min(e) - start);
+    let st = s.borrow();
+    // SAFETY: r is live.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let mut head: *mut ngx_chain_t = core::ptr::null_mut();
+    let mut tail: *mut *mut ngx_chain_t = &mut head;
+    let (mut off, mut upto) = (0u64, from);
+    for ch in &st.chunks {
+        let (a, b) = (off, off + ch.len() as u64);
+        off = b;
+        let (lo, hi) = (a.max(upto), b.min(to));
+        if lo >= hi {
+            continue;
+        }
+        let buf = pool.calloc_type::<ngx_buf_t>();
+        // SAFETY: the pool is live.
+        let cl = unsafe { ngx_alloc_chain_link(pool.as_ptr()) };
+        if buf.is_null() || cl.is_null() {
+            return Some(NGX_ERROR as ngx_int_t);
+        }
+        // SAFETY: buf points into a chunk the stream keeps; `run.pin`
+        // holds the stream until this output is flushed.
+        unsafe {
+            let p = ch.as_ptr().add((lo - a) as usize).cast_mut();
+            (*buf).start = p;
+            (*buf).pos = p;
+            (*buf).last = p.add((hi - lo) as usize);
+            (*buf).end = (*buf).last;
+            (*buf).set_memory(1);
+            (*cl).buf = buf;
+            (*cl).next = core::ptr::null_mut();
+            *tail = cl;
+            tail = &mut (*cl).next;
+            (*buf).set_flush(1);
+        }
+        upto = hi;
+    }
+    if head.is_null() {
+        if st.done.is_some() {
+            return Some(NGX_OK as ngx_int_t); // ended: the cache has it, or a refill
+        }
+        drop(st);
+        let p: *mut ngx_event_t = &mut *run.ev;
+        s.borrow_mut().readers.push(p);
+        run.reading = Some(s);
+        return None;
+    }
+    drop(st);
+    run.next = start + upto;
+    run.pin = Some(Pin::Stream(s));
+    // SAFETY: r is live; the chain is ours, in its pool.
+    Some(unsafe { ngx_http_output_filter(r, head) })
 }
 
 /// Drives the response and finalizes it when it is over.

@@ -25,17 +25,18 @@ use std::rc::Rc;
 /// A fill's response as far as it has arrived.
 pub struct Stream {
     meta: Meta,
-    len: u64,
+    pub(crate) len: u64,
     /// The coding the fill asked for, and whether the response varies on it.
     coding: &'static str,
     varies: bool,
-    chunks: Vec<Bytes>,
+    pub(crate) chunks: Vec<Bytes>,
     /// `Some(true)`: complete and stored; `Some(false)`: the fill failed.
-    done: Option<bool>,
-    readers: Vec<*mut ngx_event_t>,
+    pub(crate) done: Option<bool>,
+    /// Events posted on every change.
+    pub(crate) readers: Vec<*mut ngx_event_t>,
 }
 
-type Shared = Rc<RefCell<Stream>>;
+pub type Shared = Rc<RefCell<Stream>>;
 
 thread_local! {
     static OPEN: RefCell<HashMap<Vec<u8>, Shared>> = RefCell::new(HashMap::new());
@@ -89,7 +90,8 @@ pub fn exists(key: &[u8]) -> bool {
     OPEN.with(|o| o.borrow().contains_key(key))
 }
 
-fn find(key: &[u8], coding: &str) -> Option<Shared> {
+/// The open stream of `key`, if a reader of `coding` may share it.
+pub fn find(key: &[u8], coding: &str) -> Option<Shared> {
     let s = OPEN.with(|o| o.borrow().get(key).cloned())?;
     let ok = {
         let b = s.borrow();

@@ -261,7 +261,7 @@ fn origin_dying_mid_object_never_gives_wrong_bytes() {
     let want = pattern(12 * MIB, 17);
     let mut origin = start_origin(
         &[("rate/d.bin", want.clone())],
-        "location /rate/ { limit_rate 3m; }",
+        "location /rate/ { limit_rate 1m; }",
     );
     let store = store_dir();
     let cdn = sliced_cdn(&origin, &store, "");

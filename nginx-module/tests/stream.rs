@@ -132,3 +132,47 @@ fn initiator_leaving_does_not_cut_the_other_readers() {
     assert_eq!(origin_hits(&origin, "/trickle/c.bin").len(), 1);
     cdn.check_log();
 }
+
+#[test]
+fn a_sliced_miss_streams_the_slice_being_filled() {
+    let want = pattern(2 * 1024 * 1024 + 500_000, 22);
+    let origin = start_origin(
+        &[("slow2/s.bin", want.clone())],
+        "location /slow2/ { limit_rate_after 64k; limit_rate 400k; }",
+    );
+    let cdn = start_cdn(
+        2,
+        origin.port,
+        "",
+        "rcdn_slice 1m; rcdn_cache_lock_timeout 30s;",
+    );
+    let (head, body, first, end) = timed_get(cdn.port, "/slow2/s.bin");
+    assert!(head.contains("X-Cache: MISS"), "{head}");
+    assert!(
+        body == want,
+        "sliced streamed body differs ({} bytes)",
+        body.len()
+    );
+    // Each 1 MiB slice takes the origin ~2.5 s after its first 64 KiB.
+    assert!(
+        end.saturating_sub(first) >= Duration::from_millis(1200),
+        "first body byte at {first:?}, last at {end:?}: not streamed"
+    );
+    let mut ranges: Vec<String> = origin_hits(&origin, "/slow2/s.bin")
+        .iter()
+        .map(|l| l.rsplit("range=").next().unwrap_or("").to_string())
+        .collect();
+    ranges.sort();
+    assert_eq!(
+        ranges,
+        [
+            "bytes=0-1048575",
+            "bytes=1048576-2097151",
+            "bytes=2097152-2597151"
+        ]
+    );
+    let hit = get(cdn.port, "/slow2/s.bin");
+    assert_eq!(hit.cache(), "HIT");
+    assert!(hit.body == want);
+    cdn.check_log();
+}
