@@ -599,6 +599,10 @@ unsafe fn step(r: *mut ngx_http_request_t) {
         unsafe { drive(r) }.unwrap_or(NGX_DONE as ngx_int_t)
     });
     if rc != NGX_DONE as ngx_int_t {
+        // SAFETY: r is a live main request.
+        if let Some(run) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.slices.as_deref_mut()) {
+            run.unwait(); // the response is over: no more wake-ups
+        }
         // SAFETY: r is live; this ends the reference taken in `start`.
         unsafe { ngx_http_finalize_request(r, rc) };
     }

@@ -111,8 +111,10 @@ pub struct Reader {
     dead: bool,
 }
 
-impl Drop for Reader {
-    fn drop(&mut self) {
+impl Reader {
+    /// Stops the wake-ups (the response is over); the chunks stay pinned
+    /// until the request is freed, as nginx may still be writing them.
+    fn detach(&mut self) {
         let p: *mut ngx_event_t = &mut *self.ev;
         if let Ok(mut s) = self.s.try_borrow_mut() {
             s.readers.retain(|&e| e != p);
@@ -123,6 +125,23 @@ impl Drop for Reader {
                 ngx_delete_posted_event(p);
             }
         }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Ends the wake-ups of `r`'s reader.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn detach(r: *mut ngx_http_request_t) {
+    // SAFETY: r is a live main request.
+    if let Some(reader) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.stream.as_deref_mut()) {
+        reader.detach();
     }
 }
 
@@ -173,7 +192,12 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         || {
             // SAFETY: r is the live main request that attached a reader.
-            unsafe { start(r) }
+            let rc = unsafe { start(r) };
+            if rc != NGX_DONE as ngx_int_t {
+                // SAFETY: as above.
+                unsafe { detach(r) }; // HEAD, 304, error: no body to follow
+            }
+            rc
         },
     )
 }
@@ -217,6 +241,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         let main = (*r).main;
         (*main).set_count((*main).count() + 1);
         if let Some(rc) = drive(r) {
+            detach(r);
             ngx_http_finalize_request(r, rc);
         }
     }
@@ -329,7 +354,10 @@ unsafe fn step(r: *mut ngx_http_request_t) {
     });
     if rc != NGX_DONE as ngx_int_t {
         // SAFETY: r is live; this ends the reference taken in `start`.
-        unsafe { ngx_http_finalize_request(r, rc) };
+        unsafe {
+            detach(r);
+            ngx_http_finalize_request(r, rc);
+        }
     }
 }
 

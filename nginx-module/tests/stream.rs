@@ -176,3 +176,20 @@ fn a_sliced_miss_streams_the_slice_being_filled() {
     assert!(hit.body == want);
     cdn.check_log();
 }
+
+#[test]
+fn a_private_response_is_never_streamed_to_another_client() {
+    let body = pattern(100_000, 23);
+    let origin = start_origin(
+        &[("trickleprivate/p.bin", body.clone())],
+        "location /trickleprivate/ { limit_rate_after 8k; limit_rate 200k; \
+         add_header Cache-Control private; }",
+    );
+    let cdn = start_cdn(1, origin.port, "", "rcdn_cache_lock_timeout 30s;");
+    let statuses = concurrent_gets(cdn.port, "/trickleprivate/p.bin", 5, &body);
+    assert!(statuses.iter().all(|s| s != "HIT"), "{statuses:?}");
+    // Every client got its own origin response (plus the one judged
+    // uncacheable by the first fill).
+    assert!(origin_hits(&origin, "/trickleprivate/p.bin").len() >= 5);
+    cdn.check_log();
+}
