@@ -6,6 +6,7 @@
 use crate::collapse::Outcome;
 use crate::conf::LocConf;
 use crate::ctx::FillCtx;
+use crate::slicefill::SliceJob;
 use crate::{guard, variant};
 use cdncore::Object;
 use nginx_sys::*;
@@ -38,6 +39,7 @@ pub unsafe fn start(
     coding: &'static str,
     stale: Option<Arc<Object>>,
     shared: Option<u64>,
+    slice: Option<SliceJob>,
 ) -> bool {
     // SAFETY: r is live; its pool outlives the subrequest.
     unsafe {
@@ -63,8 +65,14 @@ pub unsafe fn start(
             ngx_log_error!(NGX_LOG_ERR, log, "rcdn: cannot start a fill subrequest");
             return false;
         }
-        let validators = stale.as_ref().map(|o| validators(o)).unwrap_or_default();
-        if !rebuild_headers(sr, coding, &validators) {
+        let mut extra = stale.as_ref().map(|o| validators(o)).unwrap_or_default();
+        // A slice is fetched in the identity coding: a byte range of one
+        // encoding would not mix with another.
+        let coding = if slice.is_some() { "identity" } else { coding };
+        if let Some(job) = &slice {
+            extra.push((&b"Range"[..], job.range_header().into_bytes()));
+        }
+        if !rebuild_headers(sr, coding, &extra) {
             return false;
         }
         let fill = FillCtx {
@@ -77,6 +85,9 @@ pub unsafe fn start(
             finished: false,
             log,
             shared,
+            slice,
+            stream_key: None,
+            also: None,
         };
         FillCtx::attach(sr, fill).is_some()
     }
