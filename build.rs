@@ -14,6 +14,7 @@ const SONAME_MAJOR: &str = "0";
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/stats.rs");
+    println!("cargo:rerun-if-changed=src/fill/group.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
     // A hand edit of the header is undone (and then caught by `git diff`).
@@ -38,6 +39,7 @@ fn write_header(dir: &Path) -> Result<(), String> {
         .with_config(config)
         .with_src(dir.join("src/ffi/mod.rs"))
         .with_src(dir.join("src/stats.rs"))
+        .with_src(dir.join("src/fill/group.rs"))
         .generate()
         .map_err(|e| format!("cbindgen: {e}"))?;
     let mut text = Vec::new();

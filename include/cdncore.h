@@ -457,7 +457,8 @@ typedef struct cdn_loader_options {
 } cdn_loader_options;
 
 /**
- * What a loader did since it was made.
+ * What the loader did, since it was made. `repr(C)`: the C ABI hands it
+ * out as `cdn_loader_counters`.
  */
 typedef struct cdn_loader_counters {
   uint64_t cache_hits;

@@ -142,6 +142,15 @@ pub fn finish(key: &[u8], outcome: Outcome) {
     }
 }
 
+/// Wakes the waiters of `key`'s running fill without ending it (its body
+/// has started to stream); each unregisters itself when it runs.
+pub fn notify(key: &[u8]) {
+    let waiters = TABLE.with(|t| t.borrow().fills.get(key).cloned().unwrap_or_default());
+    for ev in waiters {
+        post(ev);
+    }
+}
+
 /// Gives up a claimed fill that never started; waiters retry.
 pub fn abandon(key: &[u8]) {
     let waiters = TABLE.with(|t| t.borrow_mut().fills.remove(key).unwrap_or_default());

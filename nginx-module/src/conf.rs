@@ -8,7 +8,9 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 use nginx_sys::*;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule,
+};
 use ngx::ngx_conf_log_error;
 
 /// `ngx_conf_set_msec_slot`'s "unset" value (a C cast, not in the bindings).
@@ -32,6 +34,9 @@ pub struct MainConf {
     pub node_name: Option<String>,
     /// `rcdn_node`, `rcdn_peer`, `rcdn_origin`... (a cluster of nodes).
     pub cluster: crate::cluster::ClusterConf,
+    /// The largest `rcdn_slice` of any location (bytes, as written), checked
+    /// against the store's `max_object` once the whole config is read.
+    pub slice_max: Option<(u64, String)>,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.
@@ -59,7 +64,12 @@ pub struct LocConf {
     pub attack: Option<std::sync::Arc<crate::attack::GuardSpec>>,
     /// `rcdn_scheduler`.
     pub sched: Option<std::sync::Arc<crate::schedule::SchedConf>>,
+    /// `rcdn_slice`: slice size in bytes, 0 = off; `SLICE_UNSET` until merged.
+    pub slice: u64,
 }
+
+/// `rcdn_slice` not set at this level.
+pub const SLICE_UNSET: u64 = u64::MAX;
 
 impl Default for LocConf {
     fn default() -> Self {
@@ -75,6 +85,7 @@ impl Default for LocConf {
             hotlink: Default::default(),
             attack: None,
             sched: None,
+            slice: SLICE_UNSET,
         }
     }
 }
@@ -111,6 +122,13 @@ impl Merge for LocConf {
         }
         if self.sched.is_none() {
             self.sched = prev.sched.clone();
+        }
+        if self.slice == SLICE_UNSET {
+            self.slice = if prev.slice == SLICE_UNSET {
+                0
+            } else {
+                prev.slice
+            };
         }
         Ok(())
     }
@@ -411,4 +429,66 @@ pub unsafe extern "C" fn set_time(
             ),
         }
     })
+}
+
+/// `rcdn_slice <size> | off;` — fetch and store large objects in slices of
+/// `size` bytes (e.g. `1m`); `off` or `0` stores whole objects.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn set_slice(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard::conf(cf, "rcdn_slice", || {
+        // SAFETY: conf is our LocConf.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.slice != SLICE_UNSET {
+            return c"is duplicate".as_ptr().cast_mut();
+        }
+        // SAFETY: called by nginx while parsing this directive.
+        let mut v = unsafe { args(cf) }[0];
+        if v.as_bytes() == b"off" {
+            lc.slice = 0;
+            return NGX_CONF_OK;
+        }
+        // SAFETY: ngx_parse_size only reads `len` bytes of the argument.
+        let n = unsafe { ngx_parse_size(&mut v) };
+        if n < 0 {
+            return bad(
+                cf,
+                "rcdn_slice",
+                &lossy(&v),
+                "expected a size such as 1m or 512k, or off",
+            );
+        }
+        lc.slice = n as u64;
+        if n > 0 {
+            // SAFETY: cf is valid during parsing; our main conf exists.
+            if let Some(mc) = crate::Module::main_conf_mut(unsafe { &*cf }) {
+                if mc.slice_max.as_ref().is_none_or(|(m, _)| *m < n as u64) {
+                    mc.slice_max = Some((n as u64, lossy(&v)));
+                }
+            }
+        }
+        NGX_CONF_OK
+    })
+}
+
+/// A slice must fit in one cache object: fails the config otherwise.
+pub fn check_slice(mc: &MainConf) -> Result<(), String> {
+    let Some((size, text)) = &mc.slice_max else {
+        return Ok(());
+    };
+    let store = mc.store.as_deref().unwrap_or_default();
+    let cfg = cdncore::Config::parse(store).map_err(|e| e.to_string())?;
+    let max = cfg.max_object_bytes();
+    if *size > max {
+        return Err(format!(
+            "invalid value \"{text}\" in \"rcdn_slice\" directive: a slice must fit in one \
+             cache object, and the store's max_object is {max} bytes"
+        ));
+    }
+    Ok(())
 }

@@ -67,6 +67,11 @@ pub struct ReqCtx {
     pub body: &'static str,
     /// Registered as a waiter on a fill of `key`.
     wait: Option<Box<ngx_event_t>>,
+    /// The manifest of a sliced hit, and the run that sends its slices.
+    pub manifest: Option<crate::slice::Manifest>,
+    pub slices: Option<Box<crate::sliceserve::Run>>,
+    /// Reading a fill's body as it arrives (read-while-writer).
+    pub stream: Option<Box<crate::stream::Reader>>,
     /// Set by the wake-up: the fill ended (or the wait timed out).
     pub woken: bool,
     pub timed_out: bool,
@@ -210,7 +215,7 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
             }
             ctx.woken = true;
             ctx.timed_out = timed_out;
-            ctx.outcome = if timed_out {
+            ctx.outcome = if timed_out || crate::stream::exists(&ctx.key) {
                 None
             } else {
                 collapse::recent(&ctx.key, collapse::PASS_MS)
@@ -245,6 +250,14 @@ pub struct FillCtx {
     pub peer: Option<crate::cluster::Target>,
     /// Gives up on a peer that has not answered in `rcdn_peer_timeout`.
     pub timer: Option<Box<ngx_event_t>>,
+    /// The slice this fill fetches (`rcdn_slice`); `base` is then the
+    /// slice's key, or the URL's base key for the first slice fetched.
+    pub slice: Option<crate::slicefill::SliceJob>,
+    /// The key this fill's body streams under (`crate::stream`), if any.
+    pub stream_key: Option<Vec<u8>>,
+    /// A second key this fill claimed (a first slice's own key), with its
+    /// shared marker token: released and finished with the fill.
+    pub also: Option<(Vec<u8>, Option<u64>)>,
 }
 
 impl FillCtx {
@@ -281,6 +294,13 @@ impl FillCtx {
             w.abort();
         }
         let outcome = self.outcome.unwrap_or(Outcome::Error);
+        if let Some(k) = self.stream_key.take() {
+            crate::stream::end(&k, false);
+        }
+        if let Some((k, token)) = self.also.take() {
+            collapse::release_shared(&k, token);
+            collapse::finish(&k, outcome);
+        }
         collapse::release_shared(&self.base, self.shared.take());
         collapse::finish(&self.base, outcome);
     }

@@ -7,6 +7,7 @@ use crate::cluster::{self, ClusterConf};
 use crate::collapse::Outcome;
 use crate::conf::LocConf;
 use crate::ctx::FillCtx;
+use crate::slicefill::SliceJob;
 use crate::{guard, peer, variant};
 use cdncore::Object;
 use nginx_sys::*;
@@ -46,18 +47,25 @@ pub unsafe fn start(
     coding: &'static str,
     stale: Option<Arc<Object>>,
     shared: Option<u64>,
+    slice: Option<SliceJob>,
 ) -> Option<&'static str> {
     // SAFETY: r is live.
     let cc = unsafe { peer::conf(r) }?;
+    // Slices are filled from the origin here: an owner keys a request on
+    // its URL, not on the slice it names (peer slices: not done yet).
     // SAFETY: r is live.
-    let target = cluster::route(cc, base, unsafe { peer::from_peer(r) });
+    let target = match slice {
+        Some(_) => None,
+        None => cluster::route(cc, base, unsafe { peer::from_peer(r) }),
+    };
     let source = if target.is_some() { "peer" } else { "origin" };
     // SAFETY: forwarded.
-    unsafe { subrequest(r, cc, base, coding, stale, shared, target) }.then_some(source)
+    unsafe { subrequest(r, cc, base, coding, stale, shared, target, slice) }.then_some(source)
 }
 
 /// # Safety
 /// `r` must be a live main request.
+#[allow(clippy::too_many_arguments)]
 unsafe fn subrequest(
     r: *mut ngx_http_request_t,
     cc: &ClusterConf,
@@ -66,6 +74,7 @@ unsafe fn subrequest(
     stale: Option<Arc<Object>>,
     shared: Option<u64>,
     target: Option<cluster::Target>,
+    slice: Option<SliceJob>,
 ) -> bool {
     // SAFETY: r is live; its pool outlives the subrequest.
     unsafe {
@@ -95,6 +104,12 @@ unsafe fn subrequest(
         if target.is_some() {
             extra.extend(peer::fill_headers(cc, base));
         }
+        // A slice is fetched in the identity coding: a byte range of one
+        // encoding would not mix with another.
+        let coding = if slice.is_some() { "identity" } else { coding };
+        if let Some(job) = &slice {
+            extra.push((&b"Range"[..], job.range_header().into_bytes()));
+        }
         if !rebuild_headers(sr, coding, &extra) {
             return false;
         }
@@ -111,6 +126,9 @@ unsafe fn subrequest(
             shared,
             peer: target,
             timer: None,
+            slice,
+            stream_key: None,
+            also: None,
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;

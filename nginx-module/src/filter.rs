@@ -60,6 +60,8 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             // SAFETY: r is live.
             unsafe { on_header(r, f) }
         });
+        // SAFETY: r is live; the upstream (if any) is its proxy_pass.
+        unsafe { unbuffer(r) };
     }
     // SAFETY: NEXT_HEADER was set by install() before any request.
     match unsafe { NEXT_HEADER } {
@@ -85,6 +87,26 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, inp: *mut ngx_chain
         // SAFETY: calling the next filter with the same arguments.
         Some(next) => unsafe { next(r, inp) },
         None => Status::NGX_ERROR.into(),
+    }
+}
+
+/// Makes a fill read its upstream unbuffered: the response goes on right
+/// after this header filter, and a buffered one would reach our body
+/// filter only at the end (the pipe writes only to the connection's
+/// active request, never to a background subrequest) and spill to temp
+/// files meanwhile. Unbuffered, each read is captured (and streamed) at
+/// once. This is what `X-Accel-Buffering: no` does, decided at the same
+/// point.
+///
+/// # Safety
+/// `r` must be a live fill subrequest.
+unsafe fn unbuffer(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live; its upstream is null or live.
+    unsafe {
+        let u = (*r).upstream;
+        if !u.is_null() && (*u).header_sent() == 0 {
+            (*u).set_buffering(0);
+        }
     }
 }
 
@@ -117,11 +139,11 @@ unsafe fn response_headers(r: *mut ngx_http_request_t) -> Vec<(String, Vec<u8>)>
     out
 }
 
-fn pairs(h: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+pub(crate) fn pairs(h: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
     h.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect()
 }
 
-fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+pub(crate) fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     h.iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_slice())
@@ -129,7 +151,7 @@ fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
 
 /// Integer tags, mask and group the origin can set (`X-Rcdn-Tags: 1,2`,
 /// `X-Rcdn-Mask: 0x10`, `X-Rcdn-Group: name`); malformed values are ignored.
-fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
+pub(crate) fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
     if let Some(v) = header(h, "x-rcdn-tags") {
         let s = String::from_utf8_lossy(v);
         meta.tags = s
@@ -183,6 +205,11 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     if f.peer.is_some() && unsafe { from_owner(r, f, status, &h, &cache, length) } {
         return;
     }
+    if let Some(job) = f.slice.clone() {
+        if crate::slicefill::judge(f, &job, status, &h, &cache, lc) {
+            return;
+        }
+    }
     if status == 304 && f.stale.is_some() {
         refresh(&cache, lc, f, &h);
         return;
@@ -230,8 +257,18 @@ fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKi
         f.base.clone()
     };
     let size = (length >= 0).then_some(length as u64);
+    let shared = meta.clone();
     match cache.writer_sized(&key, meta, size) {
-        Ok(w) => f.writer = Some(w),
+        Ok(w) => {
+            f.writer = Some(w);
+            // Known length within the store's limit: readers in this worker
+            // can take the body as it arrives.
+            if let Some(len) = size {
+                crate::stream::open(&f.base, shared, len, f.coding, f.marker.is_some());
+                f.stream_key = Some(f.base.clone());
+                crate::collapse::notify(&f.base);
+            }
+        }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
         }
@@ -369,6 +406,11 @@ fn write(f: &mut FillCtx, data: &[u8]) {
         if let Err(e) = w.write(data) {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
             f.writer = None;
+            if let Some(k) = f.stream_key.take() {
+                crate::stream::end(&k, false);
+            }
+        } else if let Some(k) = &f.stream_key {
+            crate::stream::push(k, data);
         }
     }
 }
@@ -406,12 +448,18 @@ fn commit(f: &mut FillCtx) {
     match w.commit() {
         Ok(_) => {
             f.outcome = Some(Outcome::Stored);
+            if let Some(k) = f.stream_key.take() {
+                crate::stream::end(&k, true);
+            }
             if let (Some(m), Some(cache)) = (f.marker.take(), store::get()) {
                 let _ = cache.insert(&f.base, m, Bytes::new());
             }
         }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
+            if let Some(k) = f.stream_key.take() {
+                crate::stream::end(&k, false);
+            }
         }
     }
 }

@@ -31,10 +31,14 @@ pub mod reply;
 pub mod reqlog;
 pub mod schedule;
 pub mod serve;
+pub mod slice;
+pub mod slicefill;
+pub mod sliceserve;
 pub mod stats;
 pub mod stats_push;
 pub mod status;
 pub mod store;
+pub mod stream;
 pub mod variant;
 
 use conf::{LocConf, MainConf};
@@ -163,7 +167,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 26] = [
+static mut COMMANDS: [ngx_command_t; 27] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -281,6 +285,13 @@ static mut COMMANDS: [ngx_command_t; 26] = [
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
         stats_push::set_push,
         NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_slice"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        conf::set_slice,
+        LOC,
         0,
     ),
     command(
@@ -422,6 +433,10 @@ extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 ngx_log_error!(NGX_LOG_WARN, log, "rcdn: {warning}");
             }
             Ok(None) => {}
+        }
+        if let Err(e) = conf::check_slice(mc) {
+            ngx_log_error!(NGX_LOG_EMERG, log, "rcdn: {e}");
+            return Status::NGX_ERROR.into();
         }
         // SAFETY: a plain read of nginx's flag, set before configuration.
         if unsafe { ngx_test_config } != 0 {

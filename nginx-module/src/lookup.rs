@@ -4,8 +4,9 @@
 use crate::collapse::{self, Outcome};
 use crate::conf::{LocConf, MainConf};
 use crate::ctx::ReqCtx;
+use crate::slicefill::SliceJob;
 use crate::status::CacheStatus;
-use crate::{fill, guard, serve, store, variant, Module};
+use crate::{fill, guard, serve, slice, sliceserve, store, stream, variant, Module};
 use cdncore::{now_ms, Cache, Lookup, Object};
 use nginx_sys::*;
 use ngx::core::Status;
@@ -164,6 +165,43 @@ unsafe fn decide(
     if ctx.woken {
         ctx.rounds += 1;
     }
+    let manifest = found
+        .object()
+        .and_then(|o| o.meta().header(slice::MARKER))
+        .and_then(|v| slice::Manifest::decode(v));
+    if let Some(m) = manifest {
+        return match found {
+            Lookup::Fresh(o) => {
+                ctx.manifest = Some(m);
+                let st = fetched_status(ctx);
+                ctx.status = st;
+                ctx.hit = Some(o);
+                // SAFETY: r is live; a sliced hit has its own content handler.
+                unsafe { (*r).content_handler = Some(sliceserve::handler) };
+                declined()
+            }
+            // An expired manifest is fetched again (its slices are keyed
+            // by the validators, so unchanged slices are hits).
+            _ => {
+                ctx.had_stale = true;
+                // SAFETY: forwarded.
+                unsafe { miss(r, lc, ctx, coding, None) }
+            }
+        };
+    }
+    if !found.is_fresh() {
+        let key = ctx.key.clone();
+        // SAFETY: r is the live main request owning ctx.
+        if unsafe { stream::attach(r, ctx, &key, coding) } {
+            // A fill of this key is streaming in this worker: read it.
+            ctx.status = match (ctx.initiator, ctx.had_stale) {
+                (false, _) => CacheStatus::Hit,
+                (true, false) => CacheStatus::Miss,
+                (true, true) => CacheStatus::Expired,
+            };
+            return declined();
+        }
+    }
     match found {
         Lookup::Fresh(o) => {
             let st = fetched_status(ctx);
@@ -189,7 +227,7 @@ unsafe fn decide(
                     collapse::claim(&ctx.key, lc.lock_timeout as u64)
                 {
                     // SAFETY: forwarded.
-                    if unsafe { fill::start(r, lc, &ctx.key, coding, Some(o.clone()), token) }
+                    if unsafe { fill::start(r, lc, &ctx.key, coding, Some(o.clone()), token, None) }
                         .is_none()
                     {
                         collapse::release_shared(&ctx.key, token);
@@ -264,8 +302,11 @@ unsafe fn miss(
     }
     match collapse::claim(&ctx.key, lc.lock_timeout as u64) {
         collapse::Start::Fill(token) => {
+            // SAFETY: r is live.
+            let job = unsafe { head_job(r, lc, ctx, stale.is_some()) };
+            let stale = if job.is_some() { None } else { stale };
             // SAFETY: forwarded.
-            match unsafe { fill::start(r, lc, &ctx.key, coding, stale, token) } {
+            match unsafe { fill::start(r, lc, &ctx.key, coding, stale, token, job) } {
                 Some(source) => ctx.source = source,
                 None => {
                     collapse::release_shared(&ctx.key, token);
@@ -287,4 +328,29 @@ unsafe fn miss(
     // SAFETY: r is the live main request owning ctx.
     unsafe { ctx.start_wait(r, lc.lock_timeout) };
     Status::NGX_AGAIN.into()
+}
+
+/// The first slice fill of a URL in a sliced location: the slice holding
+/// the start of the client's range. A stale whole object is revalidated
+/// as a whole instead.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn head_job(
+    r: *mut ngx_http_request_t,
+    lc: &LocConf,
+    ctx: &ReqCtx,
+    stale_whole: bool,
+) -> Option<SliceJob> {
+    if lc.slice == 0 || stale_whole {
+        return None;
+    }
+    // SAFETY: r is live.
+    let range = unsafe { header_in(r, b"range") };
+    Some(SliceJob {
+        base: ctx.key.clone(),
+        index: slice::first_slice(range, lc.slice),
+        size: lc.slice,
+        expect: None,
+    })
 }

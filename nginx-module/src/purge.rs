@@ -282,7 +282,22 @@ fn run(target: Target, host: &[u8]) -> (u32, Value) {
             json!({"ok": false, "error": "no cache is open in this worker"}),
         );
     };
-    let (purges, mut body) = plan(target, host);
+    let (mut purges, mut body) = plan(target, host);
+    // A sliced object: its slices go with the URL (looked up before the
+    // manifest is purged).
+    let slices: Vec<Purge> = purges
+        .iter()
+        .filter_map(|p| match p {
+            Purge::Key(k) => Some(crate::slice::stored_keys(&cache, k)),
+            _ => None,
+        })
+        .flatten()
+        .map(Purge::Key)
+        .collect();
+    if !slices.is_empty() {
+        body["slices"] = json!(slices.len());
+    }
+    purges.extend(slices);
     let mut removed = 0u64;
     let mut seq = 0u64;
     for p in &purges {

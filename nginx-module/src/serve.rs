@@ -27,7 +27,9 @@ const SKIP: &[&str] = &[
     "last-modified",
     "accept-ranges",
     "age",
+    "content-range",
     variant::MARKER,
+    crate::slice::MARKER,
 ];
 
 /// The content handler that replaces `proxy_pass` on a hit.
@@ -84,43 +86,13 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
     let meta = obj.meta();
     let body = obj.body();
-    // SAFETY: r is live; every string set below is copied into its pool.
+    // SAFETY: r is live.
+    if !unsafe { put_headers(r, meta) } {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: r is live.
     unsafe {
-        let out = &mut (*r).headers_out;
-        out.status = ngx_uint_t::from(meta.status);
-        out.content_length_n = body.len() as off_t;
-        out.last_modified_time = meta.last_modified.map_or(-1, |t| t as time_t);
-        for (name, value) in &meta.headers {
-            let lower = name.to_ascii_lowercase();
-            if lower == "content-type" {
-                let Some(ct) = ngx_str_t::from_bytes((*r).pool, value) else {
-                    return Status::NGX_ERROR.into();
-                };
-                out.content_type = ct;
-                out.content_type_len = ct.len;
-                continue;
-            }
-            if SKIP.contains(&lower.as_str()) {
-                continue;
-            }
-            let Some(h) = push_header(r, name.as_bytes(), value) else {
-                return Status::NGX_ERROR.into();
-            };
-            if lower == "etag" {
-                (*r).headers_out.etag = h;
-            }
-        }
-        let age = meta.age_secs(now_ms()).to_string();
-        if push_header(r, b"Age", age.as_bytes()).is_none() {
-            return Status::NGX_ERROR.into();
-        }
-        if crate::peer::from_peer(r) {
-            // The asking node stores it with the owner's metadata.
-            let wire = cdncore::fill::wire::encode(meta, now_ms());
-            if push_header(r, crate::peer::META.as_bytes(), wire.as_bytes()).is_none() {
-                return Status::NGX_ERROR.into();
-            }
-        }
+        (*r).headers_out.content_length_n = body.len() as off_t;
         if meta.status == 200 {
             (*r).set_allow_ranges(1);
         }
@@ -135,8 +107,52 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
 }
 
+/// Sets status, validators, the stored headers and `Age` (not the length).
+///
+/// # Safety
+/// `r` must be a live main request whose header was not sent.
+pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> bool {
+    // SAFETY: r is live; every string set below is copied into its pool.
+    unsafe {
+        let out = &mut (*r).headers_out;
+        out.status = ngx_uint_t::from(meta.status);
+        out.last_modified_time = meta.last_modified.map_or(-1, |t| t as time_t);
+        for (name, value) in &meta.headers {
+            let lower = name.to_ascii_lowercase();
+            if lower == "content-type" {
+                let Some(ct) = ngx_str_t::from_bytes((*r).pool, value) else {
+                    return false;
+                };
+                out.content_type = ct;
+                out.content_type_len = ct.len;
+                continue;
+            }
+            if SKIP.contains(&lower.as_str()) {
+                continue;
+            }
+            let Some(h) = push_header(r, name.as_bytes(), value) else {
+                return false;
+            };
+            if lower == "etag" {
+                (*r).headers_out.etag = h;
+            }
+        }
+        let age = meta.age_secs(now_ms()).to_string();
+        if push_header(r, b"Age", age.as_bytes()).is_none() {
+            return false;
+        }
+        // To a peer (a hit, or a fill streaming to it): the asking node
+        // stores the body with the owner's metadata.
+        if crate::peer::from_peer(r) {
+            let wire = cdncore::fill::wire::encode(meta, now_ms());
+            return push_header(r, crate::peer::META.as_bytes(), wire.as_bytes()).is_some();
+        }
+        true
+    }
+}
+
 /// The region-file extent of a block-tier hit, if it is the same version.
-fn extent_of(obj: &Object) -> Option<Extent> {
+pub fn extent_of(obj: &Object) -> Option<Extent> {
     if !obj.from_block() || obj.body().len() < SENDFILE_MIN {
         return None;
     }

@@ -647,7 +647,27 @@ fn peer_filled_objects_keep_ttl_and_tags_and_purges_fan_out() {
     let r = request(a.port, "GET", &big, &[("Range", "bytes=1000000-1999999")]);
     assert_eq!(r.status, 206);
     assert!(r.body == want[1_000_000..2_000_000], "range through a peer");
-    assert_eq!(get(a.port, &big).header("x-cache"), Some("HIT"));
+    // The range may be answered while the fill streams on: wait until a
+    // has stored the whole object (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(a.port, &big);
+        assert!(r.body == want, "whole object on a");
+        if r.header("x-cache") == Some("HIT") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a never stored the object: {:?} {}",
+            r.headers,
+            na.error_log()
+                .lines()
+                .filter(|l| !l.contains("[notice]"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let r = get(c.port, &big);
     assert_eq!(r.header("x-source"), Some("peer"));
     assert!(r.body == want, "3 MiB through a peer");

@@ -80,20 +80,6 @@ pub enum cdn_load_source {
     CDN_LOAD_LOCAL = 3,
 }
 
-/// What a loader did since it was made.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct cdn_loader_counters {
-    pub cache_hits: u64,
-    pub hot_hits: u64,
-    pub peer_loads: u64,
-    pub peer_errors: u64,
-    pub local_loads: u64,
-    pub local_errors: u64,
-    /// Loads that waited for another concurrent load of the same key.
-    pub shared: u64,
-}
-
 type GetterFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cdn_writer) -> i32;
 type FetchFn = unsafe extern "C" fn(
     *mut c_void,
@@ -548,24 +534,14 @@ pub unsafe extern "C" fn cdn_loader_peer_down(
 #[no_mangle]
 pub unsafe extern "C" fn cdn_loader_get_counters(
     loader: *const cdn_loader,
-    out_c: *mut cdn_loader_counters,
+    out_c: *mut crate::fill::LoaderCounters,
 ) -> cdn_status {
     guard(|| {
         // SAFETY: caller contract.
         let l = unsafe { loader_ref(loader)? };
         let out_c = out(out_c, "out")?;
-        let c = l.counters();
-        let v = cdn_loader_counters {
-            cache_hits: c.cache_hits,
-            hot_hits: c.hot_hits,
-            peer_loads: c.peer_loads,
-            peer_errors: c.peer_errors,
-            local_loads: c.local_loads,
-            local_errors: c.local_errors,
-            shared: c.shared,
-        };
         // SAFETY: checked non-NULL, writable by contract.
-        unsafe { put(out_c, v) };
+        unsafe { put(out_c, l.counters()) };
         Ok(())
     })
 }

@@ -111,7 +111,9 @@ impl Default for LoaderOptions {
     }
 }
 
-/// What the loader did, since it was made.
+/// What the loader did, since it was made. `repr(C)`: the C ABI hands it
+/// out as `cdn_loader_counters`.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoaderCounters {
     pub cache_hits: u64,
@@ -120,6 +122,7 @@ pub struct LoaderCounters {
     pub peer_errors: u64,
     pub local_loads: u64,
     pub local_errors: u64,
+    /// Loads that waited for another concurrent load of the same key.
     pub shared: u64,
 }
 

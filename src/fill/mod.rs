@@ -12,5 +12,5 @@ pub mod singleflight;
 pub use ring::{NodeId, Ring, RingError};
 pub use singleflight::{Group, Reentrant};
 pub mod group;
-pub use group::{Fetched, LoadError, Loaded, Loader, LoaderOptions, Source};
+pub use group::{Fetched, LoadError, Loaded, Loader, LoaderCounters, LoaderOptions, Source};
 pub mod wire;

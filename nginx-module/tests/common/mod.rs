@@ -289,8 +289,24 @@ pub fn start_cdn_on(
     http_extra: &str,
     loc_extra: &str,
 ) -> Nginx {
+    start_cdn_tokens(
+        &store_tokens(store),
+        workers,
+        origin_port,
+        http_extra,
+        loc_extra,
+    )
+}
+
+/// The CDN node on a store given by its `rcdn_store` tokens.
+pub fn start_cdn_tokens(
+    tokens: &str,
+    workers: u32,
+    origin_port: u16,
+    http_extra: &str,
+    loc_extra: &str,
+) -> Nginx {
     let port = free_port();
-    let tokens = store_tokens(store);
     let so = module_so();
     // reuseport spreads connections over the workers (by source port).
     let listen_opts = if workers > 1 { " reuseport" } else { "" };
