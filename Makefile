@@ -52,3 +52,9 @@ bench-ffi:
 bench-block:
 	cargo run --release --example block_open -- 1000000 /var/tmp
 	cargo run --release --manifest-path bench/foyer-cmp/Cargo.toml
+
+# Cluster of nodes: origin requests per object (3 rcdn nodes vs 3 proxy_cache
+# nodes) and peer-filled vs local hits (nginx-module/bench/peers.sh).
+.PHONY: bench-peers
+bench-peers:
+	bash nginx-module/bench/peers.sh

@@ -31,6 +31,9 @@ pub enum Outcome {
     Uncacheable,
     /// The origin failed (5xx, unreachable) or the fill was torn down.
     Error,
+    /// The owner peer failed or was too slow; it is marked down, and the
+    /// waiters start a new fill (to the next live node, or the origin).
+    PeerFailed,
 }
 
 #[derive(Default)]

@@ -32,6 +32,8 @@ pub struct MainConf {
     pub stats: crate::stats::StatsConf,
     /// `rcdn_node_name` (for `$rcdn_log_json`).
     pub node_name: Option<String>,
+    /// `rcdn_node`, `rcdn_peer`, `rcdn_origin`... (a cluster of nodes).
+    pub cluster: crate::cluster::ClusterConf,
     /// The largest `rcdn_slice` of any location (bytes, as written), checked
     /// against the store's `max_object` once the whole config is read.
     pub slice_max: Option<(u64, String)>,

@@ -87,6 +87,9 @@ pub struct ReqCtx {
     polling: bool,
     /// When a wait for a fill (local or another worker's) gives up, ms.
     pub wait_until: Option<u64>,
+    /// `$rcdn_source`: where this request's object came from (`cache`,
+    /// `peer`, `origin`).
+    pub source: &'static str,
 }
 
 impl ReqCtx {
@@ -243,6 +246,10 @@ pub struct FillCtx {
     pub log: *mut ngx_log_t,
     /// Token of the shared "fill in progress" marker, if this fill holds it.
     pub shared: Option<u64>,
+    /// The owner peer this fill asks (`None`: the origin).
+    pub peer: Option<crate::cluster::Target>,
+    /// Gives up on a peer that has not answered in `rcdn_peer_timeout`.
+    pub timer: Option<Box<ngx_event_t>>,
     /// The slice this fill fetches (`rcdn_slice`); `base` is then the
     /// slice's key, or the URL's base key for the first slice fetched.
     pub slice: Option<crate::slicefill::SliceJob>,
@@ -271,6 +278,14 @@ impl FillCtx {
 
     /// Ends the fill once: records the outcome and wakes every waiter.
     pub fn finish(&mut self) {
+        if let Some(mut ev) = self.timer.take() {
+            // SAFETY: our live timer event; this only unlinks it.
+            unsafe {
+                if ev.timer_set() != 0 {
+                    ngx_del_timer(&mut *ev);
+                }
+            }
+        }
         if self.finished {
             return;
         }

@@ -3,11 +3,12 @@
 //! client, so a fill completes and is stored even when the client that
 //! triggered it disconnects (a plain proxied response would be cancelled).
 
+use crate::cluster::{self, ClusterConf};
 use crate::collapse::Outcome;
 use crate::conf::LocConf;
 use crate::ctx::FillCtx;
 use crate::slicefill::SliceJob;
-use crate::{guard, variant};
+use crate::{guard, peer, variant};
 use cdncore::Object;
 use nginx_sys::*;
 use ngx::core::Pool;
@@ -26,9 +27,16 @@ const DROP: &[&[u8]] = &[
     b"accept-encoding",
     b"cache-control",
     b"pragma",
+    // Peer protocol headers: a fill sets its own (or none, to the origin).
+    b"x-rcdn-hop",
+    b"x-rcdn-key",
+    b"x-rcdn-peer-secret",
 ];
 
-/// Starts the fill of `base`; false if nginx refused the subrequest.
+/// Starts the fill of `base`: from the key's owner peer when another live
+/// node owns it (and the request did not come from a peer), else from the
+/// origin. Returns `$rcdn_source` for it ("peer" or "origin"), or `None`
+/// if nginx refused the subrequest.
 ///
 /// # Safety
 /// `r` must be a live main request.
@@ -39,6 +47,33 @@ pub unsafe fn start(
     coding: &'static str,
     stale: Option<Arc<Object>>,
     shared: Option<u64>,
+    slice: Option<SliceJob>,
+) -> Option<&'static str> {
+    // SAFETY: r is live.
+    let cc = unsafe { peer::conf(r) }?;
+    // Slices are filled from the origin here: an owner keys a request on
+    // its URL, not on the slice it names (peer slices: not done yet).
+    // SAFETY: r is live.
+    let target = match slice {
+        Some(_) => None,
+        None => cluster::route(cc, base, unsafe { peer::from_peer(r) }),
+    };
+    let source = if target.is_some() { "peer" } else { "origin" };
+    // SAFETY: forwarded.
+    unsafe { subrequest(r, cc, base, coding, stale, shared, target, slice) }.then_some(source)
+}
+
+/// # Safety
+/// `r` must be a live main request.
+#[allow(clippy::too_many_arguments)]
+unsafe fn subrequest(
+    r: *mut ngx_http_request_t,
+    cc: &ClusterConf,
+    base: &[u8],
+    coding: &'static str,
+    stale: Option<Arc<Object>>,
+    shared: Option<u64>,
+    target: Option<cluster::Target>,
     slice: Option<SliceJob>,
 ) -> bool {
     // SAFETY: r is live; its pool outlives the subrequest.
@@ -66,6 +101,9 @@ pub unsafe fn start(
             return false;
         }
         let mut extra = stale.as_ref().map(|o| validators(o)).unwrap_or_default();
+        if target.is_some() {
+            extra.extend(peer::fill_headers(cc, base));
+        }
         // A slice is fetched in the identity coding: a byte range of one
         // encoding would not mix with another.
         let coding = if slice.is_some() { "identity" } else { coding };
@@ -75,6 +113,7 @@ pub unsafe fn start(
         if !rebuild_headers(sr, coding, &extra) {
             return false;
         }
+        let timeout = target.as_ref().map(|_| cc.timeout_ms());
         let fill = FillCtx {
             base: base.to_vec(),
             coding,
@@ -85,12 +124,119 @@ pub unsafe fn start(
             finished: false,
             log,
             shared,
+            peer: target,
+            timer: None,
             slice,
             stream_key: None,
             also: None,
         };
-        FillCtx::attach(sr, fill).is_some()
+        let Some(f) = FillCtx::attach(sr, fill) else {
+            return false;
+        };
+        if let Some(ms) = timeout {
+            start_timer(sr, f, ms);
+        }
+        true
     }
+}
+
+/// Arms the peer timeout of a fill.
+///
+/// # Safety
+/// `sr` must be the live fill subrequest owning `f`.
+unsafe fn start_timer(sr: *mut ngx_http_request_t, f: &mut FillCtx, ms: u64) {
+    // SAFETY: an all-zero ngx_event_t is its documented initial state.
+    let mut ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+    ev.data = sr.cast();
+    ev.handler = Some(peer_timeout);
+    ev.log = f.log;
+    // Cancelable: a graceful shutdown need not wait for it (the
+    // subrequest's own upstream timers hold the worker).
+    ev.set_cancelable(1);
+    let p: *mut ngx_event_t = &mut *ev;
+    // SAFETY: the boxed event stays put until FillCtx::finish removes it.
+    unsafe { ngx_add_timer(p, ms as ngx_msec_t) };
+    f.timer = Some(ev);
+}
+
+/// The owner has not answered in time: mark it down and release the
+/// waiters, who start a new fill elsewhere. The subrequest runs on (it is
+/// stored if it ever completes).
+unsafe extern "C" fn peer_timeout(ev: *mut ngx_event_t) {
+    // SAFETY: ev is our fill timer; data is the subrequest whose pool-owned
+    // FillCtx removes the timer before it is freed.
+    let (sr, timed_out, log) = unsafe { ((*ev).data.cast(), (*ev).timedout() != 0, (*ev).log) };
+    if !timed_out {
+        return; // cancelled by a shutdown
+    }
+    guard::event(log, "peer timeout", || {
+        // SAFETY: sr is one of our fills (see above).
+        let Some(f) = (unsafe { FillCtx::get(sr) }) else {
+            return;
+        };
+        f.timer = None; // fired: nothing to delete
+        if f.outcome.is_some() || f.finished {
+            return; // the header arrived
+        }
+        // SAFETY: sr owns f and is live.
+        unsafe { peer_failed(sr, f, "timed out") };
+        // SAFETY: sr is live (its upstream is still running).
+        unsafe { time_out_upstream(sr) };
+    });
+}
+
+/// Ends the fill's upstream as nginx's own read timeout does (504), so the
+/// connection to the slow peer closes now; the client's connection stays
+/// open until every subrequest of its request has ended.
+///
+/// # Safety
+/// `sr` must be a live subrequest.
+unsafe fn time_out_upstream(sr: *mut ngx_http_request_t) {
+    // SAFETY: sr is live; an upstream connection's events carry nginx's
+    // upstream handler, which on `timedout` finalizes the upstream as a
+    // timeout (ngx_http_upstream_process_header / send_request_handler).
+    unsafe {
+        let u = (*sr).upstream;
+        if u.is_null() || (*u).peer.connection.is_null() {
+            return;
+        }
+        let rev = (*(*u).peer.connection).read;
+        if rev.is_null() {
+            return;
+        }
+        if (*rev).timer_set() != 0 {
+            ngx_del_timer(rev);
+        }
+        (*rev).set_timedout(1);
+        if let Some(h) = (*rev).handler {
+            h(rev);
+        }
+    }
+}
+
+/// Marks the fill's peer down and ends the fill as `PeerFailed`.
+///
+/// # Safety
+/// `sr` must be the live fill subrequest owning `f`.
+pub unsafe fn peer_failed(sr: *mut ngx_http_request_t, f: &mut FillCtx, why: &str) {
+    let Some(t) = f.peer.clone() else { return };
+    // SAFETY: sr is a live fill subrequest.
+    if let Some(cc) = unsafe { peer::conf(sr) } {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            f.log,
+            "rcdn: peer \"{}\" ({}) {why}: marked down for {} ms, filling elsewhere",
+            t.id,
+            t.addr,
+            cc.down_ms()
+        );
+        cluster::mark_down(cc, &t.id);
+    }
+    if let Some(w) = f.writer.take() {
+        w.abort();
+    }
+    f.outcome = Some(Outcome::PeerFailed);
+    f.finish();
 }
 
 /// Conditional headers that revalidate a stale copy.
@@ -185,7 +331,13 @@ unsafe extern "C" fn done(
     guard::event(log, "fill done", || {
         // SAFETY: sr is one of our fills.
         if let Some(f) = unsafe { FillCtx::get(sr) } {
-            if f.outcome.is_none() || f.writer.is_some() {
+            let broken = f.outcome.is_none() || f.writer.is_some();
+            if broken && f.peer.is_some() && !f.finished {
+                // SAFETY: sr owns f and is live.
+                unsafe { peer_failed(sr, f, "failed (no answer or a cut body)") };
+                return;
+            }
+            if broken {
                 // No header, or a body that never completed.
                 f.outcome = Some(Outcome::Error);
             }

@@ -8,6 +8,7 @@ use crate::collapse::Outcome;
 use crate::ctx::FillCtx;
 use crate::{guard, store, variant, Module};
 use bytes::Bytes;
+use cdncore::fill::wire;
 use cdncore::http::{verdict, HttpPolicy, Verdict};
 use cdncore::{now_ms, Cache, Meta};
 use nginx_sys::*;
@@ -200,6 +201,10 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     };
     // SAFETY: r is live.
     let h = unsafe { response_headers(r) };
+    // SAFETY: r is the live fill subrequest owning f.
+    if f.peer.is_some() && unsafe { from_owner(r, f, status, &h, &cache, length) } {
+        return;
+    }
     if let Some(job) = f.slice.clone() {
         if crate::slicefill::judge(f, &job, status, &h, &cache, lc) {
             return;
@@ -233,6 +238,12 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
         return;
     };
     apply_extras(&mut meta, &h);
+    open_writer(&cache, f, meta, vary, length);
+}
+
+/// Opens the writer of a fill (and its variant marker, for `Vary:
+/// Accept-Encoding`).
+fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKind, length: off_t) {
     let key = if vary == variant::VaryKind::AcceptEncoding {
         let mut marker = meta.clone();
         marker.headers = vec![(
@@ -262,6 +273,67 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
         }
     }
+}
+
+/// The answer of an owner peer. A failure (5xx, a refusal, bad metadata)
+/// marks the peer down and ends the fill as `PeerFailed`; an answer with
+/// `X-Rcdn-Meta` is stored with the owner's metadata. Returns false for an
+/// answer without it (the owner passed the origin's response through, e.g.
+/// an uncacheable one): that is judged like the origin's.
+///
+/// # Safety
+/// `r` must be the live fill subrequest owning `f`.
+unsafe fn from_owner(
+    r: *mut ngx_http_request_t,
+    f: &mut FillCtx,
+    status: u16,
+    h: &[(String, Vec<u8>)],
+    cache: &Cache,
+    length: off_t,
+) -> bool {
+    let refused = status == 400 && header(h, "x-rcdn-error").is_some();
+    if status >= 500 || status == 0 || refused {
+        if f.finished {
+            return true; // already given up on (timed out)
+        }
+        let why = match header(h, "x-rcdn-draining") {
+            Some(_) => "is draining".to_string(),
+            None => format!("answered {status}"),
+        };
+        // SAFETY: r owns f and is live (caller's contract).
+        unsafe { crate::fill::peer_failed(r, f, &why) };
+        return true;
+    }
+    let Some(value) = header(h, crate::peer::META) else {
+        return false;
+    };
+    let meta = match wire::decode(value, now_ms()) {
+        Ok(m) => m,
+        Err(e) => {
+            // SAFETY: as above.
+            unsafe { crate::fill::peer_failed(r, f, &format!("sent bad metadata ({e})")) };
+            return true;
+        }
+    };
+    f.outcome = Some(Outcome::Uncacheable); // until the body is committed
+    if status == 304 {
+        if let Some(old) = f.stale.clone() {
+            if cache.insert(old.key(), meta, old.body().clone()).is_ok() {
+                f.outcome = Some(Outcome::Refreshed);
+            }
+        }
+        return true;
+    }
+    let vary = variant::classify(
+        meta.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("vary"))
+            .map(|(_, v)| v.as_ref()),
+    );
+    if vary != variant::VaryKind::Unsupported {
+        open_writer(cache, f, meta, vary, length);
+    }
+    true
 }
 
 /// A 304 for a stale copy: store its body again with refreshed metadata.

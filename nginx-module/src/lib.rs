@@ -13,14 +13,18 @@
 //! - waiters wake and are served from the cache.
 
 pub mod attack;
+pub mod cluster;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
+pub mod fanout;
 pub mod fill;
 pub mod filter;
 pub mod guard;
 pub mod hotlink;
 pub mod lookup;
+pub mod peer;
+pub mod peer_shm;
 pub mod phase;
 pub mod purge;
 pub mod reply;
@@ -61,6 +65,10 @@ impl HttpModule for Module {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
+        if unsafe { peer::register_variables(cf) } != NGX_OK as ngx_int_t {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: as above.
         unsafe { reqlog::register(cf) }
     }
 
@@ -96,6 +104,16 @@ impl HttpModule for Module {
             len: conf::DEFAULT_KEY.len(),
             data: conf::DEFAULT_KEY.as_ptr().cast_mut(),
         };
+        if let Err((name, value, why)) = mc.cluster.check() {
+            return conf::bad(cf, name, &value, &why);
+        }
+        if mc.cluster.enabled() {
+            // SAFETY: cf is the http block's conf being parsed.
+            mc.cluster.zone = unsafe { peer_shm::add_zone(cf) };
+            if mc.cluster.zone == 0 {
+                return ngx::core::NGX_CONF_ERROR;
+            }
+        }
         // SAFETY: cf is valid during configuration.
         match unsafe { conf::compile(cf, &mut v) } {
             Some(cv) => {
@@ -149,7 +167,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 19] = [
+static mut COMMANDS: [ngx_command_t; 27] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -273,6 +291,62 @@ static mut COMMANDS: [ngx_command_t; 19] = [
         ngx_string!("rcdn_slice"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         conf::set_slice,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_node"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_node,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE23,
+        cluster::set_peer,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_origin"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_origin,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_timeout"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_time,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_down"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_time,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_secret"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_secret,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_drain"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cluster::set_drain,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_peer_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        peer::set_status,
         LOC,
         0,
     ),

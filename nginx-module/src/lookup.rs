@@ -106,6 +106,10 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return declined();
             }
         }
+        // SAFETY: r is a live main request.
+        if let Some(rc) = unsafe { crate::peer::owner_checks(r, &ctx.key) } {
+            return rc;
+        }
     }
     // SAFETY: r is live.
     let coding = variant::normalise(unsafe { header_in(r, b"accept-encoding") });
@@ -223,9 +227,9 @@ unsafe fn decide(
                     collapse::claim(&ctx.key, lc.lock_timeout as u64)
                 {
                     // SAFETY: forwarded.
-                    if !unsafe {
-                        fill::start(r, lc, &ctx.key, coding, Some(o.clone()), token, None)
-                    } {
+                    if unsafe { fill::start(r, lc, &ctx.key, coding, Some(o.clone()), token, None) }
+                        .is_none()
+                    {
                         collapse::release_shared(&ctx.key, token);
                         collapse::abandon(&ctx.key);
                     }
@@ -265,6 +269,9 @@ unsafe fn hit(
 ) -> ngx_int_t {
     ctx.status = st;
     ctx.hit = Some(o);
+    if ctx.source.is_empty() || !ctx.initiator {
+        ctx.source = "cache";
+    }
     // SAFETY: r is live; swapping the content handler serves this request
     // from the cache instead of the location's proxy_pass.
     unsafe { (*r).content_handler = Some(serve::handler) };
@@ -290,6 +297,7 @@ unsafe fn miss(
         || matches!(ctx.outcome, Some(Outcome::Uncacheable | Outcome::Error))
         || collapse::recent(&ctx.key, collapse::PASS_MS) == Some(Outcome::Uncacheable);
     if pass {
+        ctx.source = "origin";
         return declined(); // to the origin directly, like a plain proxy
     }
     match collapse::claim(&ctx.key, lc.lock_timeout as u64) {
@@ -298,10 +306,13 @@ unsafe fn miss(
             let job = unsafe { head_job(r, lc, ctx, stale.is_some()) };
             let stale = if job.is_some() { None } else { stale };
             // SAFETY: forwarded.
-            if !unsafe { fill::start(r, lc, &ctx.key, coding, stale, token, job) } {
-                collapse::release_shared(&ctx.key, token);
-                collapse::abandon(&ctx.key);
-                return declined();
+            match unsafe { fill::start(r, lc, &ctx.key, coding, stale, token, job) } {
+                Some(source) => ctx.source = source,
+                None => {
+                    collapse::release_shared(&ctx.key, token);
+                    collapse::abandon(&ctx.key);
+                    return declined();
+                }
             }
             ctx.initiator = true;
         }

@@ -175,7 +175,7 @@ fn url_plan(kind: &str, base: Vec<u8>) -> (Vec<Purge>, Value) {
 }
 
 /// Constant-time comparison, so the secret cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -221,12 +221,58 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     // SAFETY: r is live.
     let (args, server) = unsafe { ((*r).args.as_bytes(), (*r).headers_in.server.as_bytes()) };
-    let (status, body) = match parse(args) {
+    let (args, peers) = match split_peers(args) {
+        Ok(v) => v,
+        Err(e) => {
+            let body = json!({"ok": false, "error": e});
+            // SAFETY: r is live.
+            return unsafe { respond(r, NGX_HTTP_BAD_REQUEST, &body) };
+        }
+    };
+    let (status, body) = match parse(&args) {
         Err(e) => (NGX_HTTP_BAD_REQUEST, json!({"ok": false, "error": e})),
         Ok((target, host)) => run(target, host.as_deref().unwrap_or(server)),
     };
     // SAFETY: r is live.
+    let cc = unsafe { crate::peer::conf(r) };
+    // A purge that came from a peer is never fanned out again.
+    // SAFETY: r is live.
+    if peers && status == NGX_HTTP_OK && !unsafe { crate::peer::from_peer(r) } {
+        if let Some(cc) = cc.filter(|c| c.enabled()) {
+            // SAFETY: r is live.
+            let path = unsafe { (*r).uri.as_bytes() };
+            let f = crate::fanout::Fanout {
+                target: format!(
+                    "{}?{}",
+                    String::from_utf8_lossy(path),
+                    String::from_utf8_lossy(&args)
+                ),
+                host: server.to_vec(),
+                // SAFETY: r is live.
+                secret: unsafe { header_in(r, SECRET_HEADER) }.map(<[u8]>::to_vec),
+                peer_secret: cc.secret.clone(),
+            };
+            // SAFETY: r is a live main request in its content handler.
+            return unsafe { crate::fanout::start(r, cc, f, status, body) };
+        }
+    }
+    // SAFETY: r is live.
     unsafe { respond(r, status, &body) }
+}
+
+/// Takes `peers=1|0` out of a purge query: (the rest, fan out?).
+pub fn split_peers(query: &[u8]) -> Result<(Vec<u8>, bool), String> {
+    let mut rest: Vec<&[u8]> = Vec::new();
+    let mut peers = false;
+    for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix(b"peers=") {
+            Some(b"1") | Some(b"true") => peers = true,
+            Some(b"0") | Some(b"false") => peers = false,
+            Some(_) => return Err("peers must be 1 or 0".into()),
+            None => rest.push(pair),
+        }
+    }
+    Ok((rest.join(&b'&'), peers))
 }
 
 fn run(target: Target, host: &[u8]) -> (u32, Value) {
@@ -280,7 +326,7 @@ fn run(target: Target, host: &[u8]) -> (u32, Value) {
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &Value) -> ngx_int_t {
+pub unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &Value) -> ngx_int_t {
     let mut text = body.to_string();
     text.push('\n');
     // SAFETY: r is live.

@@ -138,7 +138,16 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
             }
         }
         let age = meta.age_secs(now_ms()).to_string();
-        push_header(r, b"Age", age.as_bytes()).is_some()
+        if push_header(r, b"Age", age.as_bytes()).is_none() {
+            return false;
+        }
+        // To a peer (a hit, or a fill streaming to it): the asking node
+        // stores the body with the owner's metadata.
+        if crate::peer::from_peer(r) {
+            let wire = cdncore::fill::wire::encode(meta, now_ms());
+            return push_header(r, crate::peer::META.as_bytes(), wire.as_bytes()).is_some();
+        }
+        true
     }
 }
 

@@ -378,7 +378,7 @@ unsafe fn start_fill(
         return false;
     };
     // SAFETY: forwarded.
-    if unsafe { fill::start(r, lc, key, "identity", None, token, Some(job(run, i))) } {
+    if unsafe { fill::start(r, lc, key, "identity", None, token, Some(job(run, i))) }.is_some() {
         return true;
     }
     collapse::release_shared(key, token);
