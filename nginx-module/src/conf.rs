@@ -30,6 +30,8 @@ pub struct MainConf {
     pub stats: crate::stats::StatsConf,
     /// `rcdn_node_name` (for `$rcdn_log_json`).
     pub node_name: Option<String>,
+    /// `rcdn_guard_zone`.
+    pub guard: crate::attack_zone::GuardZone,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.

@@ -13,6 +13,7 @@
 //! - waiters wake and are served from the cache.
 
 pub mod attack;
+pub mod attack_zone;
 pub mod collapse;
 pub mod conf;
 pub mod ctx;
@@ -94,12 +95,14 @@ impl HttpModule for Module {
         };
         // SAFETY: cf is valid during configuration.
         match unsafe { conf::compile(cf, &mut v) } {
-            Some(cv) => {
-                mc.default_key = cv;
-                ptr::null_mut()
-            }
-            None => ngx::core::NGX_CONF_ERROR,
+            Some(cv) => mc.default_key = cv,
+            None => return ngx::core::NGX_CONF_ERROR,
         }
+        if mc.guard.used && mc.guard.zone.is_null() {
+            // SAFETY: cf is the http block's conf, still being configured.
+            return unsafe { attack_zone::add_zone(cf, mc, attack_zone::DEFAULT_SIZE) };
+        }
+        ptr::null_mut()
     }
 }
 
@@ -145,7 +148,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 18] = [
+static mut COMMANDS: [ngx_command_t; 19] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -262,6 +265,13 @@ static mut COMMANDS: [ngx_command_t; 18] = [
         ngx_string!("rcdn_stats_push"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
         stats_push::set_push,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_guard_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        attack_zone::set_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),

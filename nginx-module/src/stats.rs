@@ -399,7 +399,6 @@ unsafe fn record(r: *mut ngx_http_request_t, log: *mut ngx_log_t) {
         hotlink_denied: is(Mark::Denied),
         challenged: is(Mark::Challenged),
         blocked: is(Mark::Blocked),
-        ..Sample::default()
     };
     let host = if host.is_empty() { "-" } else { &host };
     let before = t.overflow();
@@ -451,6 +450,8 @@ unsafe extern "C" fn noop_counted(_: *mut c_void) {}
 ///
 /// # Safety
 /// `sr` must be a live subrequest.
+// Registering and comparing use the same static pointer value.
+#[allow(unpredictable_function_pointer_comparisons)]
 pub unsafe fn fill_done(sr: *mut ngx_http_request_t) {
     // SAFETY: sr is live.
     let Some(mc) = Module::main_conf(unsafe { &*sr }) else {
@@ -563,10 +564,28 @@ unsafe fn serve(r: *mut ngx_http_request_t, prom: bool) -> ngx_int_t {
             let Some(t) = mc.and_then(table) else {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             };
+            let guard = mc.and_then(crate::attack_zone::get);
             let (body, ct) = if prom {
-                (t.to_prometheus(), ngx_string!("text/plain; version=0.0.4"))
+                let mut s = t.to_prometheus();
+                if let Some(g) = guard {
+                    s.push_str(&format!(
+                        "# TYPE rcdn_guard_zone_full_total counter\nrcdn_guard_zone_full_total {}\n\
+                         # TYPE rcdn_guard_lifted_total counter\nrcdn_guard_lifted_total {}\n",
+                        g.rates.full(),
+                        g.rates.lifted()
+                    ));
+                }
+                (s, ngx_string!("text/plain; version=0.0.4"))
             } else {
-                let mut s = t.to_json(now_ms()).to_string();
+                let mut v = t.to_json(now_ms());
+                if let Some(g) = guard {
+                    v["guard_zone"] = serde_json::json!({
+                        "slots": g.rates.slots(),
+                        "full": g.rates.full(),
+                        "lifted": g.rates.lifted(),
+                    });
+                }
+                let mut s = v.to_string();
                 s.push('\n');
                 (s, ngx_string!("application/json"))
             };
