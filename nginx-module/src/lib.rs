@@ -21,6 +21,8 @@ pub mod fill;
 pub mod filter;
 pub mod guard;
 pub mod hotlink;
+pub mod hotlink_url;
+pub mod http_get;
 pub mod lookup;
 pub mod phase;
 pub mod purge;
@@ -148,7 +150,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 19] = [
+static mut COMMANDS: [ngx_command_t; 20] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -273,6 +275,13 @@ static mut COMMANDS: [ngx_command_t; 19] = [
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
         attack_zone::set_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_hotlink_url"),
+        ANY_LEVEL | NGX_CONF_TAKE123,
+        hotlink_url::set_url,
+        LOC,
         0,
     ),
     ngx_command_t::empty(),
