@@ -24,6 +24,7 @@ pub mod hotlink;
 pub mod hotlink_url;
 pub mod http_get;
 pub mod lookup;
+pub mod node_status;
 pub mod phase;
 pub mod purge;
 pub mod reply;
@@ -150,7 +151,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 20] = [
+static mut COMMANDS: [ngx_command_t; 21] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -258,7 +259,7 @@ static mut COMMANDS: [ngx_command_t; 20] = [
     ),
     command(
         ngx_string!("rcdn_scheduler"),
-        ANY_LEVEL | NGX_CONF_TAKE12,
+        ANY_LEVEL | NGX_CONF_TAKE123,
         schedule::set_scheduler,
         LOC,
         0,
@@ -281,6 +282,13 @@ static mut COMMANDS: [ngx_command_t; 20] = [
         ngx_string!("rcdn_hotlink_url"),
         ANY_LEVEL | NGX_CONF_TAKE123,
         hotlink_url::set_url,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_node_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        node_status::set_status,
         LOC,
         0,
     ),
