@@ -9,11 +9,12 @@
 //! logged and the last good policy kept.
 //!
 //! Policies are fetched and kept **per worker** (each worker fetches a
-//! domain once, then refreshes it on its own schedule).
+//! domain once, then refreshes it on its own schedule), for at most
+//! `MAX_DOMAINS` Hosts per worker (later new Hosts: the unknown rule).
 
 use crate::conf::{args, bad, lossy, parse_time, LocConf};
 use crate::guard;
-use cdncore::policy::hotlink_url::{parse_answer, Applied, Lookup, Registry};
+use cdncore::policy::hotlink_url::{parse_answer, Applied, Lookup, Registry, MAX_DOMAINS};
 use cdncore::policy::PolicyError;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
@@ -252,7 +253,20 @@ pub enum Answer {
 pub unsafe fn lookup(r: *mut ngx_http_request_t, u: &Arc<UrlConf>, host: &str) -> Answer {
     let f = fetcher(u);
     let (l, asked) = match f.reg.lock() {
-        Ok(mut reg) => reg.lookup(host),
+        Ok(mut reg) => {
+            let before = reg.overflow;
+            let out = reg.lookup(host);
+            if reg.overflow > before && reg.overflow % 1000 == 1 {
+                let n = reg.overflow;
+                drop(reg);
+                push_log(
+                    &f,
+                    NGX_LOG_WARN as ngx_uint_t,
+                    format!("rcdn: hotlink policy URL: {n} requests for new Hosts past {MAX_DOMAINS} domains got the unknown-domain rule"),
+                );
+            }
+            out
+        }
         Err(_) => return Answer::Unknown,
     };
     if asked {

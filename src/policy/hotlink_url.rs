@@ -72,12 +72,18 @@ pub enum Lookup {
     Pending,
 }
 
+/// Domains kept per registry: Hosts beyond it (e.g. a client sending
+/// random Host headers) get the unknown-domain rule without a fetch.
+pub const MAX_DOMAINS: usize = 10_000;
+
 /// The fetched policies of one policy URL, and their schedule.
 #[derive(Debug, Default)]
 pub struct Registry {
     domains: HashMap<String, Entry>,
     /// The longest refresh delay (ms).
     pub refresh_ms: u64,
+    /// Hosts turned away because the registry was full.
+    pub overflow: u64,
 }
 
 /// The outcome of a fetch, for the log.
@@ -94,12 +100,18 @@ impl Registry {
         Registry {
             domains: HashMap::new(),
             refresh_ms,
+            overflow: 0,
         }
     }
 
     /// The state of `domain`, asking for its first fetch if it is new.
-    /// Returns whether a fetch was asked for.
+    /// Returns whether a fetch was asked for. A new domain beyond
+    /// [`MAX_DOMAINS`] is `NoPolicy` (counted in `overflow`).
     pub fn lookup(&mut self, domain: &str) -> (Lookup, bool) {
+        if self.domains.len() >= MAX_DOMAINS && !self.domains.contains_key(domain) {
+            self.overflow += 1;
+            return (Lookup::NoPolicy, false);
+        }
         let e = self.domains.entry(domain.to_string());
         let new = matches!(e, std::collections::hash_map::Entry::Vacant(_));
         let e = e.or_insert(Entry {
@@ -239,6 +251,21 @@ mod tests {
         let down = parse_answer("b.com", 503, b"");
         assert!(matches!(r.apply("b.com", down, 0, 1), Applied::Kept(_)));
         assert!(matches!(r.lookup("b.com").0, Lookup::NoPolicy));
+    }
+
+    #[test]
+    fn the_registry_is_bounded() {
+        let mut r = Registry::new(1000);
+        for i in 0..MAX_DOMAINS {
+            assert!(r.lookup(&format!("d{i}")).1);
+        }
+        let (l, asked) = r.lookup("one-too-many");
+        assert!(matches!(l, Lookup::NoPolicy) && !asked);
+        assert_eq!((r.len(), r.overflow), (MAX_DOMAINS, 1));
+        assert!(
+            matches!(r.lookup("d7").0, Lookup::Pending),
+            "known ones stay"
+        );
     }
 
     #[test]
