@@ -5,7 +5,9 @@
 # log, scheduler with no nodes = serve locally) vs all off. Same nginx
 # binary (release), same origin, same 4 KiB objects, all hits, 2 workers
 # each; wrk rounds alternate between the two nodes; prints each round and
-# the medians' ratio (target >= 0.9).
+# the medians' ratio (target >= 0.9). Also the workers' CPU time per
+# request (utime+stime / requests), steadier than req/s when the machine
+# is shared: its ratio is off/on (1.0 = the policies cost nothing).
 # Env: ROUNDS (default 5, at most 20), DURATION (s per round, default 5,
 # at most 30), CONNS (default 32), THREADS (default 2), KEYS (default 1000).
 set -euo pipefail
@@ -76,25 +78,40 @@ for p in $ON $OFF; do
   [ "${got% *}" = "200 4096" ] || { echo "bench: port $p answered $got" >&2; exit 1; }
 done
 
-round() { # port -> req/s
-  local out; out=$(PREFIX=/o4k/ KEYS=$KEYS wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$1")
-  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: port $1: |" >&2 || true
-  echo "$out" | awk '/Requests\/sec/ {print $2}'
+workers_cpu() { # name -> utime+stime ticks of its workers
+  local t=0
+  for w in $(pgrep -P "$(cat "$DIR/$1/logs/nginx.pid")"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat")))
+  done
+  echo $t
+}
+HZ=$(getconf CLK_TCK)
+round() { # name port -> "req/s cpu_us_per_req"
+  local before; before=$(workers_cpu "$1")
+  local out; out=$(PREFIX=/o4k/ KEYS=$KEYS wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$2")
+  local after; after=$(workers_cpu "$1")
+  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $1: |" >&2 || true
+  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  awk -v r="$rps" -v d=$((after - before)) -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%s %.2f\n", r, d / hz * 1e6 / (n > 0 ? n : 1) }'
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
 
-ONS=(); OFFS=()
-printf "%-6s %14s %14s %8s\n" round "on req/s" "off req/s" ratio
+ONS=(); OFFS=(); ONC=(); OFFC=()
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+printf "%-6s %12s %12s %9s %12s %12s %9s\n" round "on req/s" "off req/s" ratio "on cpu_us" "off cpu_us" off/on
 for r in $(seq 1 "$ROUNDS"); do
   # Alternate which goes first, so drift in the machine's load is shared.
-  if [ $((r % 2)) -eq 1 ]; then a=$(round "$ON"); b=$(round "$OFF"); else b=$(round "$OFF"); a=$(round "$ON"); fi
-  ONS+=("$a"); OFFS+=("$b")
-  printf "%-6s %14s %14s %8s\n" "$r" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
+  if [ $((r % 2)) -eq 1 ]; then a=$(round on "$ON"); b=$(round off "$OFF"); else b=$(round off "$OFF"); a=$(round on "$ON"); fi
+  read -r arps acpu <<< "$a"; read -r brps bcpu <<< "$b"
+  ONS+=("$arps"); OFFS+=("$brps"); ONC+=("$acpu"); OFFC+=("$bcpu")
+  printf "%-6s %12s %12s %9s %12s %12s %9s\n" "$r" "$arps" "$brps" "$(ratio "$arps" "$brps")" "$acpu" "$bcpu" "$(ratio "$bcpu" "$acpu")"
 done
 mon=$(printf '%s\n' "${ONS[@]}" | median); moff=$(printf '%s\n' "${OFFS[@]}" | median)
-printf "%-6s %14s %14s %8s\n" median "$mon" "$moff" "$(awk -v a="$mon" -v b="$moff" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
+mcon=$(printf '%s\n' "${ONC[@]}" | median); mcoff=$(printf '%s\n' "${OFFC[@]}" | median)
+printf "%-6s %12s %12s %9s %12s %12s %9s\n" median "$mon" "$moff" "$(ratio "$mon" "$moff")" "$mcon" "$mcoff" "$(ratio "$mcoff" "$mcon")"
 # The policies really ran: requests counted, logged, no guard decisions.
 stats=$(curl -s "http://127.0.0.1:$ON/stats")
 echo "$stats" | python3 -c 'import json,sys; v=json.load(sys.stdin)["all"]["total"]; print("on-node stats: requests=%d hit=%d guard_challenged=%d guard_blocked=%d hotlink_denied=%d" % (v["requests"], v["hit"], v["guard_challenged"], v["guard_blocked"], v["hotlink_denied"]))'
 echo "on-node JSON log lines: $(wc -l < "$DIR/on/logs/requests.json")"
-echo "ratio = on / off, medians of $ROUNDS alternating rounds of ${DURATION}s (target >= 0.9)"
+echo "ratio = on / off req/s, off/on = CPU per request off / on; medians of $ROUNDS alternating rounds of ${DURATION}s (target >= 0.9)"

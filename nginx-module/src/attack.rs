@@ -13,14 +13,13 @@
 use crate::conf::{args, bad, lossy, parse_time, LocConf};
 use crate::guard;
 use cdncore::policy::guard::Verdict;
-use cdncore::policy::rates::{Item, Limits};
+use cdncore::policy::rates::{item_id, Item, Limits};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 use std::cell::RefCell;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,16 +147,11 @@ fn split_args(args: &[u8]) -> (Vec<u8>, Option<String>) {
 }
 
 fn item(host: &[u8], uri: &[u8], args: &[u8]) -> u64 {
-    // Fixed keys: the same URL is the same item in every worker.
-    let mut h = std::hash::DefaultHasher::new();
-    (host, uri, args).hash(&mut h);
-    h.finish()
+    item_id(&[b"url", host, uri, args])
 }
 
 fn client_item(addr: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    (b"client", addr).hash(&mut h);
-    h.finish()
+    item_id(&[b"client", addr])
 }
 
 /// Says so when the zone had no slot (at most every 10 s per worker).

@@ -158,7 +158,14 @@ impl Rates {
             let n = self.at(i, COUNT).fetch_add(1, AcqRel) + 1;
             let secs = now_ms.saturating_sub(start).max(1000) as f64 / 1000.0;
             let level = lim.level(n as f64 / secs);
-            let prev = self.at(i, LEVEL).fetch_max(level, AcqRel);
+            // A read when nothing rises: no write to a line other
+            // processes read for every request of the item.
+            let flag = self.at(i, LEVEL);
+            let prev = if level == NONE {
+                flag.load(Acquire)
+            } else {
+                flag.fetch_max(level, AcqRel)
+            };
             return Ok(prev.max(level));
         }
         Err(Full)
@@ -255,6 +262,17 @@ impl Rates {
         }
         None
     }
+}
+
+/// An item id for a URL or client address from its parts (xxh3 with a
+/// fixed seed: the same item in every process).
+pub fn item_id(parts: &[&[u8]]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.digest()
 }
 
 /// The guard over a shared [`Rates`] table: per-URL and, optionally,
