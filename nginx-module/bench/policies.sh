@@ -9,11 +9,15 @@
 # request (utime+stime / requests), steadier than req/s when the machine
 # is shared: its ratio is off/on (1.0 = the policies cost nothing).
 # Env: ROUNDS (default 5, at most 20), DURATION (s per round, default 5,
-# at most 30), CONNS (default 32), THREADS (default 2), KEYS (default 1000).
+# at most 30), CONNS (default 32), THREADS (default 2), KEYS (default 1000),
+# POLICIES (those the "on" node has, default "hotlink guard stats log sched",
+# to see what each costs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}; THREADS=${THREADS:-2}; KEYS=${KEYS:-1000}
+POLICIES=${POLICIES:-hotlink guard stats log sched}
+has() { case " $POLICIES " in *" $1 "*) return 0 ;; esac; return 1; }
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || { echo "bench: ROUNDS must be 1..20" >&2; exit 1; }
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || { echo "bench: DURATION must be 1..30" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
@@ -55,16 +59,20 @@ start origin "$COMMON http { access_log off; server { listen 127.0.0.1:$OP; root
 start off "load_module $SO; $COMMON http { access_log off;
   rcdn_store mem=256m $STORE tier=$DIR/off/store,size=256m,region=16m;
   server { listen 127.0.0.1:$OFF reuseport; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; } } }"
+HTTP_ON="rcdn_node_name bench-on;"; LOC_ON=""
+has stats && HTTP_ON="$HTTP_ON rcdn_stats_zone 4m;"
+has log && HTTP_ON="$HTTP_ON log_format rcdn_json escape=none '\$rcdn_log_json';
+  access_log logs/requests.json rcdn_json buffer=64k flush=1s;"
+has log || HTTP_ON="$HTTP_ON access_log off;"
+has guard && HTTP_ON="$HTTP_ON rcdn_guard_zone 4m;" && LOC_ON="$LOC_ON
+      rcdn_guard challenge=1000000 block=10000000 window=5m ip_challenge=1000000 ip_block=10000000;"
+has hotlink && LOC_ON="$LOC_ON rcdn_hotlink $DIR/hotlink.json; rcdn_hotlink_unknown refuse;"
+has sched && LOC_ON="$LOC_ON rcdn_scheduler $DIR/sched.txt;"
 start on "load_module $SO; $COMMON http {
   rcdn_store mem=256m $STORE tier=$DIR/on/store,size=256m,region=16m;
-  rcdn_stats_zone 4m; rcdn_guard_zone 4m; rcdn_node_name bench-on;
-  log_format rcdn_json escape=none '\$rcdn_log_json';
-  access_log logs/requests.json rcdn_json buffer=64k flush=1s;
+  $HTTP_ON
   server { listen 127.0.0.1:$ON reuseport;
-    location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP;
-      rcdn_hotlink $DIR/hotlink.json; rcdn_hotlink_unknown refuse;
-      rcdn_guard challenge=1000000 block=10000000 window=5m ip_challenge=1000000 ip_block=10000000;
-      rcdn_scheduler $DIR/sched.txt; }
+    location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; $LOC_ON }
     location /stats { rcdn_stats json; } } }"
 for p in $OP $ON $OFF; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
@@ -111,7 +119,10 @@ mon=$(printf '%s\n' "${ONS[@]}" | median); moff=$(printf '%s\n' "${OFFS[@]}" | m
 mcon=$(printf '%s\n' "${ONC[@]}" | median); mcoff=$(printf '%s\n' "${OFFC[@]}" | median)
 printf "%-6s %12s %12s %9s %12s %12s %9s\n" median "$mon" "$moff" "$(ratio "$mon" "$moff")" "$mcon" "$mcoff" "$(ratio "$mcoff" "$mcon")"
 # The policies really ran: requests counted, logged, no guard decisions.
-stats=$(curl -s "http://127.0.0.1:$ON/stats")
-echo "$stats" | python3 -c 'import json,sys; v=json.load(sys.stdin)["all"]["total"]; print("on-node stats: requests=%d hit=%d guard_challenged=%d guard_blocked=%d hotlink_denied=%d" % (v["requests"], v["hit"], v["guard_challenged"], v["guard_blocked"], v["hotlink_denied"]))'
-echo "on-node JSON log lines: $(wc -l < "$DIR/on/logs/requests.json")"
+echo "on-node policies: $POLICIES"
+if has stats; then
+  stats=$(curl -s "http://127.0.0.1:$ON/stats")
+  echo "$stats" | python3 -c 'import json,sys; v=json.load(sys.stdin)["all"]["total"]; print("on-node stats: requests=%d hit=%d guard_challenged=%d guard_blocked=%d hotlink_denied=%d" % (v["requests"], v["hit"], v["guard_challenged"], v["guard_blocked"], v["hotlink_denied"]))'
+fi
+has log && echo "on-node JSON log lines: $(wc -l < "$DIR/on/logs/requests.json")"
 echo "ratio = on / off req/s, off/on = CPU per request off / on; medians of $ROUNDS alternating rounds of ${DURATION}s (target >= 0.9)"

@@ -19,6 +19,7 @@ use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,8 +129,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The request's URL without our challenge argument, and that argument.
-fn split_args(args: &[u8]) -> (Vec<u8>, Option<String>) {
+/// The request's URL without our challenge argument (and empty
+/// arguments), and that argument; borrowed when there is nothing to drop.
+fn split_args(args: &[u8]) -> (Cow<'_, [u8]>, Option<String>) {
+    let has = |pat: &[u8]| args.windows(pat.len()).any(|w| w == pat);
+    if !(has(b"rcdn_challenge=") || has(b"&&") || args.starts_with(b"&") || args.ends_with(b"&")) {
+        return (Cow::Borrowed(args), None);
+    }
     let mut rest = Vec::new();
     let mut token = None;
     for kv in args.split(|&b| b == b'&').filter(|kv| !kv.is_empty()) {
@@ -143,7 +149,7 @@ fn split_args(args: &[u8]) -> (Vec<u8>, Option<String>) {
             }
         }
     }
-    (rest, token)
+    (Cow::Owned(rest), token)
 }
 
 fn item(host: &[u8], uri: &[u8], args: &[u8]) -> u64 {
