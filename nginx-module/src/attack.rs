@@ -1,51 +1,39 @@
 //! Anti-attack guard (`rcdn_guard challenge=<rps> block=<rps>
-//! [window=<time>] [capacity=<n>]`): an access-phase check of each URL's
-//! request rate with the engine's `cdncore::policy::guard` (Space-Saving
-//! heavy hitters). Above `challenge` a URL's requests get a 302 to the same
-//! URL with `rcdn_challenge=<token>` appended; a request with a valid token
-//! passes, a bad one gets 403; above `block` every request gets 403. Each
-//! window the flags are re-examined and lifted when the rate is back down.
-//!
-//! The sketch is **per worker** (rates are what one worker sees); the
-//! challenge secret is made when the config is parsed (in the master), so a
-//! token from one worker is valid in every worker.
+//! [window=<time>] [ip_challenge=<rps> ip_block=<rps>]`): an access-phase
+//! check of each URL's request rate, and optionally each client address's
+//! rate over all URLs, with the engine's `cdncore::policy::rates` in the
+//! shared `rcdn_guard_zone` (exact counts across workers). Above
+//! `challenge` a URL's requests get a 302 to the same URL with
+//! `rcdn_challenge=<token>` appended (the token binds URL and client
+//! address); a request with a valid token passes, a bad one gets 403; above
+//! `block` every request gets 403. Likewise per client address with the
+//! `ip_` thresholds. Each item's window is re-examined when it ends and the
+//! flag lifted when the rate is back down.
 
 use crate::conf::{args, bad, lossy, parse_time, LocConf};
 use crate::guard;
-use cdncore::policy::guard::{Guard, GuardConfig, Verdict};
+use cdncore::policy::guard::Verdict;
+use cdncore::policy::rates::{item_id, Item, Limits};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_OK};
-use ngx::http::HttpModuleLocationConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// One `rcdn_guard` directive: thresholds and the challenge secret.
+/// One `rcdn_guard` directive: per-URL and optional per-client limits.
 pub struct GuardSpec {
-    pub cfg: GuardConfig,
-    pub secret: [u8; 32],
-}
-
-fn secret() -> [u8; 32] {
-    // RandomState is seeded from the OS; mixing a few gives 32 bytes.
-    let mut out = [0u8; 32];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        i.hash(&mut h);
-        std::time::SystemTime::now().hash(&mut h);
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    out
+    pub url: Limits,
+    pub client: Option<Limits>,
 }
 
 /// Parses the directive's `key=value` arguments.
-fn parse(a: &[String]) -> Result<GuardConfig, (String, String)> {
-    let mut cfg = GuardConfig::default();
-    let (mut challenge, mut block) = (None, None);
+fn parse(a: &[String]) -> Result<GuardSpec, (String, String)> {
+    let mut window_ms = 300_000;
+    let (mut challenge, mut block, mut ip_c, mut ip_b) = (None, None, None, None);
     for t in a {
         let err = |why: &str| (t.clone(), why.to_string());
         let (k, v) = t.split_once('=').ok_or_else(|| err("expected key=value"))?;
@@ -58,22 +46,49 @@ fn parse(a: &[String]) -> Result<GuardConfig, (String, String)> {
         match k {
             "challenge" => challenge = Some(rps()?),
             "block" => block = Some(rps()?),
-            "window" => {
-                cfg.window_ms = parse_time(v.as_bytes()).ok_or_else(|| err("not a time"))?
+            "ip_challenge" => ip_c = Some(rps()?),
+            "ip_block" => ip_b = Some(rps()?),
+            "window" => window_ms = parse_time(v.as_bytes()).ok_or_else(|| err("not a time"))?,
+            "capacity" => {
+                return Err(err(
+                    "capacity= is gone: rcdn_guard_zone <size> bounds the memory",
+                ))
             }
-            "capacity" => cfg.capacity = v.parse().map_err(|_| err("not a number"))?,
-            _ => return Err(err("expected challenge=, block=, window= or capacity=")),
+            _ => {
+                return Err(err(
+                    "expected challenge=, block=, window=, ip_challenge= or ip_block=",
+                ))
+            }
         }
     }
     let joined = a.join(" ");
-    cfg.challenge_rps =
-        challenge.ok_or_else(|| (joined.clone(), "challenge= is required".into()))?;
-    cfg.block_rps = block.ok_or_else(|| (joined.clone(), "block= is required".into()))?;
-    cfg.validate().map_err(|e| (joined, e.reason))?;
-    Ok(cfg)
+    let need = |v: Option<f64>, what: &str| {
+        v.ok_or_else(|| (joined.clone(), format!("{what}= is required")))
+    };
+    let url = Limits {
+        challenge_rps: need(challenge, "challenge")?,
+        block_rps: need(block, "block")?,
+        window_ms,
+    };
+    url.validate("rcdn_guard")
+        .map_err(|e| (joined.clone(), e.reason))?;
+    let client = match (ip_c, ip_b) {
+        (None, None) => None,
+        (Some(c), Some(b)) => Some(Limits {
+            challenge_rps: c,
+            block_rps: b,
+            window_ms,
+        }),
+        _ => return Err((joined, "ip_challenge= and ip_block= go together".into())),
+    };
+    if let Some(c) = &client {
+        c.validate("rcdn_guard")
+            .map_err(|e| (joined.clone(), format!("ip_: {}", e.reason)))?;
+    }
+    Ok(GuardSpec { url, client })
 }
 
-/// `rcdn_guard challenge=<rps> block=<rps> [window=<time>] [capacity=<n>];`
+/// `rcdn_guard challenge=<rps> block=<rps> [window=<time>] [ip_challenge=<rps> ip_block=<rps>];`
 ///
 /// # Safety
 /// Called by nginx with valid pointers for this callback.
@@ -91,11 +106,12 @@ pub unsafe extern "C" fn set_guard(
         // SAFETY: called by nginx while parsing this directive.
         let a: Vec<String> = unsafe { args(cf) }.iter().map(lossy).collect();
         match parse(&a) {
-            Ok(cfg) => {
-                lc.attack = Some(Arc::new(GuardSpec {
-                    cfg,
-                    secret: secret(),
-                }));
+            Ok(spec) => {
+                lc.attack = Some(Arc::new(spec));
+                // SAFETY: cf is the conf being parsed, inside http{}.
+                if let Some(mc) = crate::Module::main_conf_mut(unsafe { &*cf }) {
+                    mc.guard.used = true;
+                }
                 NGX_CONF_OK
             }
             Err((v, why)) => bad(cf, "rcdn_guard", &v, &why),
@@ -104,8 +120,7 @@ pub unsafe extern "C" fn set_guard(
 }
 
 thread_local! {
-    /// This worker's sketches, one per `rcdn_guard` directive (by address).
-    static GUARDS: RefCell<HashMap<usize, Guard>> = RefCell::new(HashMap::new());
+    static LAST_FULL_LOG: RefCell<Option<Instant>> = const { RefCell::new(None) };
 }
 
 fn now_ms() -> u64 {
@@ -114,8 +129,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The request's URL without our challenge argument, and that argument.
-fn split_args(args: &[u8]) -> (Vec<u8>, Option<String>) {
+/// The request's URL without our challenge argument (and empty
+/// arguments), and that argument; borrowed when there is nothing to drop.
+fn split_args(args: &[u8]) -> (Cow<'_, [u8]>, Option<String>) {
+    let has = |pat: &[u8]| args.windows(pat.len()).any(|w| w == pat);
+    if !(has(b"rcdn_challenge=") || has(b"&&") || args.starts_with(b"&") || args.ends_with(b"&")) {
+        return (Cow::Borrowed(args), None);
+    }
     let mut rest = Vec::new();
     let mut token = None;
     for kv in args.split(|&b| b == b'&').filter(|kv| !kv.is_empty()) {
@@ -129,14 +149,34 @@ fn split_args(args: &[u8]) -> (Vec<u8>, Option<String>) {
             }
         }
     }
-    (rest, token)
+    (Cow::Owned(rest), token)
 }
 
 fn item(host: &[u8], uri: &[u8], args: &[u8]) -> u64 {
-    // Fixed keys: the same URL is the same item in every worker.
-    let mut h = std::hash::DefaultHasher::new();
-    (host, uri, args).hash(&mut h);
-    h.finish()
+    item_id(&[b"url", host, uri, args])
+}
+
+fn client_item(addr: &[u8]) -> u64 {
+    item_id(&[b"client", addr])
+}
+
+/// Says so when the zone had no slot (at most every 10 s per worker).
+fn log_full(log: *mut ngx_log_t, n: u64) {
+    let due = LAST_FULL_LOG.with(|l| {
+        let mut l = l.borrow_mut();
+        let due = l.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if due {
+            *l = Some(Instant::now());
+        }
+        due
+    });
+    if due {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "rcdn: guard zone full: {n} requests passed uncounted (enlarge rcdn_guard_zone)"
+        );
+    }
 }
 
 /// Access phase.
@@ -178,26 +218,35 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
         )
     };
     let (rest, token) = split_args(args);
-    let id = item(host, uri, &rest);
-    let now = now_ms();
-    let verdict = GUARDS.with(|g| {
-        let mut g = g.borrow_mut();
-        let key = Arc::as_ptr(&spec) as usize;
-        let gd = match g.entry(key) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(Guard::new(spec.cfg, &spec.secret, now).ok()?),
-        };
-        Some(gd.check(id, token.as_deref(), now))
+    // SAFETY: r is live.
+    let Some(shared) = crate::Module::main_conf(unsafe { &*r }).and_then(crate::attack_zone::get)
+    else {
+        return declined;
+    };
+    // SAFETY: r is live; addr_text is the client address nginx printed.
+    let addr = unsafe { (*(*r).connection).addr_text.as_bytes() };
+    let url = Item {
+        id: item(host, uri, &rest),
+        limits: &spec.url,
+    };
+    let client = spec.client.as_ref().map(|l| Item {
+        id: client_item(addr),
+        limits: l,
     });
+    let full = shared.rates.full();
+    let verdict = shared.check(url, client, token.as_deref(), now_ms());
+    if shared.rates.full() > full {
+        log_full(log, shared.rates.full());
+    }
     match verdict {
-        None | Some(Verdict::Pass) => declined,
-        Some(Verdict::Block) => {
+        Verdict::Pass => declined,
+        Verdict::Block => {
             ngx_log_error!(NGX_LOG_INFO, log, "rcdn: guard blocked the request");
             // SAFETY: r is live.
             unsafe { crate::stats::mark(r, crate::stats::Mark::Blocked) };
             NGX_HTTP_FORBIDDEN as ngx_int_t
         }
-        Some(Verdict::Challenge(t)) => {
+        Verdict::Challenge(t) => {
             // SAFETY: r is live.
             unsafe { crate::stats::mark(r, crate::stats::Mark::Challenged) };
             // The raw (still encoded) path the client sent.

@@ -37,6 +37,8 @@ pub struct MainConf {
     /// The largest `rcdn_slice` of any location (bytes, as written), checked
     /// against the store's `max_object` once the whole config is read.
     pub slice_max: Option<(u64, String)>,
+    /// `rcdn_guard_zone`.
+    pub guard: crate::attack_zone::GuardZone,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.

@@ -329,6 +329,8 @@ unsafe extern "C" fn done(
     // SAFETY: nginx passes the live subrequest.
     let log = unsafe { (*(*sr).connection).log };
     guard::event(log, "fill done", || {
+        // SAFETY: sr is live; its upstream is finalized by now.
+        unsafe { crate::stats::fill_done(sr) };
         // SAFETY: sr is one of our fills.
         if let Some(f) = unsafe { FillCtx::get(sr) } {
             let broken = f.outcome.is_none() || f.writer.is_some();

@@ -22,6 +22,8 @@ pub struct HotlinkConf {
     pub policy: Option<Arc<Hotlink>>,
     /// `rcdn_hotlink_unknown`: `None` = unset (inherit; default allow).
     pub unknown: Option<Unknown>,
+    /// `rcdn_hotlink_url`: policies of domains not in the file.
+    pub url: Option<Arc<crate::hotlink_url::UrlConf>>,
 }
 
 impl HotlinkConf {
@@ -31,6 +33,9 @@ impl HotlinkConf {
         }
         if self.unknown.is_none() {
             self.unknown = prev.unknown;
+        }
+        if self.url.is_none() {
+            self.url = prev.url.clone();
         }
     }
 }
@@ -165,9 +170,9 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(lc) = (unsafe { crate::Module::location_conf(&*r) }) else {
         return declined;
     };
-    let Some(policy) = lc.hotlink.policy.as_ref() else {
+    if lc.hotlink.policy.is_none() && lc.hotlink.url.is_none() {
         return declined;
-    };
+    }
     // SAFETY: r is live; its strings live as long as the request.
     let (host, uri, args, referer) = unsafe {
         (
@@ -180,18 +185,31 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     let host = String::from_utf8_lossy(host);
     let uri = String::from_utf8_lossy(uri);
     let referer = referer.map(String::from_utf8_lossy);
+    let req = Request {
+        host: &host,
+        path: &uri,
+        referer: referer.as_deref(),
+        token: arg(args, b"token"),
+        expires: arg(args, b"expires"),
+    };
     let refuse = lc.hotlink.unknown == Some(Unknown::Refuse);
-    let decision = if refuse && !policy.knows(&host) {
-        Decision::Forbidden("unknown domain")
-    } else {
-        let req = Request {
-            host: &host,
-            path: &uri,
-            referer: referer.as_deref(),
-            token: arg(args, b"token"),
-            expires: arg(args, b"expires"),
-        };
-        policy.check(&req, now_secs())
+    let unknown = || {
+        if refuse {
+            Decision::Forbidden("unknown domain")
+        } else {
+            Decision::Allow
+        }
+    };
+    let file = lc.hotlink.policy.as_ref();
+    let decision = match (file, &lc.hotlink.url) {
+        (Some(p), _) if p.knows(&host) => p.check(&req, now_secs()),
+        // SAFETY: r is a live main request in the access phase.
+        (_, Some(u)) => match unsafe { crate::hotlink_url::lookup(r, u, &host) } {
+            crate::hotlink_url::Answer::Policy(p) => p.check(&req, now_secs()),
+            crate::hotlink_url::Answer::Unknown => unknown(),
+            crate::hotlink_url::Answer::Wait => return Status::NGX_AGAIN.into(),
+        },
+        _ => unknown(),
     };
     // SAFETY: r is live.
     unsafe { act(r, log_of(r), decision) }

@@ -13,6 +13,7 @@
 //! - waiters wake and are served from the cache.
 
 pub mod attack;
+pub mod attack_zone;
 pub mod cluster;
 pub mod collapse;
 pub mod conf;
@@ -22,7 +23,10 @@ pub mod fill;
 pub mod filter;
 pub mod guard;
 pub mod hotlink;
+pub mod hotlink_url;
+pub mod http_get;
 pub mod lookup;
+pub mod node_status;
 pub mod peer;
 pub mod peer_shm;
 pub mod phase;
@@ -116,12 +120,14 @@ impl HttpModule for Module {
         }
         // SAFETY: cf is valid during configuration.
         match unsafe { conf::compile(cf, &mut v) } {
-            Some(cv) => {
-                mc.default_key = cv;
-                ptr::null_mut()
-            }
-            None => ngx::core::NGX_CONF_ERROR,
+            Some(cv) => mc.default_key = cv,
+            None => return ngx::core::NGX_CONF_ERROR,
         }
+        if mc.guard.used && mc.guard.zone.is_null() {
+            // SAFETY: cf is the http block's conf, still being configured.
+            return unsafe { attack_zone::add_zone(cf, mc, attack_zone::DEFAULT_SIZE) };
+        }
+        ptr::null_mut()
     }
 }
 
@@ -167,7 +173,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 27] = [
+static mut COMMANDS: [ngx_command_t; 30] = [
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -275,7 +281,7 @@ static mut COMMANDS: [ngx_command_t; 27] = [
     ),
     command(
         ngx_string!("rcdn_scheduler"),
-        ANY_LEVEL | NGX_CONF_TAKE12,
+        ANY_LEVEL | NGX_CONF_TAKE123,
         schedule::set_scheduler,
         LOC,
         0,
@@ -291,6 +297,20 @@ static mut COMMANDS: [ngx_command_t; 27] = [
         ngx_string!("rcdn_slice"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         conf::set_slice,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_guard_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        attack_zone::set_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_hotlink_url"),
+        ANY_LEVEL | NGX_CONF_TAKE123,
+        hotlink_url::set_url,
         LOC,
         0,
     ),
@@ -347,6 +367,13 @@ static mut COMMANDS: [ngx_command_t; 27] = [
         ngx_string!("rcdn_peer_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
         peer::set_status,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_node_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        node_status::set_status,
         LOC,
         0,
     ),

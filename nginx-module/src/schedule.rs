@@ -7,9 +7,12 @@
 //!
 //! The table is read when the config is parsed (a bad file fails `nginx
 //! -t`; a reload re-reads it). With `check=<interval>` each worker probes
-//! every node (a `GET /` to its URL's host and port from a thread of its
-//! own; healthy = any answer below 500 within a second) and skips the
-//! unhealthy ones; load is not measured (nodes count as idle).
+//! every node from a thread of its own (a `GET /`, or with
+//! `status=<path>` a `GET <node URL><path>`; healthy = any answer below
+//! 500 within a second) and skips the unhealthy ones. With `status=` the
+//! answer's JSON `"load"` (0.0 idle .. 1.0 full; `rcdn_node_status` serves
+//! it) is the node's load, and nodes at 0.9 or more count as overloaded;
+//! without it nodes count as idle. Health and load are per worker.
 
 use crate::conf::{args, bad, lossy, LocConf};
 use crate::guard;
@@ -33,6 +36,8 @@ pub struct SchedConf {
     pub table: Scheduler,
     /// Health check interval; 0 = no checks.
     pub check_ms: u64,
+    /// `status=<path>`: probe this path and read the node's load there.
+    pub status: Option<String>,
 }
 
 /// Reads and parses a table file; the error names the file and problem.
@@ -61,8 +66,21 @@ pub unsafe extern "C" fn set_scheduler(
         let a = unsafe { args(cf) };
         let mut name = a[0];
         let mut check_ms = 0;
+        let mut status = None;
         for v in &a[1..] {
             let text = lossy(v);
+            if let Some(p) = text.strip_prefix("status=") {
+                if !p.starts_with('/') || p.contains(char::is_whitespace) {
+                    return bad(
+                        cf,
+                        "rcdn_scheduler",
+                        &text,
+                        "status= needs a path such as /rcdn-status",
+                    );
+                }
+                status = Some(p.to_string());
+                continue;
+            }
             match text
                 .strip_prefix("check=")
                 .map(|t| crate::conf::parse_time(t.as_bytes()))
@@ -73,10 +91,18 @@ pub unsafe extern "C" fn set_scheduler(
                         cf,
                         "rcdn_scheduler",
                         &text,
-                        "expected check=<time of 100ms or more>",
+                        "expected check=<time of 100ms or more> or status=<path>",
                     )
                 }
             }
+        }
+        if status.is_some() && check_ms == 0 {
+            return bad(
+                cf,
+                "rcdn_scheduler",
+                &lossy(&a[a.len() - 1]),
+                "status= needs check=<interval>",
+            );
         }
         // SAFETY: cf->cycle is the cycle being configured.
         if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
@@ -90,7 +116,11 @@ pub unsafe extern "C" fn set_scheduler(
         let path = lossy(&name);
         match load(&path) {
             Ok(s) => {
-                lc.sched = Some(Arc::new(SchedConf { table: s, check_ms }));
+                lc.sched = Some(Arc::new(SchedConf {
+                    table: s,
+                    check_ms,
+                    status,
+                }));
                 NGX_CONF_OK
             }
             Err(e) => bad(cf, "rcdn_scheduler", &path, &e),
@@ -116,8 +146,9 @@ fn rand() -> u64 {
     })
 }
 
-/// Health of each node (by index), written by the worker's probe thread.
-type Health = Arc<Mutex<Vec<bool>>>;
+/// Health and load of each node (by index), written by the worker's probe
+/// thread.
+type Health = Arc<Mutex<Vec<(bool, f64)>>>;
 
 thread_local! {
     /// Per directive (by address): this worker's table copy and its health.
@@ -133,11 +164,11 @@ fn pick(sc: &Arc<SchedConf>, ip: IpAddr) -> Option<String> {
         let mut c = c.borrow_mut();
         let (table, health) = c
             .entry(Arc::as_ptr(sc) as usize)
-            .or_insert_with(|| (sc.table.clone(), start_checks(&sc.table, sc.check_ms)));
-        let states: Vec<bool> = health.lock().map(|h| h.clone()).unwrap_or_default();
+            .or_insert_with(|| (sc.table.clone(), start_checks(sc)));
+        let states: Vec<(bool, f64)> = health.lock().map(|h| h.clone()).unwrap_or_default();
         let ids: Vec<String> = table.nodes().iter().map(|n| n.id.clone()).collect();
-        for (id, ok) in ids.iter().zip(states) {
-            table.set_state(id, ok, 0.0);
+        for (id, (ok, load)) in ids.iter().zip(states) {
+            table.set_state(id, ok, load);
         }
         table.pick(ip, rand()).map(|n| n.url.clone())
     })
@@ -145,14 +176,21 @@ fn pick(sc: &Arc<SchedConf>, ip: IpAddr) -> Option<String> {
 
 /// Starts this worker's probe thread (it only ever sees URLs and the
 /// health vector, never nginx).
-fn start_checks(table: &Scheduler, every_ms: u64) -> Health {
-    let urls: Vec<String> = table.nodes().iter().map(|n| n.url.clone()).collect();
-    let health: Health = Arc::new(Mutex::new(vec![true; urls.len()]));
+fn start_checks(sc: &SchedConf) -> Health {
+    let urls: Vec<String> = sc.table.nodes().iter().map(|n| n.url.clone()).collect();
+    let health: Health = Arc::new(Mutex::new(vec![(true, 0.0); urls.len()]));
     let h = health.clone();
+    let (every_ms, status) = (sc.check_ms, sc.status.clone());
     let spawned = std::thread::Builder::new()
         .name("rcdn-sched-check".into())
         .spawn(move || loop {
-            let states: Vec<bool> = urls.iter().map(|u| probe(u)).collect();
+            let states: Vec<(bool, f64)> = urls
+                .iter()
+                .map(|u| match &status {
+                    Some(path) => probe_status(&format!("{u}{path}")),
+                    None => (probe(u), 0.0),
+                })
+                .collect();
             if let Ok(mut v) = h.lock() {
                 *v = states;
             }
@@ -182,6 +220,23 @@ pub(crate) fn authority(url: &str) -> Option<(String, u16)> {
         None => default,
     };
     Some((host.to_string(), port))
+}
+
+/// A status probe: healthy on any answer below 500 within a second; the
+/// load is the JSON body's `"load"` (0.0 when absent or unreadable).
+fn probe_status(url: &str) -> (bool, f64) {
+    match crate::http_get::get(url, Duration::from_secs(1)) {
+        Ok((status, body)) if status < 500 => (true, load_of(&body)),
+        _ => (false, 0.0),
+    }
+}
+
+/// `{"load": 0.42, ...}` -> 0.42 (clamped to 0..1 by the engine).
+pub fn load_of(body: &[u8]) -> f64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("load").and_then(|l| l.as_f64()))
+        .unwrap_or(0.0)
 }
 
 /// One health probe: any HTTP answer below 500 within a second.

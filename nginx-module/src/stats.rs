@@ -387,20 +387,101 @@ unsafe fn record(r: *mut ngx_http_request_t, log: *mut ngx_log_t) {
     };
     // SAFETY: r is live.
     let is = |m| unsafe { marked(r, m) };
+    // SAFETY: r is live.
+    let (origin_bytes, origin_ms, origin_fetches) = unsafe { upstream_totals(r) };
     let s = Sample {
+        origin_bytes,
+        origin_ms,
+        origin_fetches,
         status: u16::try_from(status).unwrap_or(0),
         bytes_sent: u64::try_from(sent).unwrap_or(0),
         cache: cache_result(cache),
         hotlink_denied: is(Mark::Denied),
         challenged: is(Mark::Challenged),
         blocked: is(Mark::Blocked),
-        ..Sample::default()
     };
     let host = if host.is_empty() { "-" } else { &host };
     let before = t.overflow();
     t.record(host, &s, now_ms());
     if t.overflow() > before {
         log_full(log, t.overflow());
+    }
+}
+
+/// Body bytes, upstream time (ms) and attempts of the request's own
+/// upstream (`$upstream_response_length`, `$upstream_response_time`),
+/// summed over retries; zeros when it did not go to an upstream.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn upstream_totals(r: *mut ngx_http_request_t) -> (u64, u64, u64) {
+    // SAFETY: r is live; upstream_states is null or nginx's array of states.
+    let states = unsafe { (*r).upstream_states };
+    if states.is_null() {
+        return (0, 0, 0);
+    }
+    // SAFETY: a non-null array holds `nelts` states.
+    let all = unsafe {
+        core::slice::from_raw_parts(
+            (*states).elts as *const ngx_http_upstream_state_t,
+            (*states).nelts,
+        )
+    };
+    let (mut bytes, mut ms) = (0u64, 0u64);
+    for s in all {
+        bytes += u64::try_from(s.response_length).unwrap_or(0);
+        // An unfinished state holds (ngx_msec_t) -1.
+        if s.response_time != ngx_msec_t::MAX {
+            ms += s.response_time as u64;
+        }
+    }
+    (bytes, ms, 1)
+}
+
+/// Tags the fill subrequests already counted (a post-subrequest handler
+/// can run twice); the cleanup's data is the subrequest.
+static ORIGIN_COUNTED: unsafe extern "C" fn(*mut c_void) = noop_counted;
+
+unsafe extern "C" fn noop_counted(_: *mut c_void) {}
+
+/// Counts a finished fill subrequest's origin fetch (body bytes and
+/// upstream time) for its Host and the total, once. Called from the fill's
+/// post-subrequest handler, after nginx finalized its upstream.
+///
+/// # Safety
+/// `sr` must be a live subrequest.
+// Registering and comparing use the same static pointer value.
+#[allow(unpredictable_function_pointer_comparisons)]
+pub unsafe fn fill_done(sr: *mut ngx_http_request_t) {
+    // SAFETY: sr is live.
+    let Some(mc) = Module::main_conf(unsafe { &*sr }) else {
+        return;
+    };
+    let Some(t) = table(mc) else {
+        return;
+    };
+    // SAFETY: sr is live; its pool is the main request's.
+    unsafe {
+        let mut c = (*(*sr).pool).cleanup;
+        while !c.is_null() {
+            if (*c).handler == Some(ORIGIN_COUNTED) && (*c).data == sr.cast() {
+                return;
+            }
+            c = (*c).next;
+        }
+        let (bytes, ms, fetches) = upstream_totals(sr);
+        if fetches == 0 {
+            return;
+        }
+        let c = ngx_pool_cleanup_add((*sr).pool, 0);
+        if c.is_null() {
+            return;
+        }
+        (*c).handler = Some(ORIGIN_COUNTED);
+        (*c).data = sr.cast();
+        let host = String::from_utf8_lossy((*sr).headers_in.server.as_bytes()).into_owned();
+        let host = if host.is_empty() { "-" } else { &host };
+        t.record_origin(host, bytes, ms, now_ms());
     }
 }
 
@@ -483,10 +564,28 @@ unsafe fn serve(r: *mut ngx_http_request_t, prom: bool) -> ngx_int_t {
             let Some(t) = mc.and_then(table) else {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             };
+            let guard = mc.and_then(crate::attack_zone::get);
             let (body, ct) = if prom {
-                (t.to_prometheus(), ngx_string!("text/plain; version=0.0.4"))
+                let mut s = t.to_prometheus();
+                if let Some(g) = guard {
+                    s.push_str(&format!(
+                        "# TYPE rcdn_guard_zone_full_total counter\nrcdn_guard_zone_full_total {}\n\
+                         # TYPE rcdn_guard_lifted_total counter\nrcdn_guard_lifted_total {}\n",
+                        g.rates.full(),
+                        g.rates.lifted()
+                    ));
+                }
+                (s, ngx_string!("text/plain; version=0.0.4"))
             } else {
-                let mut s = t.to_json(now_ms()).to_string();
+                let mut v = t.to_json(now_ms());
+                if let Some(g) = guard {
+                    v["guard_zone"] = serde_json::json!({
+                        "slots": g.rates.slots(),
+                        "full": g.rates.full(),
+                        "lifted": g.rates.lifted(),
+                    });
+                }
+                let mut s = v.to_string();
                 s.push('\n');
                 (s, ngx_string!("application/json"))
             };

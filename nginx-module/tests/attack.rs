@@ -1,8 +1,8 @@
 //! Anti-attack guard: `rcdn_guard challenge= block= window=`. A burst on
 //! one URL gets a 302 challenge, a valid token passes, a bad one and a
-//! bigger burst get 403, and the flag is lifted after idle windows. The
-//! guard's sketch is per worker, so this runs one worker to make the rates
-//! deterministic; the decisions are counted in the shared stats.
+//! bigger burst get 403, and the flag is lifted after idle windows (one
+//! worker here; tests/guard_shared.rs runs two). The decisions are counted
+//! in the shared stats.
 
 mod common;
 use common::*;

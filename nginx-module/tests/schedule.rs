@@ -148,3 +148,92 @@ fn unhealthy_node_is_skipped() {
     assert!(err.contains("check=soon"), "{err}");
     cdn.check_log();
 }
+
+#[test]
+fn overloaded_node_is_skipped_by_its_status_load() {
+    // `busy` reports load 0.95 at its status path; `spare` is an rcdn node
+    // serving its own `rcdn_node_status`.
+    let busy = start_origin(
+        &[],
+        r#"location = /rcdn-status { default_type application/json; return 200 '{"load": 0.95}'; }"#,
+    );
+    let origin = start_origin(&[], "");
+    let sp = free_port();
+    let spare = start_cdn(
+        1,
+        origin.port,
+        &format!(
+            "rcdn_node_name spare-1;\n  server {{ listen 127.0.0.1:{sp}; location = /rcdn-status {{ rcdn_node_status; }} }}"
+        ),
+        "",
+    );
+    let st = get(sp, "/rcdn-status");
+    assert_eq!(st.status, 200);
+    assert_eq!(st.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&st.body).expect("status JSON");
+    assert_eq!(v["node"], "spare-1");
+    let load = v["load"].as_f64().expect("load");
+    assert!(load > 0.0 && load < 0.1, "{v}");
+    assert!(v["worker_connections"].as_u64().expect("n") >= 512, "{v}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("sched.txt");
+    std::fs::write(
+        &f,
+        format!(
+            "node busy http://127.0.0.1:{}\nnode spare http://127.0.0.1:{sp}\n\
+             zone local 127.0.0.0/8\nlevels local busy spare\n",
+            busy.port
+        ),
+    )
+    .expect("table");
+    let cdn = start_cdn(
+        2,
+        origin.port,
+        "",
+        &format!(
+            "rcdn_scheduler {} check=100ms status=/rcdn-status;",
+            f.display()
+        ),
+    );
+    let want = format!("http://127.0.0.1:{sp}/small.txt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut in_a_row = 0;
+    while in_a_row < 10 && std::time::Instant::now() < deadline {
+        let r = get(cdn.port, "/small.txt");
+        assert_eq!(r.status, 302);
+        in_a_row = if r.header("location") == Some(want.as_str()) {
+            in_a_row + 1
+        } else {
+            0
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(in_a_row, 10, "every worker skips the overloaded node");
+    // Without status= the load is not read: busy (level 1) gets them.
+    let plain = start_cdn(
+        1,
+        origin.port,
+        "",
+        &format!("rcdn_scheduler {} check=100ms;", f.display()),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = get(plain.port, "/small.txt");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://127.0.0.1:{}/small.txt", busy.port).as_str())
+    );
+    for (args, want) in [
+        ("check=1s status=rcdn-status", "status=rcdn-status"),
+        ("status=/s", "needs check="),
+    ] {
+        let (ok, err) = config_test(&conf_with(&f).replace(".txt;", &format!(".txt {args};")));
+        assert!(!ok, "accepted: {args}");
+        assert!(
+            err.contains("rcdn_scheduler") && err.contains(want),
+            "{args}: {err}"
+        );
+    }
+    cdn.check_log();
+    spare.check_log();
+}

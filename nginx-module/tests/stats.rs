@@ -324,3 +324,54 @@ fn closed_windows_are_pushed_once() {
         .all(|v| v["node"] == "edge-7" && v["window_ms"] == 1000));
     cdn.check_log();
 }
+
+/// Origin bytes (body only) and upstream time: a miss fetches the object
+/// once through the background fill, a hit adds nothing; a pass (no cache
+/// here: a POST) counts its own proxied fetch.
+#[test]
+fn origin_bytes_and_time_per_fetch() {
+    const SIZE: u64 = 60_000;
+    // /slow/ is rate-limited at the origin (100k/s): the fetch takes time.
+    let origin = start_origin(&[("slow/obj.bin", pattern(SIZE as usize, 5))], "");
+    let sport = free_port();
+    let http = format!(
+        "rcdn_stats_zone 1m;
+  server {{ listen 127.0.0.1:{sport};
+    location /stats {{ rcdn_stats json; }}
+    location /metrics {{ rcdn_stats prometheus; }} }}"
+    );
+    let cdn = start_cdn(2, origin.port, &http, "");
+    let r = request_host(cdn.port, "o.test", "GET", "/slow/obj.bin", &[]);
+    assert_eq!((r.status, r.cache()), (200, "MISS"));
+    assert_eq!(r.body.len() as u64, SIZE);
+    let v = stats(sport);
+    let bytes = total(&v, "o.test", "origin_bytes");
+    let ms = total(&v, "o.test", "origin_ms");
+    assert_eq!(bytes, SIZE, "{v}");
+    assert!(ms > 0, "{v}");
+    assert_eq!(total(&v, "o.test", "origin_fetches"), 1, "{v}");
+    assert_eq!(total(&v, "_all", "origin_bytes"), SIZE, "{v}");
+    for _ in 0..3 {
+        let r = request_host(cdn.port, "o.test", "GET", "/slow/obj.bin", &[]);
+        assert_eq!((r.status, r.cache()), (200, "HIT"));
+    }
+    let v = stats(sport);
+    assert_eq!(
+        total(&v, "o.test", "origin_bytes"),
+        SIZE,
+        "hits add nothing: {v}"
+    );
+    assert_eq!(total(&v, "o.test", "origin_ms"), ms, "{v}");
+    assert_eq!(total(&v, "o.test", "origin_fetches"), 1, "{v}");
+    assert_eq!(total(&v, "o.test", "requests"), 4, "{v}");
+    assert_eq!(origin_hits(&origin, "/slow/obj.bin").len(), 1);
+    let m = String::from_utf8(get(sport, "/metrics").body).expect("utf-8");
+    for line in [
+        format!("rcdn_origin_bytes_total{{domain=\"o.test\"}} {SIZE}"),
+        format!("rcdn_origin_ms_total{{domain=\"o.test\"}} {ms}"),
+        "rcdn_origin_fetches_total{domain=\"o.test\"} 1".to_string(),
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing:\n{m}");
+    }
+    cdn.check_log();
+}

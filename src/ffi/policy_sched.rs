@@ -273,6 +273,8 @@ pub unsafe extern "C" fn cdn_traffic_record(
             cache,
             origin_bytes: s.origin_bytes,
             origin_ms: s.origin_ms,
+            // The C sample has no fetch count: one fetch if it used the origin.
+            origin_fetches: u64::from(s.origin_bytes > 0 || s.origin_ms > 0),
             challenged: s.challenged,
             blocked: s.blocked,
             hotlink_denied: s.hotlink_denied,

@@ -4,6 +4,8 @@
 
 pub mod guard;
 pub mod hotlink;
+pub mod hotlink_url;
+pub mod rates;
 pub mod reqlog;
 pub mod sched;
 pub mod traffic;

@@ -24,6 +24,9 @@ pub struct Sample {
     pub cache: CacheResult,
     pub origin_bytes: u64,
     pub origin_ms: u64,
+    /// Origin fetches this request made itself (a proxied pass); fills
+    /// count theirs with [`Traffic::record_origin`].
+    pub origin_fetches: u64,
     pub challenged: bool,
     pub blocked: bool,
     pub hotlink_denied: bool,
@@ -42,7 +45,7 @@ pub enum CacheResult {
     Bypass,
 }
 
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 19] = [
     "requests",
     "bytes_sent",
     "status_1xx",
@@ -59,6 +62,7 @@ const FIELDS: [&str; 18] = [
     "bypass",
     "origin_bytes",
     "origin_ms",
+    "origin_fetches",
     "guard_challenged",
     "guard_blocked",
 ];
@@ -89,7 +93,7 @@ fn field_index(name: &str) -> usize {
         .unwrap_or(HOTLINK_DENIED)
 }
 
-fn fields_of(s: &Sample) -> [(usize, u64); 9] {
+fn fields_of(s: &Sample) -> [(usize, u64); 10] {
     let class = match s.status {
         100..=199 => "status_1xx",
         200..=299 => "status_2xx",
@@ -113,6 +117,7 @@ fn fields_of(s: &Sample) -> [(usize, u64); 9] {
         (field_index(cache), 1),
         (field_index("origin_bytes"), s.origin_bytes),
         (field_index("origin_ms"), s.origin_ms),
+        (field_index("origin_fetches"), s.origin_fetches),
         (field_index("guard_challenged"), u64::from(s.challenged)),
         (field_index("guard_blocked"), u64::from(s.blocked)),
         (HOTLINK_DENIED, u64::from(s.hotlink_denied)),
@@ -273,6 +278,24 @@ impl Traffic {
             None => {
                 self.w()[H_OVERFLOW].fetch_add(1, Relaxed);
             }
+        }
+    }
+
+    /// Counts one origin fetch that is not a client request of its own (a
+    /// background fill): its body bytes and upstream time, for `domain` and
+    /// the total. Requests, statuses and cache results are left alone.
+    pub fn record_origin(&self, domain: &str, bytes: u64, ms: u64, now_ms: u64) {
+        let window = now_ms / self.window_ms;
+        let fields = [
+            (field_index("origin_bytes"), bytes),
+            (field_index("origin_ms"), ms),
+            (field_index("origin_fetches"), 1),
+        ];
+        self.add(self.slots, window, &fields);
+        // No slot: the total has it; `overflow` counts requests only (the
+        // client request that caused this fetch was counted there).
+        if let Some(i) = self.find(domain, true) {
+            self.add(i, window, &fields);
         }
     }
 
@@ -461,6 +484,28 @@ mod tests {
         assert!(p.contains("rcdn_requests_total{domain=\"_all\"} 1\n"));
         assert!(p.contains("rcdn_bytes_sent_total{domain=\"a\\\"b.com\"} 10\n"));
         assert!(p.contains("rcdn_stats_overflow_total 0\n"));
+    }
+
+    #[test]
+    fn origin_fetches_add_only_origin_fields() {
+        let t = Traffic::new(16, 2, 1000);
+        t.record("a.com", &hit(10), 100);
+        t.record_origin("a.com", 5000, 12, 200);
+        t.record_origin("a.com", 1000, 3, 1200);
+        let j = t.to_json(1300);
+        let a = &j["domains"]["a.com"]["total"];
+        assert_eq!(
+            (a["requests"].clone(), a["hit"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_eq!(a["origin_bytes"], 6000);
+        assert_eq!(a["origin_ms"], 15);
+        assert_eq!(a["origin_fetches"], 2);
+        assert_eq!(j["all"]["total"]["origin_bytes"], 6000);
+        assert_eq!(j["domains"]["a.com"]["windows"][0]["origin_bytes"], 1000);
+        let p = t.to_prometheus();
+        assert!(p.contains("rcdn_origin_bytes_total{domain=\"a.com\"} 6000\n"));
+        assert!(p.contains("rcdn_origin_fetches_total{domain=\"_all\"} 2\n"));
     }
 
     #[test]

@@ -455,3 +455,39 @@ pub fn concurrent_gets(port: u16, uri: &'static str, n: usize, want: &[u8]) -> V
         })
         .collect()
 }
+
+/// [`get`] from source address `src` (a loopback address such as
+/// 127.0.0.2: the client socket is bound to it before connecting).
+pub fn get_from(src: std::net::Ipv4Addr, port: u16, path: &str) -> Resp {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own; the sockaddr
+    // structs are fully initialised and their sizes passed.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sa(src, 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "bind {src}");
+        let remote = sa(std::net::Ipv4Addr::LOCALHOST, port);
+        let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "connect from {src}");
+        stream
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    parse(&raw)
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Cost of the edge policies on the hit path: the same rcdn node config with
+# every policy on (hotlink file policy for the domain, guard with per-URL
+# and per-client limits far above the load, traffic stats, JSON request
+# log, scheduler with no nodes = serve locally) vs all off. Same nginx
+# binary (release), same origin, same 4 KiB objects, all hits, 2 workers
+# each; wrk rounds alternate between the two nodes; prints each round and
+# the medians' ratio (target >= 0.9). Also the workers' CPU time per
+# request (utime+stime / requests), steadier than req/s when the machine
+# is shared: its ratio is off/on (1.0 = the policies cost nothing).
+# Env: ROUNDS (default 5, at most 20), DURATION (s per round, default 5,
+# at most 30), CONNS (default 32), THREADS (default 2), KEYS (default 1000),
+# POLICIES (those the "on" node has, default "hotlink guard stats log sched",
+# to see what each costs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}; THREADS=${THREADS:-2}; KEYS=${KEYS:-1000}
+POLICIES=${POLICIES:-hotlink guard stats log sched}
+has() { case " $POLICIES " in *" $1 "*) return 0 ;; esac; return 1; }
+[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || { echo "bench: ROUNDS must be 1..20" >&2; exit 1; }
+[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || { echo "bench: DURATION must be 1..30" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+
+cargo build --release -p ngx_http_rcdn_module --features vendored >&2
+NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
+SO=$PWD/target/release/libngx_http_rcdn_module.so
+DIR=$(mktemp -d /tmp/rcdn-bench-policies.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+chmod 755 "$DIR"
+mkdir -p "$DIR/www/o4k"
+head -c 4096 /dev/urandom > "$DIR/www/o4k/0"
+for i in $(seq 1 $((KEYS - 1))); do ln "$DIR/www/o4k/0" "$DIR/www/o4k/$i"; done
+# wrk sends Host: 127.0.0.1:<port> and no Referer: the policy allows that.
+printf '[{"domain": "127.0.0.1", "allow": ["example.com", "*.example.com"], "allow_empty": true}]\n' > "$DIR/hotlink.json"
+printf '# no nodes: this node serves every client itself\n' > "$DIR/sched.txt"
+chmod 644 "$DIR/hotlink.json" "$DIR/sched.txt"
+
+OP=$(free_port); ON=$(free_port); OFF=$(free_port)
+start() { # name conf
+  mkdir -p "$DIR/$1/logs"
+  printf '%s\n' "$2" > "$DIR/$1/nginx.conf"
+  "$NGINX" -p "$DIR/$1" -c "$DIR/$1/nginx.conf" &
+  PIDS+=($!)
+}
+COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.log warn; pid logs/nginx.pid;
+events { worker_connections 4096; }"
+STORE="max_object=2m default_ttl=1h"
+start origin "$COMMON http { access_log off; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
+start off "load_module $SO; $COMMON http { access_log off;
+  rcdn_store mem=256m $STORE tier=$DIR/off/store,size=256m,region=16m;
+  server { listen 127.0.0.1:$OFF reuseport; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; } } }"
+HTTP_ON="rcdn_node_name bench-on;"; LOC_ON=""
+has stats && HTTP_ON="$HTTP_ON rcdn_stats_zone 4m;"
+has log && HTTP_ON="$HTTP_ON log_format rcdn_json escape=none '\$rcdn_log_json';
+  access_log logs/requests.json rcdn_json buffer=64k flush=1s;"
+has log || HTTP_ON="$HTTP_ON access_log off;"
+has guard && HTTP_ON="$HTTP_ON rcdn_guard_zone 4m;" && LOC_ON="$LOC_ON
+      rcdn_guard challenge=1000000 block=10000000 window=5m ip_challenge=1000000 ip_block=10000000;"
+has hotlink && LOC_ON="$LOC_ON rcdn_hotlink $DIR/hotlink.json; rcdn_hotlink_unknown refuse;"
+has sched && LOC_ON="$LOC_ON rcdn_scheduler $DIR/sched.txt;"
+start on "load_module $SO; $COMMON http {
+  rcdn_store mem=256m $STORE tier=$DIR/on/store,size=256m,region=16m;
+  $HTTP_ON
+  server { listen 127.0.0.1:$ON reuseport;
+    location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; $LOC_ON }
+    location /stats { rcdn_stats json; } } }"
+for p in $OP $ON $OFF; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+
+# Warm both (several passes: connections land on either worker), then
+# check that both hit and answer the object.
+for p in $ON $OFF; do
+  PREFIX=/o4k/ KEYS=$KEYS wrk -t1 -c8 -d3s -s nginx-module/bench/warm.lua "http://127.0.0.1:$p" >/dev/null
+  got=$(curl -s -o /dev/null -w '%{http_code} %{size_download} %header{x-cache}' "http://127.0.0.1:$p/o4k/1")
+  [ "${got% *}" = "200 4096" ] || { echo "bench: port $p answered $got" >&2; exit 1; }
+done
+
+workers_cpu() { # name -> utime+stime ticks of its workers
+  local t=0
+  for w in $(pgrep -P "$(cat "$DIR/$1/logs/nginx.pid")"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat")))
+  done
+  echo $t
+}
+HZ=$(getconf CLK_TCK)
+round() { # name port -> "req/s cpu_us_per_req"
+  local before; before=$(workers_cpu "$1")
+  local out; out=$(PREFIX=/o4k/ KEYS=$KEYS wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$2")
+  local after; after=$(workers_cpu "$1")
+  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $1: |" >&2 || true
+  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  awk -v r="$rps" -v d=$((after - before)) -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%s %.2f\n", r, d / hz * 1e6 / (n > 0 ? n : 1) }'
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
+
+ONS=(); OFFS=(); ONC=(); OFFC=()
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+printf "%-6s %12s %12s %9s %12s %12s %9s\n" round "on req/s" "off req/s" ratio "on cpu_us" "off cpu_us" off/on
+for r in $(seq 1 "$ROUNDS"); do
+  # Alternate which goes first, so drift in the machine's load is shared.
+  if [ $((r % 2)) -eq 1 ]; then a=$(round on "$ON"); b=$(round off "$OFF"); else b=$(round off "$OFF"); a=$(round on "$ON"); fi
+  read -r arps acpu <<< "$a"; read -r brps bcpu <<< "$b"
+  ONS+=("$arps"); OFFS+=("$brps"); ONC+=("$acpu"); OFFC+=("$bcpu")
+  printf "%-6s %12s %12s %9s %12s %12s %9s\n" "$r" "$arps" "$brps" "$(ratio "$arps" "$brps")" "$acpu" "$bcpu" "$(ratio "$bcpu" "$acpu")"
+done
+mon=$(printf '%s\n' "${ONS[@]}" | median); moff=$(printf '%s\n' "${OFFS[@]}" | median)
+mcon=$(printf '%s\n' "${ONC[@]}" | median); mcoff=$(printf '%s\n' "${OFFC[@]}" | median)
+printf "%-6s %12s %12s %9s %12s %12s %9s\n" median "$mon" "$moff" "$(ratio "$mon" "$moff")" "$mcon" "$mcoff" "$(ratio "$mcoff" "$mcon")"
+# The policies really ran: requests counted, logged, no guard decisions.
+echo "on-node policies: $POLICIES"
+if has stats; then
+  stats=$(curl -s "http://127.0.0.1:$ON/stats")
+  echo "$stats" | python3 -c 'import json,sys; v=json.load(sys.stdin)["all"]["total"]; print("on-node stats: requests=%d hit=%d guard_challenged=%d guard_blocked=%d hotlink_denied=%d" % (v["requests"], v["hit"], v["guard_challenged"], v["guard_blocked"], v["hotlink_denied"]))'
+fi
+has log && echo "on-node JSON log lines: $(wc -l < "$DIR/on/logs/requests.json")"
+echo "ratio = on / off req/s, off/on = CPU per request off / on; medians of $ROUNDS alternating rounds of ${DURATION}s (target >= 0.9)"
