@@ -54,10 +54,20 @@ fn a_burst_over_two_workers_is_one_burst() {
     let mut firsts = Vec::new();
     for workers in [1, 2] {
         let (_o, cdn, _s) = node(workers, "", guard);
-        let (n, took) = burst(cdn.port, "/small.txt?burst=1");
         // The threshold is a rate over at least 1 s: a slower burst would
-        // need more requests, so the exact count needs a fast one.
-        assert!(took < Duration::from_millis(900), "burst took {took:?}");
+        // need more requests, so the exact count needs a fast one. On a
+        // loaded machine a burst may be slow: it then proves nothing, and is
+        // run again on a fresh URL (at most 3 times).
+        let mut fast = None;
+        for attempt in 1..=3 {
+            let (n, took) = burst(cdn.port, &format!("/small.txt?burst={attempt}"));
+            if took < Duration::from_millis(900) {
+                fast = Some(n);
+                break;
+            }
+            eprintln!("burst {attempt} took {took:?}; again");
+        }
+        let n = fast.expect("no burst of the 3 was under 900 ms");
         if workers == 2 {
             assert_eq!(pids(&cdn).len(), 2, "both workers served the burst");
         }
@@ -73,6 +83,14 @@ fn a_client_address_over_its_threshold_is_blocked_alone() {
     let (_o, cdn, sport) = node(2, "rcdn_guard_zone 256k;", guard);
     let (a, b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
     let p = cdn.port;
+    // Fill the 30 URLs from other addresses first (5 each, under their own
+    // limit), so client A's requests are hits, fast enough for the exact
+    // counts on a loaded machine; each URL's count stays far below its own.
+    for i in 1..=30u8 {
+        let from = Ipv4Addr::new(127, 0, 0, 10 + (i - 1) / 5);
+        let warm = get_from(from, p, &format!("/small.txt?i={i}"));
+        assert_eq!(warm.status, 200, "warming request {i}");
+    }
     let t = Instant::now();
     // Client A on many distinct URLs: each URL is cold, the address is not.
     let mut statuses = Vec::new();
