@@ -25,6 +25,7 @@ pub mod hotlink;
 pub mod lookup;
 pub mod peer;
 pub mod peer_shm;
+pub mod peerslice;
 pub mod phase;
 pub mod purge;
 pub mod reply;
