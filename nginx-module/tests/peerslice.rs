@@ -75,7 +75,7 @@ struct Node {
 
 fn node_conf(n: &Node, peers: &[(&str, u16)], origin_port: u16) -> String {
     let tokens = format!(
-        "mem=64m shards=4 max_object=8m default_ttl=10m tier={}/shm,size=320m,region=16m,slice=4m",
+        "mem=64m shards=4 max_object=8m default_ttl=10m tier={}/shm,size=512m,region=32m,slice=8m",
         n.store.path().display()
     );
     let peers: String = peers
@@ -319,10 +319,17 @@ fn a_256_mib_object_is_filled_by_the_slice_owners_and_served_everywhere() {
         assert_whole(&download(n.port, "/huge.bin", &[], 0), IDS[k]);
     }
     assert_whole(&download(specs[0].port, "/huge.bin", &[], 0), "a again");
+    let after = origin_ranges(&origin);
     assert_eq!(
-        origin_ranges(&origin).len(),
+        after.len(),
         count as usize,
-        "no origin request after the first download"
+        "no origin request after the first download: {:?}\nnode logs:\n{}",
+        &after[count as usize..],
+        nodes
+            .iter()
+            .map(|n| n.log("logs/access.log") + &n.error_log())
+            .collect::<Vec<_>>()
+            .join("\n====\n")
     );
     for n in &nodes {
         n.check_log();
