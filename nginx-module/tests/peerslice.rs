@@ -37,21 +37,22 @@ fn expected(at: u64, out: &mut [u8]) {
     }
 }
 
-/// Writes the object to `path` in 1 MiB pieces.
-fn write_object(path: &std::path::Path) {
+/// Writes the first `total` bytes of the object to `path` in 1 MiB pieces.
+fn write_object(path: &std::path::Path, total: u64) {
     let mut f = std::fs::File::create(path).expect("object file");
     let mut buf = vec![0u8; MIB as usize];
-    for i in 0..TOTAL / MIB {
+    for i in 0..total / MIB {
         expected(i * MIB, &mut buf);
         f.write_all(&buf).expect("write object");
     }
 }
 
-fn origin() -> Nginx {
+/// The origin, with `/huge.bin` of `total` bytes.
+fn origin(total: u64) -> Nginx {
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("www")).expect("www");
-    write_object(&dir.path().join("www/huge.bin"));
+    write_object(&dir.path().join("www/huge.bin"), total);
     let conf = format!(
         r#"daemon off; master_process on; worker_processes 1;
 error_log logs/error.log info; pid logs/nginx.pid;
@@ -229,16 +230,8 @@ fn range_of(i: u64) -> String {
     format!("bytes={}-{end}", i * SLICE)
 }
 
-fn assert_whole(g: &Got, node: &str) {
-    assert_eq!(g.status, 200, "whole object from {node}");
-    assert_eq!(g.len, TOTAL, "length from {node}");
-    assert_eq!(g.bad_at, None, "first wrong byte from {node}");
-}
-
-#[test]
-fn a_256_mib_object_is_filled_by_the_slice_owners_and_served_everywhere() {
-    let t0 = Instant::now();
-    let origin = origin();
+/// Three nodes a, b, c in front of `origin`.
+fn cluster(origin: &Nginx) -> (Vec<Node>, Vec<Nginx>) {
     let specs: Vec<Node> = IDS
         .iter()
         .map(|id| Node {
@@ -248,13 +241,27 @@ fn a_256_mib_object_is_filled_by_the_slice_owners_and_served_everywhere() {
         })
         .collect();
     let peers: Vec<(&str, u16)> = specs.iter().map(|n| (n.id, n.port)).collect();
-    let nodes: Vec<Nginx> = specs
+    let nodes = specs
         .iter()
         .map(|n| {
             let conf = node_conf(n, &peers, origin.port);
             Nginx::launch(tempfile::tempdir().expect("tempdir"), &conf, n.port)
         })
         .collect();
+    (specs, nodes)
+}
+
+fn assert_whole(g: &Got, node: &str) {
+    assert_eq!(g.status, 200, "whole object from {node}");
+    assert_eq!(g.len, TOTAL, "length from {node}");
+    assert_eq!(g.bad_at, None, "first wrong byte from {node}");
+}
+
+#[test]
+fn a_256_mib_object_is_filled_by_the_slice_owners_and_served_everywhere() {
+    let t0 = Instant::now();
+    let origin = origin(TOTAL);
+    let (specs, nodes) = cluster(&origin);
     let head = request(origin.port, "HEAD", "/huge.bin", &[]);
     let (etag, lm) = (
         head.header("etag").expect("etag").to_string(),
@@ -346,7 +353,7 @@ fn a_256_mib_object_is_filled_by_the_slice_owners_and_served_everywhere() {
 /// manifest agree; a slice whose identity is not the key's is never stored.
 #[test]
 fn an_owner_checks_slice_keys() {
-    let origin = origin();
+    let origin = origin(TOTAL);
     let n = Node {
         id: "a",
         port: free_port(),
@@ -462,4 +469,52 @@ fn an_owner_checks_slice_keys() {
         "a wrong identity is never a hit ({fives} fetches)"
     );
     node.check_log();
+}
+
+/// A dead owner: its slices are filled by the next live node on the ring,
+/// each range still once, and the download is whole and byte-correct.
+#[test]
+fn slices_of_a_dead_owner_are_filled_by_the_next_node() {
+    let total = 48 * MIB;
+    let origin = origin(total);
+    let (specs, mut nodes) = cluster(&origin);
+    nodes[1].stop(); // b
+    let g = download(specs[0].port, "/huge.bin", &[], 0);
+    assert_eq!(
+        (g.status, g.len, g.bad_at),
+        (200, total, None),
+        "download from a"
+    );
+    let log = origin_ranges(&origin);
+    let ranges: HashSet<&String> = log.iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        ranges.len(),
+        (total / SLICE) as usize,
+        "every slice fetched"
+    );
+    assert_eq!(log.len(), ranges.len(), "each once: {log:?}");
+    // Each by its owner among the live nodes (the successor of b's keys).
+    let head = request(origin.port, "HEAD", "/huge.bin", &[]);
+    let id = ident(
+        head.header("etag").expect("etag"),
+        head.header("last-modified").expect("lm"),
+        total,
+    );
+    let live = Ring::new(["a".to_string(), "c".to_string()], DEFAULT_VNODES).expect("ring");
+    for (range, via) in &log {
+        let i = (0..total / SLICE)
+            .find(|&i| range_of(i) == *range)
+            .expect("a slice range");
+        let key = match i {
+            0 => "localhost/huge.bin".to_string(),
+            _ => slice_key(id, i),
+        };
+        assert_eq!(Some(via), live.owner_of(key.as_bytes()), "slice {i}");
+    }
+    assert!(
+        nodes[0].error_log().contains("marked down"),
+        "a marked b down"
+    );
+    nodes[0].check_log();
+    nodes[2].check_log();
 }
