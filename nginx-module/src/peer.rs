@@ -11,6 +11,12 @@
 //! a hit goes out with `X-Rcdn-Meta` (`cdncore::fill::wire`: TTL,
 //! validators, tags) so the asking node stores it exactly as the owner
 //! does. A draining node answers peers 503 with `X-Rcdn-Draining: 1`.
+//!
+//! Slices: `X-Rcdn-Key` may also name one slice of the owner's key
+//! (`<key> slice=<size>:<ident>:<index>`, with the asking node's manifest in
+//! `X-Rcdn-Slice` and exactly that slice's `Range`); the owner then serves
+//! or fills that slice alone (see `lookup::peer_slice`, `peerslice`). The
+//! identity is checked against the origin's 206 when the owner fills it.
 
 use crate::cluster::{self, ClusterConf};
 use crate::conf::MainConf;
@@ -83,10 +89,11 @@ pub unsafe fn owner_checks(
     key: &[u8],
 ) -> Result<Option<PeerSlice>, ngx_int_t> {
     // SAFETY: r is live.
-    let Some((cc, log)) = (unsafe { conf(r) }).map(|c| (c, unsafe { (*(*r).connection).log }))
-    else {
+    let Some(cc) = (unsafe { conf(r) }) else {
         return Ok(None);
     };
+    // SAFETY: r and its connection are live.
+    let log = unsafe { (*(*r).connection).log };
     // SAFETY: r is live.
     if !unsafe { from_peer(r) } {
         return Ok(None);
