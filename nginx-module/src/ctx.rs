@@ -90,6 +90,9 @@ pub struct ReqCtx {
     /// `$rcdn_source`: where this request's object came from (`cache`,
     /// `peer`, `origin`).
     pub source: &'static str,
+    /// A peer's request for one slice (the owner side): `key` is its
+    /// slice key.
+    pub peer_slice: Option<crate::slice::PeerSlice>,
 }
 
 impl ReqCtx {

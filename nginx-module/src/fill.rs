@@ -30,6 +30,7 @@ const DROP: &[&[u8]] = &[
     // Peer protocol headers: a fill sets its own (or none, to the origin).
     b"x-rcdn-hop",
     b"x-rcdn-key",
+    b"x-rcdn-slice",
     b"x-rcdn-peer-secret",
 ];
 
@@ -51,16 +52,36 @@ pub unsafe fn start(
 ) -> Option<&'static str> {
     // SAFETY: r is live.
     let cc = unsafe { peer::conf(r) }?;
-    // Slices are filled from the origin here: an owner keys a request on
-    // its URL, not on the slice it names (peer slices: not done yet).
     // SAFETY: r is live.
-    let target = match slice {
-        Some(_) => None,
-        None => cluster::route(cc, base, unsafe { peer::from_peer(r) }),
-    };
+    let target = unsafe { target_of(r, cc, base, slice.as_ref()) };
     let source = if target.is_some() { "peer" } else { "origin" };
     // SAFETY: forwarded.
     unsafe { subrequest(r, cc, base, coding, stale, shared, target, slice) }.then_some(source)
+}
+
+/// Where a fill goes. A slice (of a known manifest) goes to its slice
+/// key's owner, even for a peer's whole-object request (the owner of a
+/// slice never forwards it: a peer's slice request is filled here). The
+/// first slice of a URL (it learns the manifest) and whole objects go to
+/// the base key's owner, unless the request came from a peer.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn target_of(
+    r: *mut ngx_http_request_t,
+    cc: &ClusterConf,
+    key: &[u8],
+    slice: Option<&SliceJob>,
+) -> Option<cluster::Target> {
+    // SAFETY: r is live.
+    let from_peer = unsafe { peer::from_peer(r) };
+    if slice.is_some_and(|j| j.expect.is_some()) {
+        // SAFETY: r is a live main request.
+        let owner_side =
+            unsafe { crate::ctx::ReqCtx::get(r) }.is_some_and(|c| c.peer_slice.is_some());
+        return cluster::route(cc, key, owner_side);
+    }
+    cluster::route(cc, key, from_peer)
 }
 
 /// # Safety
@@ -103,6 +124,9 @@ unsafe fn subrequest(
         let mut extra = stale.as_ref().map(|o| validators(o)).unwrap_or_default();
         if target.is_some() {
             extra.extend(peer::fill_headers(cc, base));
+            if let Some(m) = slice.as_ref().and_then(|j| j.expect) {
+                extra.push((&b"X-Rcdn-Slice"[..], m.encode().into_bytes()));
+            }
         }
         // A slice is fetched in the identity coding: a byte range of one
         // encoding would not mix with another.

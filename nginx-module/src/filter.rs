@@ -202,11 +202,32 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: r is live.
     let h = unsafe { response_headers(r) };
     // SAFETY: r is the live fill subrequest owning f.
+    if f.peer.is_some() && f.slice.is_some() && unsafe { owner_failed(r, f, status, &h) } {
+        return;
+    }
+    let slice_answer = status == 206 || f.slice.as_ref().is_some_and(|j| j.expect.is_some());
+    if let (Some(job), true) = (f.slice.clone(), slice_answer) {
+        // A slice from its owner carries the owner's metadata.
+        let wire = match header(&h, crate::peer::META).filter(|_| f.peer.is_some()) {
+            Some(v) => match wire::decode(v, now_ms()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    // SAFETY: r owns f and is live.
+                    unsafe { crate::fill::peer_failed(r, f, &format!("sent bad metadata ({e})")) };
+                    return;
+                }
+            },
+            None => None,
+        };
+        if crate::slicefill::judge(f, &job, status, &h, &cache, lc, wire) {
+            return;
+        }
+    }
     if f.peer.is_some() && unsafe { from_owner(r, f, status, &h, &cache, length) } {
         return;
     }
     if let Some(job) = f.slice.clone() {
-        if crate::slicefill::judge(f, &job, status, &h, &cache, lc) {
+        if crate::slicefill::judge(f, &job, status, &h, &cache, lc, None) {
             return;
         }
     }
@@ -275,6 +296,33 @@ fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKi
     }
 }
 
+/// An owner's failure (5xx, a refusal): marks the peer down and ends the
+/// fill as `PeerFailed`.
+///
+/// # Safety
+/// `r` must be the live fill subrequest owning `f`.
+unsafe fn owner_failed(
+    r: *mut ngx_http_request_t,
+    f: &mut FillCtx,
+    status: u16,
+    h: &[(String, Vec<u8>)],
+) -> bool {
+    let refused = status == 400 && header(h, "x-rcdn-error").is_some();
+    if !(status >= 500 || status == 0 || refused) {
+        return false;
+    }
+    if f.finished {
+        return true; // already given up on (timed out)
+    }
+    let why = match header(h, "x-rcdn-draining") {
+        Some(_) => "is draining".to_string(),
+        None => format!("answered {status}"),
+    };
+    // SAFETY: r owns f and is live (caller's contract).
+    unsafe { crate::fill::peer_failed(r, f, &why) };
+    true
+}
+
 /// The answer of an owner peer. A failure (5xx, a refusal, bad metadata)
 /// marks the peer down and ends the fill as `PeerFailed`; an answer with
 /// `X-Rcdn-Meta` is stored with the owner's metadata. Returns false for an
@@ -291,17 +339,8 @@ unsafe fn from_owner(
     cache: &Cache,
     length: off_t,
 ) -> bool {
-    let refused = status == 400 && header(h, "x-rcdn-error").is_some();
-    if status >= 500 || status == 0 || refused {
-        if f.finished {
-            return true; // already given up on (timed out)
-        }
-        let why = match header(h, "x-rcdn-draining") {
-            Some(_) => "is draining".to_string(),
-            None => format!("answered {status}"),
-        };
-        // SAFETY: r owns f and is live (caller's contract).
-        unsafe { crate::fill::peer_failed(r, f, &why) };
+    // SAFETY: forwarded.
+    if unsafe { owner_failed(r, f, status, h) } {
         return true;
     }
     let Some(value) = header(h, crate::peer::META) else {

@@ -29,6 +29,7 @@ pub mod lookup;
 pub mod node_status;
 pub mod peer;
 pub mod peer_shm;
+pub mod peerslice;
 pub mod phase;
 pub mod purge;
 pub mod reply;

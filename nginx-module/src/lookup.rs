@@ -107,8 +107,14 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
         }
         // SAFETY: r is a live main request.
-        if let Some(rc) = unsafe { crate::peer::owner_checks(r, &ctx.key) } {
-            return rc;
+        match unsafe { crate::peer::owner_checks(r, &ctx.key) } {
+            Err(rc) => return rc,
+            Ok(Some(ps)) => {
+                // A peer asks for one slice: this request is keyed on it.
+                ctx.key = ps.key();
+                ctx.peer_slice = Some(ps);
+            }
+            Ok(None) => {}
         }
     }
     // SAFETY: r is live.
@@ -164,6 +170,10 @@ unsafe fn decide(
     let now = now_ms();
     if ctx.woken {
         ctx.rounds += 1;
+    }
+    if let Some(ps) = ctx.peer_slice.clone() {
+        // SAFETY: forwarded.
+        return unsafe { peer_slice(r, lc, ctx, found, &ps) };
     }
     let manifest = found
         .object()
@@ -243,6 +253,35 @@ unsafe fn decide(
         }
         // SAFETY: forwarded.
         Lookup::Miss => unsafe { miss(r, lc, ctx, coding, None) },
+    }
+}
+
+/// A peer's slice request: the slice from the cache (206), or exactly this
+/// slice filled from the origin (never another slice, never forwarded).
+///
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn peer_slice(
+    r: *mut ngx_http_request_t,
+    lc: &LocConf,
+    ctx: &mut ReqCtx,
+    found: Lookup,
+    ps: &slice::PeerSlice,
+) -> ngx_int_t {
+    let (s, e) = ps.m.bounds(ps.index);
+    match found {
+        Lookup::Fresh(o) if o.body().len() as u64 == e - s => {
+            ctx.status = fetched_status(ctx);
+            ctx.hit = Some(o);
+            if ctx.source.is_empty() || !ctx.initiator {
+                ctx.source = "cache";
+            }
+            // SAFETY: r is live; the slice goes out as a 206 of its range.
+            unsafe { (*r).content_handler = Some(crate::peerslice::handler) };
+            declined()
+        }
+        // SAFETY: forwarded.
+        _ => unsafe { miss(r, lc, ctx, "identity", None) },
     }
 }
 
@@ -342,6 +381,14 @@ unsafe fn head_job(
     ctx: &ReqCtx,
     stale_whole: bool,
 ) -> Option<SliceJob> {
+    if let Some(ps) = &ctx.peer_slice {
+        return Some(SliceJob {
+            base: ps.base.clone(),
+            index: ps.index,
+            size: ps.m.size,
+            expect: Some(ps.m),
+        });
+    }
     if lc.slice == 0 || stale_whole {
         return None;
     }

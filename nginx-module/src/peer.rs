@@ -11,11 +11,18 @@
 //! a hit goes out with `X-Rcdn-Meta` (`cdncore::fill::wire`: TTL,
 //! validators, tags) so the asking node stores it exactly as the owner
 //! does. A draining node answers peers 503 with `X-Rcdn-Draining: 1`.
+//!
+//! Slices: `X-Rcdn-Key` may also name one slice of the owner's key
+//! (`<key> slice=<size>:<ident>:<index>`, with the asking node's manifest in
+//! `X-Rcdn-Slice` and exactly that slice's `Range`); the owner then serves
+//! or fills that slice alone (see `lookup::peer_slice`, `peerslice`). The
+//! identity is checked against the origin's 206 when the owner fills it.
 
 use crate::cluster::{self, ClusterConf};
 use crate::conf::MainConf;
 use crate::ctx::{FillCtx, ReqCtx};
 use crate::lookup::header_in;
+use crate::slice::PeerSlice;
 use crate::{guard, Module};
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -31,6 +38,9 @@ pub const HOP: &[u8] = b"x-rcdn-hop";
 pub const KEY: &[u8] = b"x-rcdn-key";
 /// Request header with `rcdn_peer_secret`.
 pub const SECRET: &[u8] = b"x-rcdn-peer-secret";
+/// Request header of a slice request: the asking node's manifest
+/// (`<size> <total> <ident>`).
+pub const SLICE: &[u8] = b"x-rcdn-slice";
 /// Response header with the owner's metadata.
 pub const META: &str = cdncore::fill::wire::META_HEADER;
 /// Response header of a draining node's 503.
@@ -68,43 +78,60 @@ pub unsafe fn from_peer(r: *mut ngx_http_request_t) -> bool {
     }
 }
 
-/// Owner-side checks of a main request, once its key is known: `Some(rc)`
-/// ends the request (503 while draining, 400 on a key mismatch).
+/// Owner-side checks of a main request, once its key is known: `Err(rc)`
+/// ends the request (503 while draining, 400 on a key mismatch);
+/// `Ok(Some(_))` is a peer's request for one slice of the object.
 ///
 /// # Safety
 /// `r` must be a live main request.
-pub unsafe fn owner_checks(r: *mut ngx_http_request_t, key: &[u8]) -> Option<ngx_int_t> {
+pub unsafe fn owner_checks(
+    r: *mut ngx_http_request_t,
+    key: &[u8],
+) -> Result<Option<PeerSlice>, ngx_int_t> {
     // SAFETY: r is live.
-    let (cc, log) = unsafe { (conf(r)?, (*(*r).connection).log) };
+    let Some(cc) = (unsafe { conf(r) }) else {
+        return Ok(None);
+    };
+    // SAFETY: r and its connection are live.
+    let log = unsafe { (*(*r).connection).log };
     // SAFETY: r is live.
     if !unsafe { from_peer(r) } {
-        return None;
+        return Ok(None);
     }
     if cc.draining() {
         // SAFETY: r is live.
         unsafe { crate::serve::push_header(r, DRAINING, b"1") };
-        return Some(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+        return Err(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
     }
     // SAFETY: r is live.
-    let given = unsafe { header_in(r, KEY) }?;
+    let Some(given) = (unsafe { header_in(r, KEY) }) else {
+        return Ok(None);
+    };
     let decoded = std::str::from_utf8(given)
         .ok()
         .and_then(cdncore::fill::peer::decode_key);
     if decoded.as_deref() == Some(key) {
-        return None;
+        return Ok(None);
+    }
+    if let Some(d) = &decoded {
+        // SAFETY: r is live.
+        let (m, range) = unsafe { (header_in(r, SLICE), header_in(r, b"range")) };
+        if let Some(ps) = PeerSlice::verify(key, d, m, range) {
+            return Ok(Some(ps));
+        }
     }
     ngx_log_error!(
         NGX_LOG_ERR,
         log,
         "rcdn: peer request refused: X-Rcdn-Key \"{}\" is not this node's key \"{}\" \
-         (do the nodes share rcdn_cache_key, and does the location set \
-         proxy_set_header Host $host?)",
+         nor a slice of it matching the Range (do the nodes share rcdn_cache_key, \
+         and does the location set proxy_set_header Host $host?)",
         String::from_utf8_lossy(given),
         cdncore::fill::peer::encode_key(key)
     );
     // SAFETY: r is live.
     unsafe { crate::serve::push_header(r, ERROR, b"key mismatch") };
-    Some(NGX_HTTP_BAD_REQUEST as ngx_int_t)
+    Err(NGX_HTTP_BAD_REQUEST as ngx_int_t)
 }
 
 /// The headers a fill sent to `target` carries.

@@ -201,7 +201,7 @@ unsafe fn send_file(r: *mut ngx_http_request_t, ext: Extent) -> ngx_int_t {
 
 /// # Safety
 /// `r` must be a live main request whose header was sent.
-unsafe fn send_body(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
+pub(crate) unsafe fn send_body(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     let ext = extent_of(&obj);
     // SAFETY: r is the live main request being served.
     if let Some(ctx) = unsafe { ReqCtx::get(r) } {

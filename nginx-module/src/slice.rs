@@ -199,3 +199,55 @@ pub fn stored_keys(cache: &cdncore::Cache, base: &[u8]) -> Vec<Vec<u8>> {
         .map(|i| key(base, m.size, m.ident, i))
         .collect()
 }
+
+/// A peer's request for one slice, verified against the owner's own base
+/// key, the request's `Range` and the manifest the peer sent
+/// (`X-Rcdn-Slice`). The identity itself is checked against the origin's
+/// answer when the owner fills the slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSlice {
+    pub base: Vec<u8>,
+    pub m: Manifest,
+    pub index: u64,
+}
+
+impl PeerSlice {
+    /// Checks a peer's slice key `given` against `base` (the key this node
+    /// computes for the request), `manifest` (`X-Rcdn-Slice`) and `range`
+    /// (the request's `Range`, which must be exactly the slice).
+    pub fn verify(
+        base: &[u8],
+        given: &[u8],
+        manifest: Option<&[u8]>,
+        range: Option<&[u8]>,
+    ) -> Option<PeerSlice> {
+        let rest = given.strip_prefix(prefix(base).as_slice())?;
+        let mut it = std::str::from_utf8(rest).ok()?.split(':');
+        let size: u64 = it.next()?.parse().ok()?;
+        let ident = it.next().filter(|s| s.len() == 16)?;
+        let ident = u64::from_str_radix(ident, 16).ok()?;
+        let index: u64 = it.next()?.parse().ok()?;
+        if it.next().is_some() {
+            return None;
+        }
+        let m = Manifest::decode(manifest?)?;
+        if m.size != size || m.ident != ident || index >= m.count() {
+            return None;
+        }
+        let (s, e) = m.bounds(index);
+        let want = format!("bytes={s}-{}", e - 1);
+        if range? != want.as_bytes() || key(base, size, ident, index) != given {
+            return None;
+        }
+        Some(PeerSlice {
+            base: base.to_vec(),
+            m,
+            index,
+        })
+    }
+
+    /// The slice key.
+    pub fn key(&self) -> Vec<u8> {
+        key(&self.base, self.m.size, self.m.ident, self.index)
+    }
+}

@@ -56,6 +56,7 @@ pub fn judge(
     h: &[(String, Vec<u8>)],
     cache: &Cache,
     lc: &LocConf,
+    wire: Option<cdncore::Meta>,
 ) -> bool {
     if status != 206 {
         if job.expect.is_none() {
@@ -83,7 +84,16 @@ pub fn judge(
         );
         return true;
     };
-    let ident = slice::ident(header(h, "etag"), header(h, "last-modified"), total);
+    // An owner's answer: its metadata has the origin's validators as sent
+    // (nginx rewrites Last-Modified on the way).
+    let ident = match &wire {
+        Some(w) => slice::ident(
+            w.header("etag").map(|v| v.as_ref()).or(w.etag.as_deref()),
+            w.header("last-modified").map(|v| v.as_ref()),
+            total,
+        ),
+        None => slice::ident(header(h, "etag"), header(h, "last-modified"), total),
+    };
     let m = Manifest {
         size: job.size,
         total,
@@ -110,7 +120,15 @@ pub fn judge(
         return true;
     }
     f.outcome = Some(Outcome::Uncacheable); // until the body is committed
-    let Some(mut meta) = slice_meta(h, cache, lc) else {
+    let meta = match wire {
+        Some(mut w) => {
+            w.headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case(slice::MARKER));
+            Some(w)
+        }
+        None => slice_meta(h, cache, lc),
+    };
+    let Some(mut meta) = meta else {
         return true;
     };
     meta.status = 200;

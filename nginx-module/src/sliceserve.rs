@@ -386,11 +386,17 @@ unsafe fn start_fill(
     false
 }
 
-/// Keeps the next `WINDOW` slices (of this response) filling.
+/// Keeps the next `WINDOW` slices (of this response) filling (not for a
+/// peer's request).
 ///
 /// # Safety
 /// `r` must be a live main request.
 unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
+    // A peer asks for the slices it needs itself (from their owners).
+    // SAFETY: r is live.
+    if unsafe { crate::peer::from_peer(r) } {
+        return;
+    }
     let last = (run.end - 1) / run.m.size;
     let hi = (i + slice::WINDOW).min(last);
     let lo = run.prefetched.max(i + 1);
