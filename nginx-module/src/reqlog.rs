@@ -96,9 +96,10 @@ unsafe extern "C" fn get(
 unsafe fn build(r: *mut ngx_http_request_t) -> String {
     // SAFETY: r is live; the global cycle is the running one.
     let node = unsafe {
-        Module::main_conf(&*r)
-            .and_then(|m| m.node_name.clone())
-            .unwrap_or_else(|| lossy(&(*ngx_cycle).hostname))
+        match Module::main_conf(&*r).and_then(|m| m.node_name.as_deref()) {
+            Some(n) => std::borrow::Cow::Borrowed(n),
+            None => std::borrow::Cow::Owned(lossy(&(*ngx_cycle).hostname)),
+        }
     };
     // SAFETY: r is live; all strings live as long as the request.
     unsafe {
