@@ -225,6 +225,16 @@ impl Cache {
 
     /// Looks a key up as of `now` (unix ms), for callers with their own clock.
     pub fn get_at(&self, key: &[u8], now: UnixMs) -> Result<Lookup> {
+        match self.get_mem_at(key, now)? {
+            Some(l) => Ok(l),
+            None => self.block_get(key, KeyHash::of(key).0, now),
+        }
+    }
+
+    /// The memory tier only: `None` when it misses and block tiers exist
+    /// (then [`Cache::get_block_at`] finishes the lookup, possibly on
+    /// another thread: it may read from disk).
+    pub fn get_mem_at(&self, key: &[u8], now: UnixMs) -> Result<Option<Lookup>> {
         key::validate(key, self.inner.cfg.max_key)?;
         let h = KeyHash::of(key).0;
         let seq = self.inner.purge.seq();
@@ -232,11 +242,10 @@ impl Cache {
         let Shard { arc, ctr, .. } = &mut *s;
         let Some(e) = arc.get(h).filter(|e| *e.obj.key == *key) else {
             if self.inner.block.is_some() {
-                drop(s);
-                return self.block_get(key, h, now);
+                return Ok(None);
             }
             ctr.misses += 1;
-            return Ok(Lookup::Miss);
+            return Ok(Some(Lookup::Miss));
         };
         if e.checked != seq {
             let o = &e.obj;
@@ -245,17 +254,16 @@ impl Cache {
                 ctr.purged += 1;
                 if self.inner.block.is_some() {
                     // Another process may have refilled it since the purge.
-                    drop(s);
-                    return self.block_get(key, h, now);
+                    return Ok(None);
                 }
                 ctr.misses += 1;
-                return Ok(Lookup::Miss);
+                return Ok(Some(Lookup::Miss));
             }
             e.checked = seq;
         }
         let obj = e.obj.clone();
         ctr.bytes_hit += obj.body.len() as u64;
-        Ok(match obj.meta.freshness(now) {
+        Ok(Some(match obj.meta.freshness(now) {
             Freshness::Fresh => {
                 ctr.hits += 1;
                 Lookup::Fresh(obj)
@@ -264,7 +272,13 @@ impl Cache {
                 ctr.stale_hits += 1;
                 Lookup::Stale(obj)
             }
-        })
+        }))
+    }
+
+    /// The block tiers only (after [`Cache::get_mem_at`] returned `None`).
+    pub fn get_block_at(&self, key: &[u8], now: UnixMs) -> Result<Lookup> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        self.block_get(key, KeyHash::of(key).0, now)
     }
 
     /// A memory miss: the block tiers in order. A hit there is promoted into

@@ -271,3 +271,35 @@ fn a_key_purge_counts_a_copy_another_process_stored() {
     assert_eq!(r.covered, Some(0), "nothing left to purge");
     assert!(!writer.get(b"site.com/p").unwrap().is_fresh());
 }
+
+#[test]
+fn memory_and_block_lookups_split() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let k = "site.com/split";
+    c1.insert(k.as_bytes(), meta(1), body_for(k, 3000)).unwrap();
+    let now = cdncore::now_ms();
+    // c1 has it in memory: the memory lookup answers.
+    let mem = c1
+        .get_mem_at(k.as_bytes(), now)
+        .unwrap()
+        .expect("in memory");
+    assert_eq!(body_of(&mem).unwrap(), body_for(k, 3000));
+    // c2 does not: the memory lookup defers to the block tiers.
+    let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    assert!(c2.get_mem_at(k.as_bytes(), now).unwrap().is_none());
+    let blk = c2.get_block_at(k.as_bytes(), now).unwrap();
+    assert!(blk.object().unwrap().from_block());
+    assert_eq!(body_of(&blk).unwrap(), body_for(k, 3000));
+    assert!(c2
+        .get_block_at(b"site.com/none", now)
+        .unwrap()
+        .object()
+        .is_none());
+    // Without block tiers a memory miss is a final miss.
+    let m = Cache::open_str("mem=1m").unwrap();
+    assert!(matches!(
+        m.get_mem_at(b"x/y", now).unwrap(),
+        Some(Lookup::Miss)
+    ));
+}
