@@ -39,6 +39,8 @@ pub struct MainConf {
     pub slice_max: Option<(u64, String)>,
     /// `rcdn_guard_zone`.
     pub guard: crate::attack_zone::GuardZone,
+    /// `rcdn_io_threads on | off | auto`.
+    pub io_threads: crate::iothread::Mode,
 }
 
 /// One `rcdn_cache_valid` rule; `code` 0 means any status.
@@ -203,6 +205,31 @@ pub unsafe extern "C" fn set_store(
             return bad(cf, "rcdn_store", &text, &e.to_string());
         }
         mc.store = Some(text);
+        NGX_CONF_OK
+    })
+}
+
+/// `rcdn_io_threads on | off | auto;` (http): block-tier lookups on
+/// threads (`auto`: when a tier is not on tmpfs/ramfs).
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn set_io_threads(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard::conf(cf, "rcdn_io_threads", || {
+        // SAFETY: conf is our MainConf (NGX_HTTP_MAIN_CONF_OFFSET).
+        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+        // SAFETY: called by nginx while parsing this directive.
+        let Some(v) = unsafe { args(cf) }.first() else {
+            return c"needs a value".as_ptr().cast_mut();
+        };
+        match crate::iothread::Mode::parse(v.as_bytes()) {
+            Some(m) => mc.io_threads = m,
+            None => return bad(cf, "rcdn_io_threads", &lossy(v), "use on, off or auto"),
+        }
         NGX_CONF_OK
     })
 }

@@ -93,7 +93,21 @@ pub struct ReqCtx {
     /// A peer's request for one slice (the owner side): `key` is its
     /// slice key.
     pub peer_slice: Option<crate::slice::PeerSlice>,
+    /// A block-tier lookup running on an io thread (`crate::iothread`).
+    io: Option<IoWait>,
+    /// Its result, taken by the lookup when the phases re-run.
+    pub io_result: Option<cdncore::Lookup>,
 }
+
+/// An io job in flight: its id and a non-cancelable timer (so graceful
+/// shutdown waits for it, and a stuck disk cannot hold the request forever).
+struct IoWait {
+    id: u64,
+    ev: Box<ngx_event_t>,
+}
+
+/// How long a request waits for its io job before it treats it as a miss.
+const IO_TIMEOUT_MS: ngx_msec_t = 30_000;
 
 impl ReqCtx {
     /// The context of a main request, if it has one.
@@ -118,6 +132,50 @@ impl ReqCtx {
 
     pub fn waiting(&self) -> bool {
         self.wait.is_some()
+    }
+
+    pub fn io_pending(&self) -> bool {
+        self.io.is_some()
+    }
+
+    /// Runs `job` (a block-tier lookup) on an io thread; the phases re-run
+    /// when it is done, with its result in `io_result`. False: no io
+    /// threads (the caller looks up inline).
+    ///
+    /// # Safety
+    /// `r` must be the live main request owning this context.
+    pub unsafe fn start_io(
+        &mut self,
+        r: *mut ngx_http_request_t,
+        job: Box<dyn FnOnce() -> crate::iothread::Done + Send>,
+    ) -> bool {
+        let Some(id) = crate::iothread::submit(r, job) else {
+            return false;
+        };
+        // SAFETY: an all-zero ngx_event_t is its documented initial state.
+        let mut ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+        ev.data = r.cast();
+        ev.handler = Some(io_timeout);
+        // SAFETY: r and its connection are live.
+        ev.log = unsafe { (*(*r).connection).log };
+        ev.set_cancelable(0);
+        // SAFETY: the boxed event stays put until io_cancel removes the timer.
+        unsafe { ngx_add_timer(&mut *ev, IO_TIMEOUT_MS) };
+        self.io = Some(IoWait { id, ev });
+        true
+    }
+
+    /// Forgets the io job (its result is dropped) and stops its timer.
+    fn io_cancel(&mut self) {
+        if let Some(mut w) = self.io.take() {
+            crate::iothread::forget(w.id);
+            // SAFETY: our live timer event; this only unlinks it.
+            unsafe {
+                if w.ev.timer_set() != 0 {
+                    ngx_del_timer(&mut *w.ev);
+                }
+            }
+        }
     }
 
     /// Waits for the fill of `self.key`: woken by `collapse::finish` or by
@@ -190,6 +248,51 @@ impl ReqCtx {
 impl Drop for ReqCtx {
     fn drop(&mut self) {
         self.unwait();
+        self.io_cancel();
+    }
+}
+
+/// An io job of `r` is done: keep its result and re-run the phases.
+///
+/// # Safety
+/// `r` must be a live main request whose job was still registered.
+pub unsafe fn io_done(r: *mut ngx_http_request_t, out: crate::iothread::Done) {
+    // SAFETY: r is live (see above).
+    let c = unsafe { (*r).connection };
+    // SAFETY: r is a live main request with a ReqCtx (it submitted the job).
+    if let Some(ctx) = unsafe { ReqCtx::get(r) } {
+        ctx.io_cancel();
+        // A job that panicked returns `()`: treat it as a miss.
+        let found = out.downcast::<cdncore::Lookup>().map(|b| *b);
+        ctx.io_result = Some(found.unwrap_or(cdncore::Lookup::Miss));
+    }
+    // SAFETY: r and c are live; resumes the phase handler that returned
+    // NGX_AGAIN.
+    unsafe {
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+/// The io job took too long: go on as if the block tiers missed.
+unsafe extern "C" fn io_timeout(ev: *mut ngx_event_t) {
+    // SAFETY: ev is our io timer; data is its live request (the timer is
+    // removed by ReqCtx::drop before the request can be freed).
+    let r = unsafe { (*ev).data.cast::<ngx_http_request_t>() };
+    // SAFETY: r is live.
+    let c = unsafe { (*r).connection };
+    // SAFETY: c is live.
+    crate::guard::event(unsafe { (*c).log }, "io timeout", || {
+        // SAFETY: r is a live main request with a ReqCtx.
+        if let Some(ctx) = unsafe { ReqCtx::get(r) } {
+            ctx.io_cancel();
+            ctx.io_result = Some(cdncore::Lookup::Miss);
+        }
+    });
+    // SAFETY: r and c are live.
+    unsafe {
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(c);
     }
 }
 

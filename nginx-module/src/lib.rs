@@ -25,6 +25,7 @@ pub mod guard;
 pub mod hotlink;
 pub mod hotlink_url;
 pub mod http_get;
+pub mod iothread;
 pub mod lookup;
 pub mod node_status;
 pub mod peer;
@@ -174,7 +175,14 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 30] = [
+static mut COMMANDS: [ngx_command_t; 31] = [
+    command(
+        ngx_string!("rcdn_io_threads"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        conf::set_io_threads,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+    ),
     command(
         ngx_string!("rcdn_store"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -501,6 +509,21 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             );
             return Status::NGX_ERROR.into();
         }
+        let tiers: Vec<_> = store::get()
+            .map(|c| c.config().tiers.iter().map(|t| t.path.clone()).collect())
+            .unwrap_or_default();
+        if iothread::wanted(mc.io_threads, &tiers) {
+            // SAFETY: a worker's live cycle.
+            match unsafe { iothread::open(cycle) } {
+                Ok(()) => {
+                    ngx_log_error!(NGX_LOG_INFO, log, "rcdn: block-tier lookups on io threads");
+                }
+                // Not fatal: lookups then run inline, as with `off`.
+                Err(e) => {
+                    ngx_log_error!(NGX_LOG_ALERT, log, "rcdn: no io threads: {e}");
+                }
+            }
+        }
         Status::NGX_OK.into()
     })
 }
@@ -508,5 +531,8 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
     // SAFETY: nginx passes the live cycle.
     let log = unsafe { (*cycle).log };
-    guard::event(log, "exit_process", store::close);
+    guard::event(log, "exit_process", || {
+        iothread::close();
+        store::close();
+    });
 }

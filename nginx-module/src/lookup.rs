@@ -80,7 +80,7 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(ctx) = (unsafe { ReqCtx::get_or_create(r) }) else {
         return Status::NGX_ERROR.into();
     };
-    if ctx.waiting() {
+    if ctx.waiting() || ctx.io_pending() {
         return Status::NGX_AGAIN.into(); // a spurious re-run while we wait
     }
     // A response to an authorised request belongs to that client
@@ -119,7 +119,18 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     // SAFETY: r is live.
     let coding = variant::normalise(unsafe { header_in(r, b"accept-encoding") });
-    let found = resolve(&cache, &ctx.key, coding);
+    let found = match ctx.io_result.take() {
+        Some(l) => l,
+        None if crate::iothread::enabled() => match resolve_mem(&cache, &ctx.key, coding) {
+            Some(l) => l,
+            // SAFETY: r is the live main request owning ctx.
+            None => match unsafe { start_block(r, ctx, &cache, coding) } {
+                true => return Status::NGX_AGAIN.into(),
+                false => resolve(&cache, &ctx.key, coding),
+            },
+        },
+        None => resolve(&cache, &ctx.key, coding),
+    };
     // SAFETY: r is live; ctx belongs to it.
     unsafe { decide(r, lc, ctx, found, coding) }
 }
@@ -156,6 +167,65 @@ pub fn resolve(cache: &Cache, base: &[u8], coding: &str) -> Lookup {
         },
         Err(_) => Lookup::Miss,
     }
+}
+
+/// [`resolve`] in the memory tier only: `None` when the block tiers must
+/// be asked (on an io thread: they may read from disk).
+pub fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
+    let now = now_ms();
+    match cache.get_mem_at(base, now) {
+        Ok(Some(l)) => match l.object() {
+            Some(o) if o.meta().header(variant::MARKER).is_some() => {
+                match cache.get_mem_at(&variant::key(base, coding), now) {
+                    Ok(found) => found,
+                    Err(_) => Some(Lookup::Miss),
+                }
+            }
+            _ => Some(l),
+        },
+        Ok(None) => None,
+        Err(_) => Some(Lookup::Miss),
+    }
+}
+
+/// Runs the whole lookup of `ctx.key` on an io thread. False: no thread
+/// (the caller looks up inline).
+///
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn start_block(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReqCtx,
+    cache: &Cache,
+    coding: &'static str,
+) -> bool {
+    let (cache, key) = (cache.clone(), ctx.key.clone());
+    // SAFETY: r is live.
+    let slow = unsafe { slow_fault(r) };
+    let job = move || {
+        if slow {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        Box::new(resolve(&cache, &key, coding)) as crate::iothread::Done
+    };
+    // SAFETY: forwarded.
+    unsafe { ctx.start_io(r, Box::new(job)) }
+}
+
+/// `X-Rcdn-Fault: slow-block-read` (fault-injection builds): the threaded
+/// block-tier lookup sleeps 1 s, to show the event loop is not blocked.
+///
+/// # Safety
+/// `r` must be live.
+#[allow(unused_variables)]
+unsafe fn slow_fault(r: *mut ngx_http_request_t) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        // SAFETY: r is live.
+        return unsafe { header_in(r, b"x-rcdn-fault") } == Some(b"slow-block-read".as_slice());
+    }
+    #[allow(unreachable_code)]
+    false
 }
 
 /// # Safety

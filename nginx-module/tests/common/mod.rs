@@ -310,6 +310,13 @@ pub fn start_cdn_tokens(
     let so = module_so();
     // reuseport spreads connections over the workers (by source port).
     let listen_opts = if workers > 1 { " reuseport" } else { "" };
+    // Every suite runs with block-tier lookups on io threads, whatever
+    // filesystem the temp dir is on, unless the test chooses.
+    let io = if http_extra.contains("rcdn_io_threads") {
+        ""
+    } else {
+        "rcdn_io_threads on;"
+    };
     let conf = format!(
         r#"load_module {so};
 daemon off; master_process on; worker_processes {workers};
@@ -318,6 +325,7 @@ events {{ worker_connections 512; }}
 http {{
   access_log logs/access.log;
   rcdn_store {tokens};
+  {io}
   {http_extra}
   server {{
     listen 127.0.0.1:{port}{listen_opts};

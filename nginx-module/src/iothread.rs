@@ -1,0 +1,246 @@
+//! Disk work off the event loop: a few std threads per worker and an
+//! eventfd that wakes the loop when a job is done (notes §4 (b)).
+//!
+//! Threads see a job id and a closure, never a request. The loop keeps
+//! `id -> request` in a thread-local table; a request's context removes its
+//! id when it is freed, so a result for a gone request is dropped unread.
+
+use core::ffi::c_void;
+use nginx_sys::*;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Threads per worker (started on the first job).
+const THREADS: usize = 4;
+
+/// What a job returns to the loop.
+pub type Done = Box<dyn Any + Send>;
+type Job = Box<dyn FnOnce() -> Done + Send>;
+
+/// `rcdn_io_threads`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl Mode {
+    pub fn parse(s: &[u8]) -> Option<Mode> {
+        match s {
+            b"auto" => Some(Mode::Auto),
+            b"on" => Some(Mode::On),
+            b"off" => Some(Mode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// State the threads share with the loop.
+struct Shared {
+    work: Mutex<(VecDeque<(u64, Job)>, bool)>,
+    ready: Condvar,
+    /// Finished jobs, and the eventfd to signal (`None` once closed, so a
+    /// late thread never writes to a reused descriptor).
+    done: Mutex<(Vec<(u64, Done)>, Option<RawFd>)>,
+}
+
+struct Bridge {
+    shared: Arc<Shared>,
+    conn: *mut ngx_connection_t,
+    started: bool,
+}
+
+thread_local! {
+    static BRIDGE: RefCell<Option<Bridge>> = const { RefCell::new(None) };
+    static JOBS: RefCell<HashMap<u64, *mut ngx_http_request_t>> = RefCell::new(HashMap::new());
+    static NEXT: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Whether a tier directory is memory (tmpfs, ramfs): no need for threads.
+pub fn on_memory(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { core::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path; st is writable.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    const TMPFS: i64 = 0x0102_1994;
+    const RAMFS: i64 = 0x8584_58f6;
+    matches!(st.f_type as i64, TMPFS | RAMFS)
+}
+
+/// Whether `mode` wants threads for these tier directories.
+pub fn wanted(mode: Mode, tiers: &[std::path::PathBuf]) -> bool {
+    match mode {
+        Mode::Off => false,
+        Mode::On => !tiers.is_empty(),
+        Mode::Auto => tiers.iter().any(|t| !on_memory(t)),
+    }
+}
+
+pub fn enabled() -> bool {
+    BRIDGE.with(|b| b.borrow().is_some())
+}
+
+/// Opens the eventfd and its connection (worker `init_process`).
+///
+/// # Safety
+/// `cycle` must be the live cycle of a worker process.
+pub unsafe fn open(cycle: *mut ngx_cycle_t) -> Result<(), String> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: cycle is live; fd is ours and now owned by the connection.
+    let c = unsafe { ngx_get_connection(fd, (*cycle).log) };
+    if c.is_null() {
+        // SAFETY: fd is ours and unused.
+        unsafe { libc::close(fd) };
+        return Err("no free connection for the io eventfd".into());
+    }
+    // SAFETY: c is a fresh connection with read/write events.
+    unsafe {
+        (*(*c).read).handler = Some(notified);
+        (*(*c).read).log = (*cycle).log;
+        if ngx_handle_read_event((*c).read, 0) != NGX_OK as ngx_int_t {
+            ngx_close_connection(c);
+            return Err("cannot watch the io eventfd".into());
+        }
+    }
+    let shared = Arc::new(Shared {
+        work: Mutex::new((VecDeque::new(), false)),
+        ready: Condvar::new(),
+        done: Mutex::new((Vec::new(), Some(fd))),
+    });
+    BRIDGE.with(|b| {
+        *b.borrow_mut() = Some(Bridge {
+            shared,
+            conn: c,
+            started: false,
+        })
+    });
+    Ok(())
+}
+
+/// Stops the threads (they finish their current job) and closes the
+/// eventfd (worker `exit_process`).
+pub fn close() {
+    let Some(b) = BRIDGE.with(|b| b.borrow_mut().take()) else {
+        return;
+    };
+    if let Ok(mut w) = b.shared.work.lock() {
+        w.1 = true;
+        w.0.clear();
+    }
+    b.shared.ready.notify_all();
+    if let Ok(mut d) = b.shared.done.lock() {
+        d.1 = None;
+        d.0.clear();
+    }
+    // SAFETY: our live connection; this closes the eventfd too.
+    unsafe { ngx_close_connection(b.conn) };
+    JOBS.with(|j| j.borrow_mut().clear());
+}
+
+/// Runs `job` on a thread; `r` is resumed through its context
+/// ([`crate::ctx::ReqCtx::io_done`]) when it is done. `None`: no bridge
+/// (the caller does the work inline).
+pub fn submit(r: *mut ngx_http_request_t, job: Job) -> Option<u64> {
+    BRIDGE.with(|b| {
+        let mut b = b.borrow_mut();
+        let b = b.as_mut()?;
+        if !b.started {
+            for _ in 0..THREADS {
+                let s = b.shared.clone();
+                std::thread::Builder::new()
+                    .name("rcdn-io".into())
+                    .spawn(move || run(s))
+                    .ok()?;
+            }
+            b.started = true;
+        }
+        let id = NEXT.with(|n| {
+            let id = n.get();
+            n.set(id + 1);
+            id
+        });
+        b.shared.work.lock().ok()?.0.push_back((id, job));
+        b.shared.ready.notify_one();
+        JOBS.with(|j| j.borrow_mut().insert(id, r));
+        Some(id)
+    })
+}
+
+/// Forgets a job: its result, if it comes, is dropped.
+pub fn forget(id: u64) {
+    JOBS.with(|j| j.borrow_mut().remove(&id));
+}
+
+fn run(s: Arc<Shared>) {
+    loop {
+        let job = {
+            let Ok(mut w) = s.work.lock() else { return };
+            loop {
+                if w.1 {
+                    return;
+                }
+                if let Some(j) = w.0.pop_front() {
+                    break j;
+                }
+                w = match s.ready.wait(w) {
+                    Ok(w) => w,
+                    Err(_) => return,
+                };
+            }
+        };
+        let (id, f) = job;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Box::new(()) as Done);
+        let Ok(mut d) = s.done.lock() else { return };
+        let Some(fd) = d.1 else { return };
+        d.0.push((id, out));
+        let one: u64 = 1;
+        // SAFETY: fd is our open eventfd (checked under the lock that
+        // `close` takes before closing it); 8 bytes from a u64.
+        unsafe { libc::write(fd, (&one as *const u64).cast::<c_void>(), 8) };
+    }
+}
+
+/// The eventfd is readable: hand each finished job to its request.
+unsafe extern "C" fn notified(ev: *mut ngx_event_t) {
+    // SAFETY: ev is our eventfd connection's read event.
+    let log = unsafe { (*ev).log };
+    crate::guard::event(log, "io", || {
+        let Some(shared) = BRIDGE.with(|b| b.borrow().as_ref().map(|b| b.shared.clone())) else {
+            return;
+        };
+        let fd = shared.done.lock().ok().and_then(|d| d.1);
+        if let Some(fd) = fd {
+            let mut n: u64 = 0;
+            // SAFETY: fd is our nonblocking eventfd; n is 8 writable bytes.
+            unsafe { libc::read(fd, (&mut n as *mut u64).cast::<c_void>(), 8) };
+        }
+        let done = match shared.done.lock() {
+            Ok(mut d) => std::mem::take(&mut d.0),
+            Err(_) => return,
+        };
+        for (id, out) in done {
+            let Some(r) = JOBS.with(|j| j.borrow_mut().remove(&id)) else {
+                continue; // the request is gone
+            };
+            // SAFETY: r is in the table, so it is live (its context removes
+            // it when the request's pool is freed).
+            unsafe { crate::ctx::io_done(r, out) };
+        }
+    });
+}

@@ -1,0 +1,122 @@
+//! `rcdn_io_threads`: block-tier lookups on threads. Hits from a tier on
+//! disk are byte-identical; a slow block read does not hold up a memory
+//! hit; a client that leaves while its job runs does not hurt the worker.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn on_tmpfs(p: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated; st is writable.
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    st.f_type as i64 == 0x0102_1994
+}
+
+#[test]
+fn disk_tier_miss_then_hit_with_two_workers() {
+    let origin = start_origin(&[], "");
+    let cdn = start_cdn(2, origin.port, "rcdn_io_threads on;", "");
+    let store = cdn.store.as_ref().expect("store").path().to_path_buf();
+    eprintln!("store on tmpfs: {}", on_tmpfs(&store));
+    for (path, file) in [("/small.txt", "small.txt"), ("/big.bin", "big.bin")] {
+        let want = std::fs::read(origin.path("www").join(file)).expect("origin file");
+        let a = get(cdn.port, path);
+        assert_eq!((a.status, a.cache()), (200, "MISS"), "{path}");
+        assert!(a.body == want, "{path}: MISS body differs");
+        // Several connections: both workers answer, one from its tier.
+        for _ in 0..6 {
+            let b = get(cdn.port, path);
+            assert_eq!((b.status, b.cache()), (200, "HIT"), "{path}");
+            assert!(b.body == want, "{path}: HIT body differs");
+        }
+        let h = request(cdn.port, "HEAD", path, &[]);
+        assert_eq!((h.status, h.cache()), (200, "HIT"));
+        assert!(h.body.is_empty());
+        let r = request(cdn.port, "GET", path, &[("Range", "bytes=3-9")]);
+        assert_eq!(r.status, 206, "{path}");
+        assert_eq!(r.body, want[3..10].to_vec(), "{path}");
+        assert_eq!(origin_hits(&origin, path).len(), 1, "{path}");
+    }
+    cdn.check_log();
+}
+
+/// A node on `store` whose memory is empty: what the first node stored is
+/// only in the block tier.
+fn restarted(origin: &Nginx, store: &std::path::Path) -> Nginx {
+    start_cdn_on(store, 1, origin.port, "rcdn_io_threads on;", "")
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn slow_block_read_does_not_block_a_memory_hit() {
+    let origin = start_origin(&[], "");
+    let store = store_dir();
+    let mut first = start_cdn_on(store.path(), 1, origin.port, "rcdn_io_threads on;", "");
+    assert_eq!(get(first.port, "/big.bin").cache(), "MISS");
+    first.check_log();
+    first.stop();
+    let cdn = restarted(&origin, store.path());
+    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT"); // now in memory
+    let port = cdn.port;
+    let t0 = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let r = request(
+            port,
+            "GET",
+            "/big.bin",
+            &[("X-Rcdn-Fault", "slow-block-read")],
+        );
+        (r, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let fast = get(port, "/small.txt");
+    let fast_at = t0.elapsed();
+    let (big, slow_at) = slow.join().expect("slow request");
+    assert_eq!((fast.status, fast.cache()), (200, "HIT"));
+    assert_eq!((big.status, big.cache()), (200, "HIT"));
+    let want = std::fs::read(origin.path("www").join("big.bin")).expect("origin file");
+    assert!(big.body == want, "block-tier hit body differs");
+    // The injected delay is 1 s: the slow one took it, the fast one did
+    // not wait for it.
+    assert!(
+        slow_at >= Duration::from_secs(1),
+        "slow took {slow_at:?}: {}",
+        cdn.error_log()
+    );
+    assert!(
+        fast_at + Duration::from_millis(500) < slow_at,
+        "memory hit at {fast_at:?}, slow block read at {slow_at:?}"
+    );
+    cdn.check_log();
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn client_leaving_during_a_block_read_is_harmless() {
+    let origin = start_origin(&[], "");
+    let store = store_dir();
+    let mut first = start_cdn_on(store.path(), 1, origin.port, "rcdn_io_threads on;", "");
+    assert_eq!(get(first.port, "/big.bin").cache(), "MISS");
+    first.stop();
+    let cdn = restarted(&origin, store.path());
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", cdn.port)).expect("connect");
+        s.write_all(
+            b"GET /big.bin HTTP/1.0\r\nHost: localhost\r\nX-Rcdn-Fault: slow-block-read\r\n\r\n",
+        )
+        .expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(1300)); // the jobs finish
+    let b = get(cdn.port, "/big.bin");
+    assert_eq!((b.status, b.cache()), (200, "HIT"));
+    cdn.check_log();
+}
