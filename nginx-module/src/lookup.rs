@@ -129,7 +129,14 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
                 false => resolve(&cache, &ctx.key, coding),
             },
         },
-        None => resolve(&cache, &ctx.key, coding),
+        None => {
+            // SAFETY: r is live.
+            if unsafe { slow_fault(r) } {
+                // The same injected delay, on the event loop (io threads off).
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            resolve(&cache, &ctx.key, coding)
+        }
     };
     // SAFETY: r is live; ctx belongs to it.
     unsafe { decide(r, lc, ctx, found, coding) }
@@ -212,8 +219,9 @@ unsafe fn start_block(
     unsafe { ctx.start_io(r, Box::new(job)) }
 }
 
-/// `X-Rcdn-Fault: slow-block-read` (fault-injection builds): the threaded
-/// block-tier lookup sleeps 1 s, to show the event loop is not blocked.
+/// `X-Rcdn-Fault: slow-block-read` (fault-injection builds): the block-tier
+/// lookup sleeps 1 s (on its io thread, or inline with io threads off), to
+/// show whether the event loop is blocked.
 ///
 /// # Safety
 /// `r` must be live.
