@@ -40,13 +40,19 @@ impl Mode {
     }
 }
 
+/// Queued jobs, and whether the threads must stop.
+type Work = (VecDeque<(u64, Job)>, bool);
+
+/// Finished jobs, and the eventfd to signal.
+type Finished = (Vec<(u64, Done)>, Option<RawFd>);
+
 /// State the threads share with the loop.
 struct Shared {
-    work: Mutex<(VecDeque<(u64, Job)>, bool)>,
+    work: Mutex<Work>,
     ready: Condvar,
     /// Finished jobs, and the eventfd to signal (`None` once closed, so a
     /// late thread never writes to a reused descriptor).
-    done: Mutex<(Vec<(u64, Done)>, Option<RawFd>)>,
+    done: Mutex<Finished>,
 }
 
 struct Bridge {
