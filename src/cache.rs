@@ -10,6 +10,7 @@ use crate::key::{self, KeyHash};
 use crate::meta::{now_ms, Freshness, Meta, UnixMs};
 use crate::purge::{Facts, Purge, PurgeReport, PurgeTable};
 use crate::stats::Counters;
+use crate::through::WriteThrough;
 use crate::writer::Writer;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -304,7 +305,7 @@ impl Cache {
             b.promote(tier, key, &hit.meta, hit.born, &hit.body);
             if hit.body.len() as u64 <= self.max_object() {
                 let heap = Bytes::copy_from_slice(&hit.body);
-                let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born), false);
+                let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born));
             }
         }
         let obj = Arc::new(Object {
@@ -387,6 +388,20 @@ impl Cache {
         self.store(key.into(), meta, body, None)
     }
 
+    /// Like [`Cache::insert`], but the block-tier write-through (disk I/O)
+    /// is returned to run later, e.g. on an I/O thread; the object is in
+    /// memory when this returns.
+    pub fn insert_deferred(
+        &self,
+        key: &[u8],
+        meta: Meta,
+        body: Bytes,
+    ) -> Result<(Commit, Option<WriteThrough>)> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        self.check_size(body.len() as u64)?;
+        self.store_deferred(key.into(), meta, body, None)
+    }
+
     /// Starts a streaming insert. Nothing is visible until `commit`; an
     /// aborted or dropped writer leaves no trace.
     pub fn writer(&self, key: &[u8], meta: Meta) -> Result<Writer> {
@@ -446,20 +461,44 @@ impl Cache {
         body: Bytes,
         born: Option<u64>,
     ) -> Result<Commit> {
-        self.store_inner(key, meta, body, born, true)
+        let (commit, through) = self.store_deferred(key, meta, body, born)?;
+        if let Some(t) = through {
+            t.run();
+        }
+        Ok(commit)
     }
 
-    /// Commits into memory and, with `through`, into the first block tier
-    /// (write-through: other processes see it at once, and it survives a
-    /// crash of this one).
+    /// Commits into memory and returns the write-through into the first
+    /// block tier (other processes see it there, and it survives a crash of
+    /// this one), if there is a block tier.
+    pub(crate) fn store_deferred(
+        &self,
+        key: Box<[u8]>,
+        meta: Meta,
+        body: Bytes,
+        born: Option<u64>,
+    ) -> Result<(Commit, Option<WriteThrough>)> {
+        let (commit, kept) = self.store_inner(key, meta, body, born)?;
+        let through = kept
+            .filter(|_| self.inner.block.is_some())
+            .map(|obj| WriteThrough::new(self.clone(), obj));
+        Ok((commit, through))
+    }
+
+    pub(crate) fn write_through(&self, obj: &Object) {
+        if let Some(b) = &self.inner.block {
+            b.write_through(&obj.key, &obj.meta, obj.born, &obj.body);
+        }
+    }
+
+    /// Commits into memory only; returns the stored object.
     fn store_inner(
         &self,
         key: Box<[u8]>,
         mut meta: Meta,
         body: Bytes,
         born: Option<u64>,
-        through: bool,
-    ) -> Result<Commit> {
+    ) -> Result<(Commit, Option<Arc<Object>>)> {
         let h = KeyHash::of(&key).0;
         meta.size = body.len() as u64;
         meta.checksum = xxhash_rust::xxh3::xxh3_64(&body);
@@ -491,7 +530,7 @@ impl Cache {
         }
         if self.inner.purge.is_purged(&obj.key, &obj.facts, born) {
             s.ctr.purged += 1;
-            return Ok(Commit::PurgedDuringFill);
+            return Ok((Commit::PurgedDuringFill, None));
         }
         let Shard { arc, ctr, .. } = &mut *s;
         ctr.inserts += 1;
@@ -501,11 +540,7 @@ impl Cache {
         let mut evicted = 0;
         arc.insert(h, charged, entry, &mut |_, _| evicted += 1);
         ctr.evictions += evicted;
-        drop(s);
-        if let (true, Some(b)) = (through, &self.inner.block) {
-            b.write_through(&kept.key, &kept.meta, kept.born, &kept.body);
-        }
-        Ok(Commit::Stored)
+        Ok((Commit::Stored, Some(kept)))
     }
 
     /// Removes one key. Returns whether it was cached.

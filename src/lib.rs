@@ -34,6 +34,7 @@ pub mod meta;
 pub mod policy;
 pub mod purge;
 pub mod stats;
+pub mod through;
 pub mod writer;
 
 pub use cache::{Cache, Commit, Lookup, Object};
@@ -43,5 +44,6 @@ pub use key::KeyHash;
 pub use meta::{now_ms, Freshness, Meta, UnixMs};
 pub use purge::{Purge, PurgeReport};
 pub use stats::Counters;
+pub use through::WriteThrough;
 pub use writer::Writer;
 pub mod block;

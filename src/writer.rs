@@ -4,6 +4,7 @@
 use crate::cache::{Cache, Commit};
 use crate::error::{Error, Result};
 use crate::meta::Meta;
+use crate::through::WriteThrough;
 use bytes::{Bytes, BytesMut};
 
 /// Initial buffer when the size is unknown; it grows by doubling.
@@ -83,7 +84,17 @@ impl Writer {
 
     /// Makes the object visible, unless the writer failed, the body does not
     /// match the declared size, or a purge covered it during the fill.
-    pub fn commit(mut self) -> Result<Commit> {
+    pub fn commit(self) -> Result<Commit> {
+        let (commit, through) = self.commit_deferred()?;
+        if let Some(t) = through {
+            t.run();
+        }
+        Ok(commit)
+    }
+
+    /// Like [`Writer::commit`], but the block-tier write-through is returned
+    /// to run later (see [`WriteThrough`]); the object is in memory already.
+    pub fn commit_deferred(mut self) -> Result<(Commit, Option<WriteThrough>)> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
@@ -94,7 +105,7 @@ impl Writer {
         let body: Bytes = std::mem::take(&mut self.buf).freeze();
         let key = std::mem::take(&mut self.key);
         let meta = std::mem::take(&mut self.meta);
-        let result = self.cache.store(key, meta, body, Some(self.born));
+        let result = self.cache.store_deferred(key, meta, body, Some(self.born));
         self.finished = result.is_ok();
         result
     }

@@ -303,3 +303,51 @@ fn memory_and_block_lookups_split() {
         Some(Lookup::Miss)
     ));
 }
+
+#[test]
+fn a_deferred_write_through_reaches_the_tier_only_when_run() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let (k1, k2) = ("site.com/d/1", "site.com/d/2");
+    let mut w = c1.writer(k1.as_bytes(), meta(1)).unwrap();
+    w.write(&body_for(k1, 5000)).unwrap();
+    let (commit, later) = w.commit_deferred().unwrap();
+    assert_eq!(commit, cdncore::Commit::Stored);
+    let later = later.expect("a block tier wants the write");
+    assert_eq!(later.key(), k1.as_bytes());
+    assert!(
+        c1.get(k1.as_bytes()).unwrap().is_fresh(),
+        "in memory at once"
+    );
+    assert!(
+        !c2.get(k1.as_bytes()).unwrap().is_fresh(),
+        "not on disk yet"
+    );
+    later.run();
+    let got = c2.get(k1.as_bytes()).unwrap();
+    assert_eq!(body_of(&got).unwrap(), body_for(k1, 5000));
+
+    // Dropped: memory only. Purged before it runs: the tier copy is dead.
+    let (_, dropped) = c1
+        .insert_deferred(k2.as_bytes(), meta(2), body_for(k2, 100))
+        .unwrap();
+    drop(dropped);
+    assert!(!c2.get(k2.as_bytes()).unwrap().is_fresh());
+    let (_, late) = c1
+        .insert_deferred(k2.as_bytes(), meta(2), body_for(k2, 100))
+        .unwrap();
+    c1.purge(&Purge::Tag(2)).unwrap();
+    late.unwrap().run();
+    assert!(!c2.get(k2.as_bytes()).unwrap().is_fresh(), "purge wins");
+}
+
+#[test]
+fn without_block_tiers_nothing_is_deferred() {
+    let c = Cache::open_str("mem=1m shards=1").unwrap();
+    let (commit, later) = c
+        .insert_deferred(b"site.com/m", meta(1), body_for("m", 10))
+        .unwrap();
+    assert_eq!(commit, cdncore::Commit::Stored);
+    assert!(later.is_none());
+}
