@@ -32,9 +32,46 @@ pub fn module_so() -> PathBuf {
     deps.join("libngx_http_rcdn_module.so")
 }
 
+///
+/// The port is free once the listener closes, so two test processes (or
+/// two tests) could be handed the same one before nginx binds it; each
+/// port is also claimed by creating a marker file, so no other test takes
+/// it for the next 10 minutes.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    let dir = std::env::temp_dir().join("rcdn-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if claim_port(&dir.join(port.to_string())) {
+            return port;
+        }
+    }
+    panic!("no unclaimed free port after 100 tries");
+}
+
+/// Creates the marker `f`, or takes it over if older than 10 minutes.
+fn claim_port(f: &Path) -> bool {
+    let new = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f);
+    if new.is_ok() {
+        return true;
+    }
+    let age = std::fs::metadata(f)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    if age.is_some_and(|a| a > Duration::from_secs(600)) {
+        let _ = std::fs::remove_file(f);
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(f)
+            .is_ok();
+    }
+    false
 }
 
 /// One nginx master process in its own temp prefix.
@@ -80,6 +117,13 @@ impl Nginx {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Someone listens: make sure it is us, not another program.
+                assert!(
+                    !self.error_log().contains("bind() to"),
+                    "nginx could not bind {}: {}",
+                    self.port,
+                    self.error_log()
+                );
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
