@@ -120,9 +120,14 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live.
     let coding = variant::normalise(unsafe { header_in(r, b"accept-encoding") });
     let found = match ctx.io_result.take() {
+        // A fill in this worker may have stored it while the job ran.
+        Some(Lookup::Miss) => resolve_mem(&cache, &ctx.key, coding).unwrap_or(Lookup::Miss),
         Some(l) => l,
         None if crate::iothread::enabled() => match resolve_mem(&cache, &ctx.key, coding) {
             Some(l) => l,
+            // Being filled and streamed here: not on disk yet, and `decide`
+            // attaches to the stream.
+            None if crate::stream::exists(&ctx.key) => Lookup::Miss,
             // SAFETY: r is the live main request owning ctx.
             None => match unsafe { start_block(r, ctx, &cache, coding) } {
                 true => return Status::NGX_AGAIN.into(),
