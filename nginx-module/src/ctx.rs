@@ -364,6 +364,9 @@ pub struct FillCtx {
     /// A second key this fill claimed (a first slice's own key), with its
     /// shared marker token: released and finished with the fill.
     pub also: Option<(Vec<u8>, Option<u64>)>,
+    /// `X-Rcdn-Fault: slow-write` (fault-injection builds): the write-through
+    /// sleeps 1 s first, to show whether it holds up the event loop.
+    pub slow_write: bool,
 }
 
 impl FillCtx {

@@ -153,6 +153,7 @@ unsafe fn subrequest(
             slice,
             stream_key: None,
             also: None,
+            slow_write: crate::guard::fault_asked(r, "slow-write"),
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;

@@ -357,9 +357,7 @@ unsafe fn from_owner(
     f.outcome = Some(Outcome::Uncacheable); // until the body is committed
     if status == 304 {
         if let Some(old) = f.stale.clone() {
-            if cache.insert(old.key(), meta, old.body().clone()).is_ok() {
-                f.outcome = Some(Outcome::Refreshed);
-            }
+            refreshed(cache, f, &old, meta);
         }
         return true;
     }
@@ -401,8 +399,14 @@ fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(Stri
         return;
     };
     apply_extras(&mut meta, &merged);
-    if cache.insert(old.key(), meta, old.body().clone()).is_ok() {
+    refreshed(cache, f, &old, meta);
+}
+
+/// Stores a stale copy's body again under refreshed metadata.
+fn refreshed(cache: &Cache, f: &mut FillCtx, old: &cdncore::Object, meta: Meta) {
+    if let Ok((_, through)) = cache.insert_deferred(old.key(), meta, old.body().clone()) {
         f.outcome = Some(Outcome::Refreshed);
+        crate::persist::fill_writes(f, through.into_iter().collect());
     }
 }
 
@@ -484,15 +488,19 @@ unsafe fn read_file(f: &mut FillCtx, file: *mut ngx_file_t, from: off_t, to: off
 
 fn commit(f: &mut FillCtx) {
     let Some(w) = f.writer.take() else { return };
-    match w.commit() {
-        Ok(_) => {
+    match w.commit_deferred() {
+        Ok((_, through)) => {
             f.outcome = Some(Outcome::Stored);
             if let Some(k) = f.stream_key.take() {
                 crate::stream::end(&k, true);
             }
+            let mut writes: Vec<_> = through.into_iter().collect();
             if let (Some(m), Some(cache)) = (f.marker.take(), store::get()) {
-                let _ = cache.insert(&f.base, m, Bytes::new());
+                if let Ok((_, t)) = cache.insert_deferred(&f.base, m, Bytes::new()) {
+                    writes.extend(t);
+                }
             }
+            crate::persist::fill_writes(f, writes);
         }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");

@@ -77,3 +77,22 @@ pub unsafe fn fault(r: *mut ngx_http_request_t, point: &str) {
         }
     }
 }
+
+/// Whether the request asks for the fault `point` (fault-injection builds
+/// only; always false otherwise), for faults that delay rather than panic.
+///
+/// # Safety
+/// `r` must be live.
+#[allow(unused_variables)]
+pub unsafe fn fault_asked(r: *mut ngx_http_request_t, point: &str) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        // SAFETY: r is live; faults are asked for by the main request.
+        let main = unsafe { (*r).main };
+        // SAFETY: as above.
+        return unsafe { crate::lookup::header_in(main, b"x-rcdn-fault") }
+            == Some(point.as_bytes());
+    }
+    #[allow(unreachable_code)]
+    false
+}

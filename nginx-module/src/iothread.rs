@@ -7,18 +7,23 @@
 
 use core::ffi::c_void;
 use nginx_sys::*;
+use ngx::ngx_log_error;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Threads per worker (started on the first job).
-const THREADS: usize = 4;
+/// Lookup threads per worker (started on the first job).
+const READERS: usize = 4;
+/// How long a worker's exit waits for queued write-throughs.
+const DRAIN_SECS: u64 = 30;
 
 /// What a job returns to the loop.
 pub type Done = Box<dyn Any + Send>;
 type Job = Box<dyn FnOnce() -> Done + Send>;
+/// Runs on the loop when a detached job is done.
+type Then = Box<dyn FnOnce()>;
 
 /// `rcdn_io_threads`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,13 +51,26 @@ type Work = (VecDeque<(u64, Job)>, bool);
 /// Finished jobs, and the eventfd to signal.
 type Finished = (Vec<(u64, Done)>, Option<RawFd>);
 
-/// State the threads share with the loop.
-struct Shared {
+/// A job queue and the threads that take from it.
+#[derive(Default)]
+struct Queue {
     work: Mutex<Work>,
     ready: Condvar,
+}
+
+/// State the threads share with the loop.
+struct Shared {
+    /// Block-tier lookups: several threads, any order.
+    reads: Queue,
+    /// Write-throughs: one thread, in commit order (a slice manifest lands
+    /// before its slices), drained when the worker exits.
+    writes: Queue,
     /// Finished jobs, and the eventfd to signal (`None` once closed, so a
     /// late thread never writes to a reused descriptor).
     done: Mutex<Finished>,
+    /// Threads still running, for the exit drain.
+    live: Mutex<usize>,
+    exited: Condvar,
 }
 
 struct Bridge {
@@ -64,6 +82,7 @@ struct Bridge {
 thread_local! {
     static BRIDGE: RefCell<Option<Bridge>> = const { RefCell::new(None) };
     static JOBS: RefCell<HashMap<u64, *mut ngx_http_request_t>> = RefCell::new(HashMap::new());
+    static DETACHED: RefCell<HashMap<u64, Then>> = RefCell::new(HashMap::new());
     static NEXT: Cell<u64> = const { Cell::new(1) };
 }
 
@@ -124,9 +143,11 @@ pub unsafe fn open(cycle: *mut ngx_cycle_t) -> Result<(), String> {
         }
     }
     let shared = Arc::new(Shared {
-        work: Mutex::new((VecDeque::new(), false)),
-        ready: Condvar::new(),
+        reads: Queue::default(),
+        writes: Queue::default(),
         done: Mutex::new((Vec::new(), Some(fd))),
+        live: Mutex::new(0),
+        exited: Condvar::new(),
     });
     BRIDGE.with(|b| {
         *b.borrow_mut() = Some(Bridge {
@@ -138,41 +159,105 @@ pub unsafe fn open(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     Ok(())
 }
 
-/// Stops the threads (they finish their current job) and closes the
-/// eventfd (worker `exit_process`).
-pub fn close() {
+/// Stops the threads and closes the eventfd (worker `exit_process`).
+/// Queued lookups are dropped; queued write-throughs are written first (for
+/// at most `DRAIN_SECS`), so an object committed before a reload or a
+/// graceful stop still reaches the block tier.
+pub fn close(log: *mut ngx_log_t) {
     let Some(b) = BRIDGE.with(|b| b.borrow_mut().take()) else {
         return;
     };
-    if let Ok(mut w) = b.shared.work.lock() {
-        w.1 = true;
-        w.0.clear();
+    let s = &b.shared;
+    for (q, drop_queued) in [(&s.reads, true), (&s.writes, false)] {
+        if let Ok(mut w) = q.work.lock() {
+            w.1 = true;
+            if drop_queued {
+                w.0.clear();
+            }
+        }
+        q.ready.notify_all();
     }
-    b.shared.ready.notify_all();
-    if let Ok(mut d) = b.shared.done.lock() {
+    if !drain(s) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "rcdn: io threads still busy after {DRAIN_SECS}s at exit; pending write-throughs are lost (the objects were in memory only)"
+        );
+    }
+    if let Ok(mut d) = s.done.lock() {
         d.1 = None;
         d.0.clear();
     }
     // SAFETY: our live connection; this closes the eventfd too.
     unsafe { ngx_close_connection(b.conn) };
     JOBS.with(|j| j.borrow_mut().clear());
+    DETACHED.with(|j| j.borrow_mut().clear());
+}
+
+/// Waits (bounded) for every thread to exit; false on timeout.
+fn drain(s: &Shared) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(DRAIN_SECS);
+    let Ok(mut live) = s.live.lock() else {
+        return false;
+    };
+    while *live > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        live = match s.exited.wait_timeout(live, left) {
+            Ok((l, _)) => l,
+            Err(_) => return false,
+        };
+    }
+    true
 }
 
 /// Runs `job` on a thread; `r` is resumed through its context
 /// ([`crate::ctx::ReqCtx::io_done`]) when it is done. `None`: no bridge
 /// (the caller does the work inline).
 pub fn submit(r: *mut ngx_http_request_t, job: Job) -> Option<u64> {
+    let id = enqueue(false, job)?;
+    JOBS.with(|j| j.borrow_mut().insert(id, r));
+    Some(id)
+}
+
+/// Runs `job` on the write thread (in submission order, not tied to a
+/// request), then `then` on the loop. `Err` gives both back when there
+/// are no io threads (the caller runs them inline).
+#[allow(clippy::type_complexity)]
+pub fn spawn(
+    job: Box<dyn FnOnce() + Send>,
+    then: Then,
+) -> Result<(), (Box<dyn FnOnce() + Send>, Then)> {
+    if !enabled() {
+        return Err((job, then));
+    }
+    let wrapped: Job = Box::new(move || {
+        job();
+        Box::new(()) as Done
+    });
+    match enqueue(true, wrapped) {
+        Some(id) => {
+            DETACHED.with(|d| d.borrow_mut().insert(id, then));
+            Ok(())
+        }
+        // The bridge broke after `enabled`: the job is gone, but its
+        // callback (which releases locks) must still run.
+        None => {
+            then();
+            Ok(())
+        }
+    }
+}
+
+/// Queues a job (starting the threads on first use); its id.
+fn enqueue(write: bool, job: Job) -> Option<u64> {
     BRIDGE.with(|b| {
         let mut b = b.borrow_mut();
         let b = b.as_mut()?;
         if !b.started {
-            for _ in 0..THREADS {
-                let s = b.shared.clone();
-                std::thread::Builder::new()
-                    .name("rcdn-io".into())
-                    .spawn(move || run(s))
-                    .ok()?;
-            }
+            start(&b.shared);
             b.started = true;
         }
         let id = NEXT.with(|n| {
@@ -180,11 +265,35 @@ pub fn submit(r: *mut ngx_http_request_t, job: Job) -> Option<u64> {
             n.set(id + 1);
             id
         });
-        b.shared.work.lock().ok()?.0.push_back((id, job));
-        b.shared.ready.notify_one();
-        JOBS.with(|j| j.borrow_mut().insert(id, r));
+        let q = if write {
+            &b.shared.writes
+        } else {
+            &b.shared.reads
+        };
+        q.work.lock().ok()?.0.push_back((id, job));
+        q.ready.notify_one();
         Some(id)
     })
+}
+
+/// Starts the lookup threads and the write thread.
+fn start(s: &Arc<Shared>) {
+    for i in 0..=READERS {
+        let write = i == READERS;
+        let name = if write { "rcdn-write" } else { "rcdn-io" };
+        if let Ok(mut live) = s.live.lock() {
+            *live += 1;
+        }
+        let spawned = std::thread::Builder::new().name(name.into()).spawn({
+            let s = s.clone();
+            move || run(s, write)
+        });
+        if spawned.is_err() {
+            if let Ok(mut live) = s.live.lock() {
+                *live -= 1;
+            }
+        }
+    }
 }
 
 /// Forgets a job: its result, if it comes, is dropped.
@@ -192,33 +301,36 @@ pub fn forget(id: u64) {
     JOBS.with(|j| j.borrow_mut().remove(&id));
 }
 
-fn run(s: Arc<Shared>) {
-    loop {
-        let job = {
-            let Ok(mut w) = s.work.lock() else { return };
-            loop {
-                if w.1 {
-                    return;
-                }
-                if let Some(j) = w.0.pop_front() {
-                    break j;
-                }
-                w = match s.ready.wait(w) {
-                    Ok(w) => w,
-                    Err(_) => return,
-                };
-            }
-        };
-        let (id, f) = job;
+fn run(s: Arc<Shared>, write: bool) {
+    let q = if write { &s.writes } else { &s.reads };
+    while let Some((id, f)) = next(q) {
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .unwrap_or_else(|_| Box::new(()) as Done);
-        let Ok(mut d) = s.done.lock() else { return };
-        let Some(fd) = d.1 else { return };
+        let Ok(mut d) = s.done.lock() else { break };
+        let Some(fd) = d.1 else { continue };
         d.0.push((id, out));
         let one: u64 = 1;
         // SAFETY: fd is our open eventfd (checked under the lock that
         // `close` takes before closing it); 8 bytes from a u64.
         unsafe { libc::write(fd, (&one as *const u64).cast::<c_void>(), 8) };
+    }
+    if let Ok(mut live) = s.live.lock() {
+        *live -= 1;
+    }
+    s.exited.notify_all();
+}
+
+/// The next job, or `None` once stopped and (for writes) drained.
+fn next(q: &Queue) -> Option<(u64, Job)> {
+    let mut w = q.work.lock().ok()?;
+    loop {
+        if let Some(j) = w.0.pop_front() {
+            return Some(j);
+        }
+        if w.1 {
+            return None;
+        }
+        w = q.ready.wait(w).ok()?;
     }
 }
 
@@ -241,6 +353,10 @@ unsafe extern "C" fn notified(ev: *mut ngx_event_t) {
             Err(_) => return,
         };
         for (id, out) in done {
+            if let Some(then) = DETACHED.with(|d| d.borrow_mut().remove(&id)) {
+                then();
+                continue;
+            }
             let Some(r) = JOBS.with(|j| j.borrow_mut().remove(&id)) else {
                 continue; // the request is gone
             };

@@ -31,6 +31,7 @@ pub mod node_status;
 pub mod peer;
 pub mod peer_shm;
 pub mod peerslice;
+pub mod persist;
 pub mod phase;
 pub mod purge;
 pub mod reply;
@@ -516,7 +517,11 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             // SAFETY: a worker's live cycle.
             match unsafe { iothread::open(cycle) } {
                 Ok(()) => {
-                    ngx_log_error!(NGX_LOG_INFO, log, "rcdn: block-tier lookups on io threads");
+                    ngx_log_error!(
+                        NGX_LOG_INFO,
+                        log,
+                        "rcdn: block-tier lookups and write-throughs on io threads"
+                    );
                 }
                 // Not fatal: lookups then run inline, as with `off`.
                 Err(e) => {
@@ -532,7 +537,7 @@ extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
     // SAFETY: nginx passes the live cycle.
     let log = unsafe { (*cycle).log };
     guard::event(log, "exit_process", || {
-        iothread::close();
+        iothread::close(log);
         store::close();
     });
 }

@@ -144,9 +144,13 @@ pub fn judge(
         let mut mm = meta.clone();
         mm.headers
             .push((slice::MARKER.to_string(), Bytes::from(m.encode())));
-        if cache.insert(&job.base, mm, Bytes::new()).is_err() {
-            f.outcome = Some(Outcome::Error);
-            return true;
+        match cache.insert_deferred(&job.base, mm, Bytes::new()) {
+            // Queued before the slice's own write, which lands after it.
+            Ok((_, t)) => crate::persist::later(t.into_iter().collect(), || {}),
+            Err(_) => {
+                f.outcome = Some(Outcome::Error);
+                return true;
+            }
         }
         // This fill is the fill of the slice's own key too.
         match collapse::claim(&key, lc.lock_timeout as u64) {

@@ -126,3 +126,111 @@ fn client_leaving_during_a_block_read_is_harmless() {
     assert_eq!((b.status, b.cache()), (200, "HIT"));
     cdn.check_log();
 }
+
+/// With `mode`, a memory hit sent while a fill's 1 s write-through runs:
+/// when the memory hit was answered (the fill's own response is checked).
+#[cfg(feature = "fault-injection")]
+fn memory_hit_during_slow_write(mode: &str) -> Duration {
+    let origin = start_origin(&[], "");
+    let io = format!("rcdn_io_threads {mode};");
+    let cdn = start_cdn(1, origin.port, &io, "");
+    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT");
+    let port = cdn.port;
+    let t0 = Instant::now();
+    let slow = std::thread::spawn(move || {
+        request(port, "GET", "/big.bin", &[("X-Rcdn-Fault", "slow-write")])
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let fast = get(port, "/small.txt");
+    let fast_at = t0.elapsed();
+    let big = slow.join().expect("slow request");
+    assert_eq!((fast.status, fast.cache()), (200, "HIT"));
+    assert_eq!((big.status, big.cache()), (200, "MISS"));
+    let want = std::fs::read(origin.path("www").join("big.bin")).expect("origin file");
+    assert!(big.body == want, "MISS body differs");
+    std::thread::sleep(Duration::from_millis(1000)); // the write finishes
+    assert_eq!(get(port, "/big.bin").cache(), "HIT");
+    assert_eq!(origin_hits(&origin, "/big.bin").len(), 1);
+    cdn.check_log();
+    fast_at
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn slow_write_through_does_not_block_a_memory_hit() {
+    // The injected delay is 1 s, from ~0 s. Without io threads (the peer
+    // run) the memory hit at 0.15 s waits for it on the one worker.
+    let on = memory_hit_during_slow_write("on");
+    let off = memory_hit_during_slow_write("off");
+    assert!(
+        off >= Duration::from_millis(900),
+        "io threads off: hit at {off:?}"
+    );
+    assert!(
+        on + Duration::from_millis(500) < off,
+        "io threads on: hit at {on:?}, off: {off:?}"
+    );
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn a_write_through_queued_at_shutdown_still_lands() {
+    let origin = start_origin(&[], "");
+    let store = store_dir();
+    let io = "rcdn_io_threads on;";
+    let mut first = start_cdn_on(store.path(), 1, origin.port, io, "");
+    let r = request(
+        first.port,
+        "GET",
+        "/big.bin",
+        &[("X-Rcdn-Fault", "slow-write")],
+    );
+    assert_eq!((r.status, r.cache()), (200, "MISS"));
+    // Graceful stop while the 1 s write runs: the worker waits for it.
+    first.signal(libc::SIGQUIT);
+    assert!(
+        first.wait_exit(Duration::from_secs(20)),
+        "nginx did not exit"
+    );
+    first.check_log();
+    // Same store, empty memory: only the block tier can answer.
+    let cdn = start_cdn_on(store.path(), 1, origin.port, io, "");
+    let b = get(cdn.port, "/big.bin");
+    assert_eq!((b.status, b.cache()), (200, "HIT"));
+    let want = std::fs::read(origin.path("www").join("big.bin")).expect("origin file");
+    assert!(b.body == want, "tier body differs");
+    assert_eq!(origin_hits(&origin, "/big.bin").len(), 1);
+    cdn.check_log();
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn other_workers_wait_for_the_write_instead_of_the_origin() {
+    let origin = start_origin(&[], "");
+    let loc = "add_header X-Pid $pid always;";
+    let cdn = start_cdn(2, origin.port, "rcdn_io_threads on;", loc);
+    let port = cdn.port;
+    let r = request(port, "GET", "/big.bin", &[("X-Rcdn-Fault", "slow-write")]);
+    assert_eq!((r.status, r.cache()), (200, "MISS"));
+    let filler = r.header("x-pid").expect("pid").to_string();
+    let want = std::fs::read(origin.path("www").join("big.bin")).expect("origin file");
+    // During the 1 s write: new connections land on both workers; the
+    // other worker finds the shared fill marker still held and waits.
+    let mut other = 0;
+    for _ in 0..20 {
+        let b = get(port, "/big.bin");
+        assert_eq!(b.status, 200);
+        assert!(b.body == want, "body differs");
+        if b.header("x-pid") != Some(filler.as_str()) {
+            other += 1;
+        }
+    }
+    assert!(other > 0, "no request reached the other worker");
+    assert_eq!(
+        origin_hits(&origin, "/big.bin").len(),
+        1,
+        "origin asked twice"
+    );
+    cdn.check_log();
+}
