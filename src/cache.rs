@@ -336,6 +336,14 @@ impl Cache {
         self.inner.block.as_ref().map_or(&[], |b| b.tiers())
     }
 
+    /// Whether a block-tier lookup of `key` would read only memory: the
+    /// object is in the first tier and all its pages are in the page cache.
+    /// An event loop can then look it up inline instead of on a thread.
+    pub fn block_resident(&self, key: &[u8]) -> bool {
+        key::validate(key, self.inner.cfg.max_key).is_ok()
+            && self.tiers().first().is_some_and(|t| t.resident(key))
+    }
+
     /// Starts a streaming insert straight into the first block tier, for
     /// objects too large for memory: slices are written as they fill, so
     /// memory stays at one slice whatever the size. Read it back with

@@ -351,3 +351,71 @@ fn without_block_tiers_nothing_is_deferred() {
     assert_eq!(commit, cdncore::Commit::Stored);
     assert!(later.is_none());
 }
+
+/// Writes back and drops from the page cache every file under `dir`.
+fn drop_page_cache(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            drop_page_cache(&p);
+            continue;
+        }
+        let f = std::fs::File::open(&p).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: f is an open file; the advice has no memory effects.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+#[test]
+fn block_resident_tells_whether_a_lookup_would_read_the_disk() {
+    let a = tempfile::tempdir().unwrap();
+    // A body well past the 64 KiB the kernel maps around a read fault.
+    let conf = format!(
+        "mem=4m shards=1 tier={},size=16m,region=4m",
+        a.path().display()
+    );
+    let (k, len) = ("site.com/r/1", 400_000);
+    // Opened before the write, so its opening scan has not read the
+    // record's pages.
+    let c3 = Cache::open_str(&conf).unwrap();
+    {
+        let c1 = Cache::open_str(&conf).unwrap();
+        c1.insert(k.as_bytes(), meta(1), body_for(k, len)).unwrap();
+        let mut w = c1.large_writer(b"site.com/r/big", meta(1)).unwrap();
+        w.write(&body_for("big", 2_500_000)).unwrap();
+        w.commit().unwrap();
+    }
+    assert!(c3.block_resident(k.as_bytes()), "just written");
+    assert!(
+        !c3.block_resident(b"site.com/r/big"),
+        "in slices: a thread's job"
+    );
+    assert!(!c3.block_resident(b"site.com/r/none"), "not stored");
+    assert!(!c3.block_resident(&[]), "bad key");
+    // Only the pages around the record's header are mapped: the rest go.
+    drop_page_cache(a.path());
+    if c3.block_resident(k.as_bytes()) {
+        // tmpfs keeps its pages: nothing to drop, nothing would block.
+        assert_eq!(
+            nix_fs_type(a.path()),
+            0x0102_1994,
+            "pages not dropped on disk"
+        );
+        return;
+    }
+    let got = c3.get(k.as_bytes()).unwrap();
+    assert_eq!(body_of(&got).unwrap(), body_for(k, len));
+    assert!(c3.block_resident(k.as_bytes()), "the read brought it in");
+}
+
+fn nix_fs_type(p: &Path) -> i64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated; st is writable.
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    st.f_type as i64
+}

@@ -10,6 +10,7 @@ pub(crate) mod engine;
 pub mod index;
 pub mod record;
 pub mod region;
+mod resident;
 mod scan;
 pub mod slice;
 mod tier;

@@ -4,7 +4,7 @@
 use super::index::{state_word, Found, Geometry, Index, Loc, CLOSED, WAYS};
 use super::record::{self, Head, Kind, RegionHead, HEAD_LEN, REGION_DATA, UNIT};
 use super::region::{DirLock, RegionMap, Regions};
-use super::{scan, slice, TierSpec};
+use super::{resident, scan, slice, TierSpec};
 use crate::error::{Error, Result};
 use crate::key::KeyHash;
 use crate::meta::{now_ms, Meta};
@@ -408,6 +408,32 @@ impl Tier {
             return Some(rec);
         }
         None
+    }
+
+    /// Whether reading `key`'s object here would touch only pages in
+    /// memory: its header page is checked before it is read, then the whole
+    /// record. False when it is not in this tier, or stored in slices.
+    pub fn resident(&self, key: &[u8]) -> bool {
+        let mut cands = Vec::with_capacity(WAYS);
+        self.inner.index.lookup(KeyHash::of(key).0, &mut cands);
+        for found in cands {
+            let Some((map, off)) = self.region_of(found) else {
+                continue;
+            };
+            if !resident::in_core(&map.map, off, (HEAD_LEN + key.len()) as u64) {
+                return false;
+            }
+            let Some(rec) = self.locate(found) else {
+                continue;
+            };
+            if rec.key() == key && matches!(rec.head.kind, Kind::Object | Kind::Manifest) {
+                // A manifest's slices are found by reading their headers:
+                // leave large objects to a thread.
+                return rec.head.kind == Kind::Object
+                    && resident::in_core(&map.map, off, rec.head.rec_len());
+            }
+        }
+        false
     }
 
     /// Maps a slot to its record, if the region is still at that epoch and

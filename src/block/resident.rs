@@ -1,0 +1,77 @@
+//! Page-cache residency of mapped records (`mincore`): lets an event-loop
+//! caller read a block-tier hit inline when no page would come from disk,
+//! and hand it to a thread otherwise.
+
+use std::sync::OnceLock;
+
+fn page() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory effects.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 {
+            p as usize
+        } else {
+            4096
+        }
+    })
+}
+
+/// Whether every page of `map[off..off + len]` is in memory. False for a
+/// range outside the mapping, or if the kernel cannot tell.
+pub fn in_core(map: &[u8], off: u64, len: u64) -> bool {
+    let Some(end) = off.checked_add(len).filter(|&e| e <= map.len() as u64) else {
+        return false;
+    };
+    if len == 0 {
+        return true;
+    }
+    let p = page() as u64;
+    let start = off / p * p;
+    let pages = (end - start).div_ceil(p) as usize;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping (the mapping's base is page-aligned,
+    // so `start` is too) and `start..end` lies inside it; `vec` has one
+    // byte per page of that range, as mincore writes.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr().add(start as usize) as *mut libc::c_void,
+            (end - start) as usize,
+            vec.as_mut_ptr(),
+        )
+    };
+    rc == 0 && vec.iter().all(|b| b & 1 == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touched_anonymous_pages_are_in_core_and_ranges_are_checked() {
+        let mut m = memmap2::MmapMut::map_anon(4 * page()).unwrap();
+        m.iter_mut().for_each(|b| *b = 1);
+        assert!(in_core(&m, 10, 3 * page() as u64));
+        assert!(in_core(&m, 0, 0));
+        assert!(!in_core(&m, 1, 4 * page() as u64), "past the end");
+        assert!(!in_core(&m, u64::MAX, 2), "overflow");
+    }
+
+    #[test]
+    fn untouched_file_pages_are_not_in_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("sparse"))
+            .unwrap();
+        f.set_len(64 * page() as u64).unwrap(); // a hole: nothing cached
+                                                // SAFETY: the file is ours and not resized while mapped.
+        let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        assert!(!in_core(&m, 0, 64 * page() as u64));
+        std::hint::black_box(m[5 * page()]); // a read fault brings it in
+        assert!(in_core(&m, 5 * page() as u64, 10));
+    }
+}
