@@ -2,7 +2,7 @@
 //! lookup, and a background sweep that reclaims purged space.
 
 use crate::block::engine::{facts_of, shared_purge, Tiers};
-use crate::block::{BlockCounters, Tier};
+use crate::block::{BlockCounters, Hit, Tier};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evict::{ArcCache, ArcStats};
@@ -289,10 +289,19 @@ impl Cache {
         let Some(b) = &self.inner.block else {
             return Ok(Lookup::Miss);
         };
-        let Some((tier, hit)) = b.lookup(key, self.max_object()) else {
+        let Some(found) = b.lookup(key, self.max_object()) else {
             self.shard(h).ctr.misses += 1;
             return Ok(Lookup::Miss);
         };
+        self.block_hit(key, h, found, now)
+    }
+
+    /// A block-tier hit: checked against purges, promoted if admitted.
+    fn block_hit(&self, key: &[u8], h: u128, found: (usize, Hit), now: UnixMs) -> Result<Lookup> {
+        let Some(b) = &self.inner.block else {
+            return Ok(Lookup::Miss);
+        };
+        let (tier, hit) = found;
         let facts = facts_of(key, &hit.meta);
         if self.inner.purge.is_purged(key, &facts, hit.born) {
             b.remove(key);
@@ -338,10 +347,25 @@ impl Cache {
 
     /// Whether a block-tier lookup of `key` would read only memory: the
     /// object is in the first tier and all its pages are in the page cache.
-    /// An event loop can then look it up inline instead of on a thread.
     pub fn block_resident(&self, key: &[u8]) -> bool {
         key::validate(key, self.inner.cfg.max_key).is_ok()
             && self.tiers().first().is_some_and(|t| t.resident(key))
+    }
+
+    /// [`Cache::get_block_at`] when it reads only memory (the object is in
+    /// the first tier and its pages are in the page cache, by `mincore`),
+    /// so an event loop can do it inline; `None` when it might wait for the
+    /// disk (ask `get_block_at` on a thread).
+    pub fn get_resident_at(&self, key: &[u8], now: UnixMs) -> Result<Option<Lookup>> {
+        key::validate(key, self.inner.cfg.max_key)?;
+        let Some(b) = &self.inner.block else {
+            return Ok(None);
+        };
+        let Some(found) = b.lookup_resident(key) else {
+            return Ok(None);
+        };
+        self.block_hit(key, KeyHash::of(key).0, found, now)
+            .map(Some)
     }
 
     /// Starts a streaming insert straight into the first block tier, for

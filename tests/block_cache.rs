@@ -405,9 +405,19 @@ fn block_resident_tells_whether_a_lookup_would_read_the_disk() {
         );
         return;
     }
+    let now = cdncore::now_ms();
+    assert!(c3.get_resident_at(k.as_bytes(), now).unwrap().is_none());
     let got = c3.get(k.as_bytes()).unwrap();
     assert_eq!(body_of(&got).unwrap(), body_for(k, len));
     assert!(c3.block_resident(k.as_bytes()), "the read brought it in");
+    let inline = c3
+        .get_resident_at(k.as_bytes(), now)
+        .unwrap()
+        .expect("resident");
+    assert!(inline.is_fresh());
+    assert_eq!(body_of(&inline).unwrap(), body_for(k, len));
+    let big = c3.get_resident_at(b"site.com/r/big", now).unwrap();
+    assert!(big.is_none(), "in slices: a thread's job");
 }
 
 fn nix_fs_type(p: &Path) -> i64 {

@@ -34,7 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PREFIX=/o4k/
+. nginx-module/bench/lib.sh
 
 chmod 755 "$DIR"
 mkdir -p "$DIR/www/o4k"
@@ -46,12 +47,6 @@ printf '# no nodes: this node serves every client itself\n' > "$DIR/sched.txt"
 chmod 644 "$DIR/hotlink.json" "$DIR/sched.txt"
 
 OP=$(free_port); ON=$(free_port); OFF=$(free_port)
-start() { # name conf
-  mkdir -p "$DIR/$1/logs"
-  printf '%s\n' "$2" > "$DIR/$1/nginx.conf"
-  "$NGINX" -p "$DIR/$1" -c "$DIR/$1/nginx.conf" &
-  PIDS+=($!)
-}
 COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.log warn; pid logs/nginx.pid;
 events { worker_connections 4096; }"
 STORE="max_object=2m default_ttl=1h"
@@ -74,9 +69,7 @@ start on "load_module $SO; $COMMON http {
   server { listen 127.0.0.1:$ON reuseport;
     location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; $LOC_ON }
     location /stats { rcdn_stats json; } } }"
-for p in $OP $ON $OFF; do
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
+wait_ports $OP $ON $OFF
 
 # Warm both (several passes: connections land on either worker), then
 # check that both hit and answer the object.
@@ -86,38 +79,7 @@ for p in $ON $OFF; do
   [ "${got% *}" = "200 4096" ] || { echo "bench: port $p answered $got" >&2; exit 1; }
 done
 
-workers_cpu() { # name -> utime+stime ticks of its workers
-  local t=0
-  for w in $(pgrep -P "$(cat "$DIR/$1/logs/nginx.pid")"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat")))
-  done
-  echo $t
-}
-HZ=$(getconf CLK_TCK)
-round() { # name port -> "req/s cpu_us_per_req"
-  local before; before=$(workers_cpu "$1")
-  local out; out=$(PREFIX=/o4k/ KEYS=$KEYS wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$2")
-  local after; after=$(workers_cpu "$1")
-  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $1: |" >&2 || true
-  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  awk -v r="$rps" -v d=$((after - before)) -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%s %.2f\n", r, d / hz * 1e6 / (n > 0 ? n : 1) }'
-}
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
-
-ONS=(); OFFS=(); ONC=(); OFFC=()
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
-printf "%-6s %12s %12s %9s %12s %12s %9s\n" round "on req/s" "off req/s" ratio "on cpu_us" "off cpu_us" off/on
-for r in $(seq 1 "$ROUNDS"); do
-  # Alternate which goes first, so drift in the machine's load is shared.
-  if [ $((r % 2)) -eq 1 ]; then a=$(round on "$ON"); b=$(round off "$OFF"); else b=$(round off "$OFF"); a=$(round on "$ON"); fi
-  read -r arps acpu <<< "$a"; read -r brps bcpu <<< "$b"
-  ONS+=("$arps"); OFFS+=("$brps"); ONC+=("$acpu"); OFFC+=("$bcpu")
-  printf "%-6s %12s %12s %9s %12s %12s %9s\n" "$r" "$arps" "$brps" "$(ratio "$arps" "$brps")" "$acpu" "$bcpu" "$(ratio "$bcpu" "$acpu")"
-done
-mon=$(printf '%s\n' "${ONS[@]}" | median); moff=$(printf '%s\n' "${OFFS[@]}" | median)
-mcon=$(printf '%s\n' "${ONC[@]}" | median); mcoff=$(printf '%s\n' "${OFFC[@]}" | median)
-printf "%-6s %12s %12s %9s %12s %12s %9s\n" median "$mon" "$moff" "$(ratio "$mon" "$moff")" "$mcon" "$mcoff" "$(ratio "$mcoff" "$mcon")"
+ab_rounds on "$ON" off "$OFF"
 # The policies really ran: requests counted, logged, no guard decisions.
 echo "on-node policies: $POLICIES"
 if has stats; then

@@ -119,29 +119,9 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     // SAFETY: r is live.
     let coding = variant::normalise(unsafe { header_in(r, b"accept-encoding") });
-    let found = match ctx.io_result.take() {
-        // A fill in this worker may have stored it while the job ran.
-        Some(Lookup::Miss) => resolve_mem(&cache, &ctx.key, coding).unwrap_or(Lookup::Miss),
-        Some(l) => l,
-        None if crate::iothread::enabled() => match resolve_mem(&cache, &ctx.key, coding) {
-            Some(l) => l,
-            // Being filled and streamed here: not on disk yet, and `decide`
-            // attaches to the stream.
-            None if crate::stream::exists(&ctx.key) => Lookup::Miss,
-            // SAFETY: r is the live main request owning ctx.
-            None => match unsafe { start_block(r, ctx, &cache, coding) } {
-                true => return Status::NGX_AGAIN.into(),
-                false => resolve(&cache, &ctx.key, coding),
-            },
-        },
-        None => {
-            // SAFETY: r is live.
-            if unsafe { slow_fault(r) } {
-                // The same injected delay, on the event loop (io threads off).
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            resolve(&cache, &ctx.key, coding)
-        }
+    // SAFETY: r is the live main request owning ctx.
+    let Some(found) = (unsafe { find(r, ctx, &cache, coding) }) else {
+        return Status::NGX_AGAIN.into(); // on an io thread
     };
     // SAFETY: r is live; ctx belongs to it.
     unsafe { decide(r, lc, ctx, found, coding) }
@@ -166,6 +146,55 @@ unsafe fn eval_key(r: *mut ngx_http_request_t, lc: &LocConf) -> Option<Vec<u8>> 
         return None;
     }
     Some(out.as_bytes().to_vec())
+}
+
+/// The lookup of `ctx.key`: inline when it reads only memory, else on an
+/// io thread (`None`: the phases re-run with its result in `io_result`).
+///
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn find(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReqCtx,
+    cache: &Cache,
+    coding: &'static str,
+) -> Option<Lookup> {
+    if let Some(l) = ctx.io_result.take() {
+        return Some(match l {
+            // A fill in this worker may have stored it while the job ran.
+            Lookup::Miss => resolve_mem(cache, &ctx.key, coding).unwrap_or(Lookup::Miss),
+            l => l,
+        });
+    }
+    // SAFETY: r is live.
+    let slow = unsafe { slow_fault(r) };
+    if !crate::iothread::enabled() {
+        if slow {
+            // The injected delay, on the event loop (io threads off).
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        return Some(resolve(cache, &ctx.key, coding));
+    }
+    if let Some(l) = resolve_mem(cache, &ctx.key, coding) {
+        return Some(l);
+    }
+    // Being filled and streamed here: not on disk yet; `decide` attaches
+    // to the stream.
+    if crate::stream::exists(&ctx.key) {
+        return Some(Lookup::Miss);
+    }
+    // An injected slow read always takes the thread.
+    if let Some(l) = (!slow)
+        .then(|| resolve_resident(cache, &ctx.key, coding))
+        .flatten()
+    {
+        return Some(l);
+    }
+    // SAFETY: forwarded.
+    if unsafe { start_block(r, ctx, cache, coding) } {
+        return None;
+    }
+    Some(resolve(cache, &ctx.key, coding))
 }
 
 /// Looks up the base key, following a variant marker to the variant.
@@ -197,6 +226,24 @@ pub fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
         },
         Ok(None) => None,
         Err(_) => Some(Lookup::Miss),
+    }
+}
+
+/// [`resolve`] when it reads only memory: the object (and its variant)
+/// are in the memory tier or in page-cache pages of the first block tier
+/// (`mincore`). `None`: a read might wait for the disk.
+pub fn resolve_resident(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
+    let now = now_ms();
+    let l = cache.get_resident_at(base, now).ok()??;
+    match l.object() {
+        Some(o) if o.meta().header(variant::MARKER).is_some() => {
+            let v = variant::key(base, coding);
+            match cache.get_mem_at(&v, now) {
+                Ok(Some(found)) => Some(found),
+                _ => cache.get_resident_at(&v, now).ok()?,
+            }
+        }
+        _ => Some(l),
     }
 }
 

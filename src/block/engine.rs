@@ -110,6 +110,13 @@ impl Tiers {
         }
     }
 
+    /// `key` from the first tier if reading it touches only memory (see
+    /// [`Tier::get_resident`]); `None` otherwise, whatever the other tiers
+    /// hold (a hit there is promoted: a write).
+    pub fn lookup_resident(&self, key: &[u8]) -> Option<(usize, Hit)> {
+        self.tiers.first()?.get_resident(key).map(|h| (0, h))
+    }
+
     /// The first tier holding `key`. A sliced object up to `max` bytes is
     /// assembled into one body; a larger one is left to `read_range` (and
     /// hides older copies on slower tiers: the first tier's copy is newest).

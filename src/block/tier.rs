@@ -328,11 +328,61 @@ impl Tier {
             self.inner.ctr.get().misses.fetch_add(1, Relaxed);
             return Ok(None);
         };
+        Ok(self.hit_of(rec))
+    }
+
+    /// Like [`Tier::get`] for an object whose pages are all in memory
+    /// (`mincore`); `None` when reading it might wait for the disk, or it
+    /// is not a whole object here (nothing is counted then: the caller
+    /// asks [`Tier::get`] on a thread).
+    pub fn get_resident(&self, key: &[u8]) -> Option<Hit> {
+        let rec = self.resident_rec(key)?;
+        if record::body_sum(&rec.map.map[rec.body_range()]) != rec.head.body_sum {
+            self.drop_corrupt(&rec);
+            return None;
+        }
+        self.hit_of(rec)
+    }
+
+    /// Whether [`Tier::get_resident`] would find `key` (without the body
+    /// checksum).
+    pub fn resident(&self, key: &[u8]) -> bool {
+        self.resident_rec(key).is_some()
+    }
+
+    /// `key`'s object record if all its pages are in memory: the header
+    /// page is checked before it is read, then the whole record. A
+    /// manifest's slices are found by reading their headers: `None`.
+    fn resident_rec(&self, key: &[u8]) -> Option<Rec> {
+        let mut cands = Vec::with_capacity(WAYS);
+        self.inner.index.lookup(KeyHash::of(key).0, &mut cands);
+        for found in cands {
+            let Some((map, off)) = self.region_of(found) else {
+                continue;
+            };
+            if !resident::in_core(&map.map, off, (HEAD_LEN + key.len()) as u64) {
+                return None;
+            }
+            let Some(rec) = self.locate(found) else {
+                continue;
+            };
+            if rec.key() == key && matches!(rec.head.kind, Kind::Object | Kind::Manifest) {
+                let whole = rec.head.kind == Kind::Object
+                    && resident::in_core(&map.map, off, rec.head.rec_len());
+                return whole.then_some(rec);
+            }
+        }
+        None
+    }
+
+    /// The hit of a found record (counted), or `None` if its metadata is
+    /// corrupt (then dropped).
+    fn hit_of(&self, rec: Rec) -> Option<Hit> {
         let meta = match record::decode_meta(rec.meta_bytes()) {
             Ok(m) => m,
             Err(_) => {
                 self.drop_corrupt(&rec);
-                return Ok(None);
+                return None;
             }
         };
         self.inner.index.mark_hit(&rec.found);
@@ -343,14 +393,14 @@ impl Tier {
         } else {
             Bytes::new()
         };
-        Ok(Some(Hit {
+        Some(Hit {
             kind: rec.head.kind,
             meta,
             born: rec.head.born,
             body,
             parts: rec.head.part,
             version: rec.head.version,
-        }))
+        })
     }
 
     /// A verified whole object as (fd, offset, length), for `sendfile`.
@@ -408,32 +458,6 @@ impl Tier {
             return Some(rec);
         }
         None
-    }
-
-    /// Whether reading `key`'s object here would touch only pages in
-    /// memory: its header page is checked before it is read, then the whole
-    /// record. False when it is not in this tier, or stored in slices.
-    pub fn resident(&self, key: &[u8]) -> bool {
-        let mut cands = Vec::with_capacity(WAYS);
-        self.inner.index.lookup(KeyHash::of(key).0, &mut cands);
-        for found in cands {
-            let Some((map, off)) = self.region_of(found) else {
-                continue;
-            };
-            if !resident::in_core(&map.map, off, (HEAD_LEN + key.len()) as u64) {
-                return false;
-            }
-            let Some(rec) = self.locate(found) else {
-                continue;
-            };
-            if rec.key() == key && matches!(rec.head.kind, Kind::Object | Kind::Manifest) {
-                // A manifest's slices are found by reading their headers:
-                // leave large objects to a thread.
-                return rec.head.kind == Kind::Object
-                    && resident::in_core(&map.map, off, rec.head.rec_len());
-            }
-        }
-        false
     }
 
     /// Maps a slot to its record, if the region is still at that epoch and

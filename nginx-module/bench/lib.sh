@@ -1,0 +1,57 @@
+# Shared by the A/B benchmarks (policies.sh, iothreads.sh): sourced after
+# DIR, PIDS, NGINX are set. Every server listens on a free 127.0.0.1 port
+# and is stopped by PID in the caller's cleanup trap.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start() { # name conf: nginx with prefix $DIR/name
+  mkdir -p "$DIR/$1/logs"
+  printf '%s\n' "$2" > "$DIR/$1/nginx.conf"
+  "$NGINX" -p "$DIR/$1" -c "$DIR/$1/nginx.conf" &
+  PIDS+=($!)
+}
+
+wait_ports() { # port... (at most 10 s each)
+  for p in "$@"; do
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+  done
+}
+
+workers_cpu() { # name -> utime+stime ticks of its workers
+  local t=0
+  for w in $(pgrep -P "$(cat "$DIR/$1/logs/nginx.pid")"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat")))
+  done
+  echo $t
+}
+
+round() { # name port -> "req/s cpu_us_per_req p99"
+  local before; before=$(workers_cpu "$1")
+  local out; out=$(PREFIX=$PREFIX KEYS=$KEYS wrk --latency -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$2")
+  local after; after=$(workers_cpu "$1")
+  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $1: |" >&2 || true
+  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  local p99; p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  awk -v r="$rps" -v d=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" -v p="$p99" \
+    'BEGIN { printf "%s %.2f %s\n", r, d / hz * 1e6 / (n > 0 ? n : 1), p }'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+
+ab_rounds() { # name_a port_a name_b port_b: alternating rounds, then medians
+  local A=() B=() AC=() BC=() r a b arps acpu ap99 brps bcpu bp99
+  printf "%-6s %12s %12s %9s %12s %12s %9s %9s %9s\n" round "$1 req/s" "$3 req/s" ratio "$1 cpu_us" "$3 cpu_us" "$3/$1" "$1 p99" "$3 p99"
+  for r in $(seq 1 "$ROUNDS"); do
+    # Alternate which goes first, so drift in the machine's load is shared.
+    if [ $((r % 2)) -eq 1 ]; then a=$(round "$1" "$2"); b=$(round "$3" "$4"); else b=$(round "$3" "$4"); a=$(round "$1" "$2"); fi
+    read -r arps acpu ap99 <<< "$a"; read -r brps bcpu bp99 <<< "$b"
+    A+=("$arps"); B+=("$brps"); AC+=("$acpu"); BC+=("$bcpu")
+    printf "%-6s %12s %12s %9s %12s %12s %9s %9s %9s\n" "$r" "$arps" "$brps" "$(ratio "$arps" "$brps")" "$acpu" "$bcpu" "$(ratio "$bcpu" "$acpu")" "$ap99" "$bp99"
+  done
+  local ma mb mca mcb
+  ma=$(printf '%s\n' "${A[@]}" | median); mb=$(printf '%s\n' "${B[@]}" | median)
+  mca=$(printf '%s\n' "${AC[@]}" | median); mcb=$(printf '%s\n' "${BC[@]}" | median)
+  printf "%-6s %12s %12s %9s %12s %12s %9s\n" median "$ma" "$mb" "$(ratio "$ma" "$mb")" "$mca" "$mcb" "$(ratio "$mcb" "$mca")"
+}
