@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// from a block tier and is large enough to go out with `sendfile`.
 pub struct Block {
     pub obj: Arc<Object>,
-    pub ext: Option<Extent>,
+    pub ext: Option<Box<Extent>>,
 }
 
 /// What the memory tier says of a slice.
@@ -43,7 +43,7 @@ pub fn in_blocks(cache: &Cache, key: &[u8], len: u64, slow: bool) -> Option<Bloc
     }
     let found = cache.get_block_at(key, now_ms()).unwrap_or(Lookup::Miss);
     let mut b = fresh(cache, key, found, len)?;
-    b.ext = extent(cache, &b.obj);
+    b.ext = extent(cache, &b.obj).map(Box::new);
     Some(b)
 }
 

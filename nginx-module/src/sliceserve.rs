@@ -743,7 +743,7 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, blk: Block) ->
         return NGX_ERROR as ngx_int_t;
     }
     // A block read on an io thread found the extent already.
-    let ext = ext.or_else(|| serve::extent_of(&o));
+    let ext = ext.or_else(|| serve::extent_of(&o).map(Box::new));
     // SAFETY: b is a zeroed pool buf; the bytes it points at stay valid
     // while `run.pin` holds the object or extent, which is dropped only
     // once the output is flushed (`drive`).
@@ -760,7 +760,7 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, blk: Block) ->
             (*b).file_pos = (ext.offset + from) as off_t;
             (*b).file_last = (ext.offset + to) as off_t;
             (*b).set_in_file(1);
-            run.pin = Some(Pin::Ext(Box::new(ext)));
+            run.pin = Some(Pin::Ext(ext));
         } else {
             let start = o.body().as_ptr().add(from as usize);
             (*b).start = start.cast_mut();
