@@ -571,12 +571,13 @@ unsafe fn looked_ahead(r: *mut ngx_http_request_t, out: Done) {
 }
 
 /// `X-Rcdn-Fault: slow-slice-read` (fault-injection builds): each
-/// block-tier read of a slice sleeps 1 s (on its io thread, or inline).
+/// block-tier read of a slice (and a purge) sleeps 1 s (on its io thread,
+/// or inline).
 ///
 /// # Safety
 /// `r` must be live.
 #[allow(unused_variables)]
-unsafe fn slow_fault(r: *mut ngx_http_request_t) -> bool {
+pub(crate) unsafe fn slow_fault(r: *mut ngx_http_request_t) -> bool {
     #[cfg(feature = "fault-injection")]
     {
         // SAFETY: r is live.

@@ -151,3 +151,57 @@ fn client_leaving_during_a_slice_read_is_harmless() {
     assert!(b.body == want, "body after the aborted reads differs");
     cdn.check_log();
 }
+
+/// With io threads `mode`: a URL purge of a sliced object found only in
+/// the block tier (made 1 s slower), and a memory hit of another URL sent
+/// meanwhile: (when the memory hit was answered, when the purge was).
+#[cfg(feature = "fault-injection")]
+fn memory_hit_during_slow_purge(mode: &str) -> (Duration, Duration) {
+    let want = pattern(3 * MIB + 5, 24);
+    let origin = start_origin(&[("s3.bin", want.clone())], "");
+    let store = store_dir();
+    let cdn = node_with_block_copy(&store, &origin, mode, "/s3.bin");
+    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT");
+    let port = cdn.port;
+    let t0 = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let fault = [("X-Rcdn-Fault", "slow-slice-read")];
+        (
+            request(port, "GET", "/purge?url=/s3.bin", &fault),
+            t0.elapsed(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let fast = get(port, "/small.txt");
+    let fast_at = t0.elapsed();
+    let (p, purge_at) = slow.join().expect("purge");
+    let text = String::from_utf8_lossy(&p.body).to_string();
+    assert_eq!((fast.status, fast.cache()), (200, "HIT"), "{mode}");
+    assert_eq!(p.status, 200, "{mode}: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("purge json");
+    // The manifest was read from the block tier: every slice is named.
+    assert_eq!(v["slices"], 4, "{mode}: {text}");
+    let a = get(cdn.port, "/s3.bin");
+    assert_eq!(a.cache(), "MISS", "{mode}: purged");
+    assert!(a.body == want, "{mode}: refetched body differs");
+    cdn.check_log();
+    (fast_at, purge_at)
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn slow_sliced_purge_does_not_block_a_memory_hit() {
+    let (fast, slow) = memory_hit_during_slow_purge("on");
+    eprintln!("on: memory hit {fast:?}, purge {slow:?}");
+    assert!(
+        fast + Duration::from_millis(500) < slow,
+        "io threads on: memory hit at {fast:?}, purge at {slow:?}"
+    );
+    let (fast, slow) = memory_hit_during_slow_purge("off");
+    eprintln!("off: memory hit {fast:?}, purge {slow:?}");
+    assert!(
+        fast >= Duration::from_secs(1),
+        "io threads off: memory hit at {fast:?} should wait for the purge (at {slow:?})"
+    );
+}
