@@ -358,11 +358,45 @@ unsafe extern "C" fn notified(ev: *mut ngx_event_t) {
                 continue;
             }
             let Some(r) = JOBS.with(|j| j.borrow_mut().remove(&id)) else {
-                continue; // the request is gone
+                called(id, out); // a `call` job, or a request that is gone
+                continue;
             };
             // SAFETY: r is in the table, so it is live (its context removes
             // it when the request's pool is freed).
             unsafe { crate::ctx::io_done(r, out) };
         }
     });
+}
+
+/// What runs on the loop when a [`call`] job is done.
+pub type Then = Box<dyn FnOnce(Done)>;
+
+thread_local! {
+    /// Jobs of [`call`] whose `then` still waits for them.
+    static CALLS: RefCell<HashMap<u64, Then>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `job` on a thread, then `then(result)` on the loop, unless the
+/// caller [`cancel`]s it first (it must, before whatever `then` touches
+/// is freed). `None`: no bridge (the caller does the work inline).
+pub fn call(job: Job, then: Then) -> Option<u64> {
+    // No request: the job's entry moves from JOBS to CALLS before the loop
+    // can see its result (results are only read on this thread).
+    let id = submit(core::ptr::null_mut(), job)?;
+    forget(id);
+    CALLS.with(|c| c.borrow_mut().insert(id, then));
+    Some(id)
+}
+
+/// Forgets a [`call`]: its `then` is dropped unrun.
+pub fn cancel(id: u64) {
+    let then = CALLS.with(|c| c.borrow_mut().remove(&id));
+    drop(then); // outside the borrow
+}
+
+/// Runs the `then` of a finished [`call`] job, if it is still wanted.
+fn called(id: u64, out: Done) {
+    if let Some(then) = CALLS.with(|c| c.borrow_mut().remove(&id)) {
+        then(out);
+    }
 }

@@ -39,6 +39,7 @@ pub mod reqlog;
 pub mod schedule;
 pub mod serve;
 pub mod slice;
+pub mod sliceblock;
 pub mod slicefill;
 pub mod sliceserve;
 pub mod stats;

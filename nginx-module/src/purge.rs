@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 pub const SECRET_HEADER: &[u8] = b"x-rcdn-purge-secret";
 
 /// A parsed purge request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Url(Vec<u8>),
     Prefix(Vec<u8>),
@@ -231,8 +231,121 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let (status, body) = match parse(&args) {
         Err(e) => (NGX_HTTP_BAD_REQUEST, json!({"ok": false, "error": e})),
-        Ok((target, host)) => run(target, host.as_deref().unwrap_or(server)),
+        Ok((target, host)) if crate::iothread::enabled() => {
+            let host = host.unwrap_or_else(|| server.to_vec());
+            // SAFETY: r is live.
+            return unsafe { run_off_loop(r, target, host, peers, args) };
+        }
+        Ok((target, host)) => {
+            // SAFETY: r is live.
+            slow_fault(unsafe { crate::sliceserve::slow_fault(r) });
+            run(store::get(), target, host.as_deref().unwrap_or(server))
+        }
     };
+    // SAFETY: r is live.
+    unsafe { answer(r, status, body, peers, &args) }
+}
+
+/// Runs the purge on an io thread (a URL purge reads the manifest of a
+/// sliced object, which may be on disk), then answers.
+///
+/// # Safety
+/// `r` must be a live main request in its content handler.
+unsafe fn run_off_loop(
+    r: *mut ngx_http_request_t,
+    target: Target,
+    host: Vec<u8>,
+    peers: bool,
+    args: Vec<u8>,
+) -> ngx_int_t {
+    let cache = store::get();
+    let (t, h, c, a) = (target.clone(), host.clone(), cache.clone(), args.clone());
+    // SAFETY: r is live.
+    let slow = unsafe { crate::sliceserve::slow_fault(r) };
+    let job = move || {
+        slow_fault(slow);
+        Box::new(run(c, t, &h)) as crate::iothread::Done
+    };
+    // SAFETY: `then` runs only while the job is registered, i.e. before
+    // r's pool is freed (its cleanup cancels the job).
+    let then = move |out: crate::iothread::Done| unsafe { purged(r, out, peers, &a) };
+    // SAFETY: r is live.
+    let cln = unsafe { ngx_pool_cleanup_add((*r).pool, core::mem::size_of::<u64>()) };
+    if cln.is_null() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    let Some(id) = crate::iothread::call(Box::new(job), Box::new(then)) else {
+        // No thread after all: purge here (the cleanup stays unset).
+        let (status, body) = run(cache, target, &host);
+        // SAFETY: r is live.
+        return unsafe { answer(r, status, body, peers, &args) };
+    };
+    // SAFETY: r is live; the cleanup's data is 8 writable bytes; the extra
+    // reference keeps r until `purged` finalizes it.
+    unsafe {
+        (*cln).data.cast::<u64>().write_unaligned(id);
+        (*cln).handler = Some(cancel_job);
+        let main = (*r).main;
+        (*main).set_count((*main).count() + 1);
+    }
+    NGX_DONE as ngx_int_t
+}
+
+/// `X-Rcdn-Fault: slow-slice-read` (fault-injection builds): the purge,
+/// which may read a sliced object's manifest from disk, takes 1 s more.
+fn slow_fault(slow: bool) {
+    if slow {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The request's pool is freed: a purge job still running is forgotten.
+unsafe extern "C" fn cancel_job(data: *mut core::ffi::c_void) {
+    // SAFETY: data is the 8 bytes `run_off_loop` wrote the job id into.
+    let id = unsafe { data.cast::<u64>().read_unaligned() };
+    crate::iothread::cancel(id);
+}
+
+/// The purge job is done: answer (or fan out) and finalize.
+///
+/// # Safety
+/// `r` must be the live request whose job this was.
+unsafe fn purged(r: *mut ngx_http_request_t, out: crate::iothread::Done, peers: bool, args: &[u8]) {
+    let (status, body) = match out.downcast::<(u32, Value)>() {
+        Ok(b) => *b,
+        Err(_) => (
+            NGX_HTTP_INTERNAL_SERVER_ERROR,
+            json!({"ok": false, "error": "the purge failed"}),
+        ),
+    };
+    // SAFETY: r is live.
+    let log = unsafe { (*(*r).connection).log };
+    let rc = guard::request(log, "purge", NGX_ERROR as ngx_int_t, || {
+        // SAFETY: r is live.
+        unsafe { answer(r, status, body, peers, args) }
+    });
+    // SAFETY: r is live; this ends the reference taken in `run_off_loop`.
+    unsafe {
+        let c = (*r).connection;
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+/// Answers a purge that ran: fans it out to the peers if asked, or
+/// responds.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn answer(
+    r: *mut ngx_http_request_t,
+    status: u32,
+    body: Value,
+    peers: bool,
+    args: &[u8],
+) -> ngx_int_t {
+    // SAFETY: r is live.
+    let server = unsafe { (*r).headers_in.server.as_bytes() };
     // SAFETY: r is live.
     let cc = unsafe { crate::peer::conf(r) };
     // A purge that came from a peer is never fanned out again.
@@ -245,7 +358,7 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
                 target: format!(
                     "{}?{}",
                     String::from_utf8_lossy(path),
-                    String::from_utf8_lossy(&args)
+                    String::from_utf8_lossy(args)
                 ),
                 host: server.to_vec(),
                 // SAFETY: r is live.
@@ -275,8 +388,8 @@ pub fn split_peers(query: &[u8]) -> Result<(Vec<u8>, bool), String> {
     Ok((rest.join(&b'&'), peers))
 }
 
-fn run(target: Target, host: &[u8]) -> (u32, Value) {
-    let Some(cache) = store::get() else {
+fn run(cache: Option<cdncore::Cache>, target: Target, host: &[u8]) -> (u32, Value) {
+    let Some(cache) = cache else {
         return (
             NGX_HTTP_SERVICE_UNAVAILABLE,
             json!({"ok": false, "error": "no cache is open in this worker"}),

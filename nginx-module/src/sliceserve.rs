@@ -11,12 +11,14 @@
 
 use crate::collapse;
 use crate::ctx::{ReqCtx, POLL_MS};
+use crate::iothread::Done;
 use crate::lookup::header_in;
 use crate::slice::{self, Manifest, Want};
+use crate::sliceblock::{self, Block, Mem};
 use crate::slicefill::SliceJob;
 use crate::{fill, guard, serve, store, stream, Module};
 use cdncore::block::Extent;
-use cdncore::{now_ms, Lookup, Object};
+use cdncore::{now_ms, Cache};
 use nginx_sys::*;
 use ngx::core::{Pool, Status};
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
@@ -30,7 +32,7 @@ const MAX_FILLS: u8 = 2;
 
 /// What keeps the bytes of the slice being sent alive.
 enum Pin {
-    Obj(#[allow(dead_code)] Arc<Object>),
+    Obj(#[allow(dead_code)] Arc<cdncore::Object>),
     Ext(#[allow(dead_code)] Box<Extent>),
     Stream(#[allow(dead_code)] stream::Shared),
 }
@@ -56,7 +58,17 @@ pub struct Run {
     /// Slices below this were considered for prefetch.
     prefetched: u64,
     lock_timeout: u64,
+    /// A block-tier read of slice `.1` on an io thread (job id `.0`);
+    /// `ev` is its timeout.
+    io: Option<(u64, u64)>,
+    /// Block-tier answers not used yet: (slice, the slice or a miss).
+    found: Vec<(u64, Option<Block>)>,
+    /// Prefetch's look at the block tiers on an io thread (job id).
+    ahead: Option<u64>,
 }
+
+/// How long a slice waits for its block-tier read before it is refilled.
+const IO_TIMEOUT_MS: ngx_msec_t = 30_000;
 
 impl Run {
     fn unwait(&mut self) {
@@ -82,9 +94,28 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Forgets the io jobs (their results are dropped unread).
+    fn stop_io(&mut self) {
+        if let Some((id, _)) = self.io.take() {
+            crate::iothread::cancel(id);
+        }
+        if let Some(id) = self.ahead.take() {
+            crate::iothread::cancel(id);
+        }
+    }
+
+    /// Length of slice `i`.
+    fn len(&self, i: u64) -> u64 {
+        let (s, e) = self.m.bounds(i);
+        e - s
+    }
+}
+
 impl Drop for Run {
     fn drop(&mut self) {
         self.unwait();
+        self.stop_io();
     }
 }
 
@@ -213,6 +244,9 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         deadline: None,
         prefetched: 0,
         lock_timeout: lock_timeout as u64,
+        io: None,
+        found: Vec::new(),
+        ahead: None,
     }));
     // SAFETY: r is live; the extra reference keeps it until we finalize.
     unsafe {
@@ -266,7 +300,7 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
     let Some(run) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.slices.as_deref_mut()) else {
         return err;
     };
-    if run.waiting || run.reading.is_some() {
+    if run.waiting || run.reading.is_some() || run.io.is_some() {
         return None; // a write event while we wait for a slice
     }
     for _ in 0..STEPS {
@@ -332,7 +366,7 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
 }
 
 enum Fetch {
-    Ready(Arc<Object>),
+    Ready(Block),
     /// The slice is being filled in this worker: read it as it arrives.
     Stream(stream::Shared),
     Wait,
@@ -348,18 +382,209 @@ fn job(run: &Run, i: u64) -> SliceJob {
     }
 }
 
-/// A fresh copy of slice `i` of the right length.
-fn cached(run: &Run, key: &[u8], i: u64) -> Option<Arc<Object>> {
+/// A fresh copy of slice `i` of the right length, read inline (io
+/// threads off).
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn cached(r: *mut ngx_http_request_t, run: &Run, key: &[u8], i: u64) -> Option<Block> {
     let cache = store::get()?;
-    let Ok(Lookup::Fresh(o)) = cache.get(key) else {
-        return None;
-    };
-    let (s, e) = run.m.bounds(i);
-    if o.body().len() as u64 == e - s {
-        return Some(o);
+    match sliceblock::in_memory(&cache, key, run.len(i)) {
+        Mem::Hit(b) => Some(b),
+        Mem::Miss => None,
+        // SAFETY: r is live.
+        Mem::AskBlocks => sliceblock::in_blocks(&cache, key, run.len(i), unsafe { slow_fault(r) }),
     }
-    let _ = cache.remove(key); // never serve a slice of the wrong length
-    None
+}
+
+/// What the cache has of slice `i` now.
+enum Look {
+    Hit(Block),
+    Miss,
+    /// Its block-tier read runs on an io thread; `ev` wakes us.
+    Pending,
+}
+
+/// Slice `i`: an answer of a block-tier read, or the memory tier, or a
+/// block-tier read on an io thread (inline without io threads).
+///
+/// # Safety
+/// `r` must be a live main request owning `run`.
+unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) -> Look {
+    run.found.retain(|(j, _)| *j >= i);
+    let cache = store::get();
+    if let Some(at) = run.found.iter().position(|(j, _)| *j == i) {
+        if let Some(b) = run.found.swap_remove(at).1 {
+            return Look::Hit(b);
+        }
+        // A miss seen on a thread may be out of date: a fill may have
+        // stored the slice since.
+        return match cache.map(|c| sliceblock::in_memory(&c, key, run.len(i))) {
+            Some(Mem::Hit(b)) => Look::Hit(b),
+            _ => Look::Miss,
+        };
+    }
+    if !crate::iothread::enabled() {
+        // SAFETY: forwarded.
+        return unsafe { cached(r, run, key, i) }.map_or(Look::Miss, Look::Hit);
+    }
+    let Some(cache) = cache else {
+        return Look::Miss;
+    };
+    match sliceblock::in_memory(&cache, key, run.len(i)) {
+        Mem::Hit(b) => Look::Hit(b),
+        Mem::Miss => Look::Miss,
+        // Being filled here: not in a block tier yet, read the fill.
+        Mem::AskBlocks if stream::find(key, "identity").is_some() => Look::Miss,
+        // SAFETY: forwarded.
+        Mem::AskBlocks => match unsafe { read_block(r, run, &cache, key, i) } {
+            true => Look::Pending,
+            // SAFETY: r is live.
+            false => sliceblock::in_blocks(&cache, key, run.len(i), unsafe { slow_fault(r) })
+                .map_or(Look::Miss, Look::Hit),
+        },
+    }
+}
+
+/// Reads slice `i` from the block tiers on an io thread; its answer goes
+/// to `run.found` and the response goes on. False: no io thread.
+///
+/// # Safety
+/// `r` must be a live main request owning `run`.
+unsafe fn read_block(
+    r: *mut ngx_http_request_t,
+    run: &mut Run,
+    cache: &Cache,
+    key: &[u8],
+    i: u64,
+) -> bool {
+    let (cache, key, len) = (cache.clone(), key.to_vec(), run.len(i));
+    // SAFETY: r is live.
+    let slow = unsafe { slow_fault(r) };
+    let job = move || Box::new(sliceblock::in_blocks(&cache, &key, len, slow)) as Done;
+    // SAFETY: `then` runs only while the job is registered, i.e. while
+    // the run (and so its request) lives: Run::drop cancels it.
+    let then = move |out: Done| unsafe { block_read(r, i, out) };
+    let Some(id) = crate::iothread::call(Box::new(job), Box::new(then)) else {
+        return false;
+    };
+    let p: *mut ngx_event_t = &mut *run.ev;
+    // SAFETY: the boxed event stays put until unwait removes the timer.
+    unsafe { ngx_add_timer(p, IO_TIMEOUT_MS) };
+    run.io = Some((id, i));
+    true
+}
+
+/// The block-tier read of slice `i` is done: go on sending.
+///
+/// # Safety
+/// `r` must be a live main request whose run started the read.
+unsafe fn block_read(r: *mut ngx_http_request_t, i: u64, out: Done) {
+    // SAFETY: r is live.
+    let Some(run) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.slices.as_deref_mut()) else {
+        return;
+    };
+    run.io = None;
+    run.unwait(); // its timeout
+                  // A job that panicked returns `()`: a miss.
+    let b = out.downcast::<Option<Block>>().ok().and_then(|b| *b);
+    run.found.push((i, b));
+    // SAFETY: r is live; its connection too.
+    unsafe {
+        let c = (*r).connection;
+        step(r);
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+/// Prefetch's look at slices `ask` in the block tiers, on an io thread:
+/// the ones found are kept for the response, the others are filled.
+///
+/// # Safety
+/// `r` must be a live main request owning `run`.
+unsafe fn look_ahead(r: *mut ngx_http_request_t, run: &mut Run, cache: &Cache, ask: Vec<u64>) {
+    let keys: Vec<(u64, Vec<u8>, u64)> = ask
+        .iter()
+        .map(|&j| {
+            (
+                j,
+                slice::key(&run.base, run.m.size, run.m.ident, j),
+                run.len(j),
+            )
+        })
+        .collect();
+    let cache = cache.clone();
+    // SAFETY: r is live.
+    let slow = unsafe { slow_fault(r) };
+    let job = move || {
+        let got: Vec<(u64, Option<Block>)> = keys
+            .iter()
+            .map(|(j, k, len)| (*j, sliceblock::in_blocks(&cache, k, *len, slow)))
+            .collect();
+        Box::new(got) as Done
+    };
+    // SAFETY: `then` runs only while the job is registered, i.e. while
+    // the run (and so its request) lives: Run::drop cancels it.
+    let then = move |out: Done| unsafe { looked_ahead(r, out) };
+    run.ahead = crate::iothread::call(Box::new(job), Box::new(then));
+}
+
+/// Prefetch's look at the block tiers is done.
+///
+/// # Safety
+/// `r` must be a live main request whose run started the look.
+unsafe fn looked_ahead(r: *mut ngx_http_request_t, out: Done) {
+    // SAFETY: r is live.
+    let Some(run) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.slices.as_deref_mut()) else {
+        return;
+    };
+    run.ahead = None;
+    let Ok(got) = out.downcast::<Vec<(u64, Option<Block>)>>() else {
+        return; // the job panicked: each slice is looked up when it is sent
+    };
+    let next = run.next / run.m.size;
+    let Some(cache) = store::get() else {
+        return;
+    };
+    for (j, b) in *got {
+        if j < next || run.found.iter().any(|(k, _)| *k == j) {
+            continue;
+        }
+        if b.is_some() {
+            run.found.push((j, b));
+            continue;
+        }
+        if j == next {
+            continue; // `fetch` reads or fills the slice being sent
+        }
+        let key = slice::key(&run.base, run.m.size, run.m.ident, j);
+        if matches!(sliceblock::in_memory(&cache, &key, run.len(j)), Mem::Hit(_)) {
+            continue; // filled while we looked
+        }
+        if let collapse::Start::Fill(token) = collapse::claim(&key, run.lock_timeout) {
+            // SAFETY: forwarded.
+            unsafe { start_fill(r, run, &key, j, token) };
+        }
+    }
+    // SAFETY: r is live; fills are subrequests posted on its connection.
+    unsafe { ngx_http_run_posted_requests((*r).connection) };
+}
+
+/// `X-Rcdn-Fault: slow-slice-read` (fault-injection builds): each
+/// block-tier read of a slice (and a purge) sleeps 1 s (on its io thread,
+/// or inline).
+///
+/// # Safety
+/// `r` must be live.
+#[allow(unused_variables)]
+pub(crate) unsafe fn slow_fault(r: *mut ngx_http_request_t) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        // SAFETY: r is live.
+        return unsafe { header_in(r, b"x-rcdn-fault") } == Some(b"slow-slice-read".as_slice());
+    }
+    #[allow(unreachable_code)]
+    false
 }
 
 /// Starts the fill of slice `i` if nobody fills it; true if it runs.
@@ -397,12 +622,30 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
     if unsafe { crate::peer::from_peer(r) } {
         return;
     }
+    if run.ahead.is_some() {
+        return; // the block tiers are being asked: later
+    }
     let last = (run.end - 1) / run.m.size;
     let hi = (i + slice::WINDOW).min(last);
     let lo = run.prefetched.max(i + 1);
+    let Some(cache) = store::get() else {
+        return;
+    };
+    let threads = crate::iothread::enabled();
+    let mut ask = Vec::new();
     for j in lo..=hi {
         let key = slice::key(&run.base, run.m.size, run.m.ident, j);
-        if cached(run, &key, j).is_some() {
+        let have = match sliceblock::in_memory(&cache, &key, run.len(j)) {
+            Mem::Hit(_) => true,
+            Mem::Miss => false,
+            Mem::AskBlocks if threads => {
+                ask.push(j);
+                continue;
+            }
+            // SAFETY: r is live.
+            Mem::AskBlocks => unsafe { cached(r, run, &key, j) }.is_some(),
+        };
+        if have {
             continue;
         }
         if let collapse::Start::Fill(token) = collapse::claim(&key, run.lock_timeout) {
@@ -411,6 +654,10 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
         }
     }
     run.prefetched = run.prefetched.max(hi + 1);
+    if !ask.is_empty() {
+        // SAFETY: forwarded.
+        unsafe { look_ahead(r, run, &cache, ask) };
+    }
 }
 
 /// Slice `i` from the cache, or a wait for its fill.
@@ -419,10 +666,15 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
 /// `r` must be a live main request.
 unsafe fn fetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) -> Fetch {
     let key = slice::key(&run.base, run.m.size, run.m.ident, i);
-    if let Some(o) = cached(run, &key, i) {
-        run.fills = 0;
-        run.deadline = None;
-        return Fetch::Ready(o);
+    // SAFETY: forwarded.
+    match unsafe { look(r, run, &key, i) } {
+        Look::Hit(b) => {
+            run.fills = 0;
+            run.deadline = None;
+            return Fetch::Ready(b);
+        }
+        Look::Pending => return Fetch::Wait,
+        Look::Miss => {}
     }
     if let Some(s) = stream::find(&key, "identity") {
         return Fetch::Stream(s);
@@ -480,7 +732,8 @@ fn wait_local(run: &mut Run, key: Vec<u8>) {
 ///
 /// # Safety
 /// `r` must be a live main request whose header was sent.
-unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, o: Arc<Object>) -> ngx_int_t {
+unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, blk: Block) -> ngx_int_t {
+    let Block { obj: o, ext } = blk;
     let (s, e) = run.m.bounds(i);
     let from = run.next - s;
     let to = run.end.min(e) - s;
@@ -490,7 +743,8 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, o: Arc<Object>
     if b.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
-    let ext = serve::extent_of(&o);
+    // A block read on an io thread found the extent already.
+    let ext = ext.or_else(|| serve::extent_of(&o).map(Box::new));
     // SAFETY: b is a zeroed pool buf; the bytes it points at stay valid
     // while `run.pin` holds the object or extent, which is dropped only
     // once the output is flushed (`drive`).
@@ -507,7 +761,7 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, o: Arc<Object>
             (*b).file_pos = (ext.offset + from) as off_t;
             (*b).file_last = (ext.offset + to) as off_t;
             (*b).set_in_file(1);
-            run.pin = Some(Pin::Ext(Box::new(ext)));
+            run.pin = Some(Pin::Ext(ext));
         } else {
             let start = o.body().as_ptr().add(from as usize);
             (*b).start = start.cast_mut();
@@ -608,6 +862,7 @@ unsafe fn step(r: *mut ngx_http_request_t) {
         // SAFETY: r is a live main request.
         if let Some(run) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.slices.as_deref_mut()) {
             run.unwait(); // the response is over: no more wake-ups
+            run.stop_io();
         }
         // SAFETY: r is live; this ends the reference taken in `start`.
         unsafe { ngx_http_finalize_request(r, rc) };
@@ -646,6 +901,11 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
         let r = (*ev).data.cast::<ngx_http_request_t>();
         let c = (*r).connection;
         if let Some(run) = ReqCtx::get(r).and_then(|c| c.slices.as_deref_mut()) {
+            if let Some((id, i)) = run.io.take() {
+                // The block read is late: treat it as a miss (refill).
+                crate::iothread::cancel(id);
+                run.found.push((i, None));
+            }
             run.unwait();
         }
         step(r);
