@@ -2,7 +2,7 @@
 //! lookup, and a background sweep that reclaims purged space.
 
 use crate::block::engine::{facts_of, shared_purge, Tiers};
-use crate::block::{BlockCounters, Hit, Tier};
+use crate::block::{BlockCounters, BodyAt, Extent, Hit, Tier};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evict::{ArcCache, ArcStats};
@@ -35,6 +35,9 @@ pub struct Object {
     facts: Facts,
     /// Found in a block tier by this lookup (not in this process's memory).
     from_block: bool,
+    /// Where its body lies in a block tier's region file, if it was found
+    /// there as one record.
+    at: Option<BodyAt>,
 }
 
 impl Object {
@@ -58,6 +61,12 @@ impl Object {
     pub fn from_block(&self) -> bool {
         self.from_block
     }
+    /// The region-file extent of a body found in a block tier as one
+    /// record (already verified by the lookup), for `sendfile`.
+    pub fn extent(&self) -> Option<Extent> {
+        let at = self.at.as_ref()?;
+        Some(at.extent(self.body.len() as u64, self.meta.clone()))
+    }
     /// An object held by no cache (e.g. a peer's answer the hot cache did
     /// not admit), so it can be handed out like a cached one.
     pub fn detached(key: &[u8], meta: Meta, body: Bytes) -> Object {
@@ -75,6 +84,7 @@ impl Object {
             born: 0,
             facts,
             from_block: false,
+            at: None,
         }
     }
     fn charged(&self) -> u64 {
@@ -324,6 +334,7 @@ impl Cache {
             born: hit.born,
             facts,
             from_block: true,
+            at: hit.at,
         });
         let mut s = self.shard(h);
         s.ctr.bytes_hit += obj.body.len() as u64;
@@ -551,6 +562,7 @@ impl Cache {
             born,
             facts,
             from_block: false,
+            at: None,
         });
         let charged = obj.charged();
         let cap = self.inner.cfg.shard_bytes();

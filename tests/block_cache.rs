@@ -429,3 +429,28 @@ fn nix_fs_type(p: &Path) -> i64 {
     assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
     st.f_type as i64
 }
+
+#[test]
+fn a_block_hit_carries_its_extent() {
+    use std::os::unix::fs::FileExt;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let k = "site.com/e/1";
+    c1.insert(k.as_bytes(), meta(1), body_for(k, 9000)).unwrap();
+    let mem = c1.get(k.as_bytes()).unwrap();
+    assert!(
+        mem.object().unwrap().extent().is_none(),
+        "a memory hit has none"
+    );
+    let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
+    let got = c2.get(k.as_bytes()).unwrap();
+    let o = got.object().unwrap();
+    assert!(o.from_block());
+    let e = o.extent().expect("extent");
+    let again = c2.tiers()[0].extent(k.as_bytes()).unwrap().unwrap();
+    assert_eq!((e.offset, e.len), (again.offset, again.len));
+    assert!(e.meta == *o.meta());
+    let mut bytes = vec![0u8; e.len as usize];
+    e.file().read_exact_at(&mut bytes, e.offset).unwrap();
+    assert_eq!(bytes, body_for(k, 9000).to_vec());
+}

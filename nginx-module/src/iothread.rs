@@ -22,8 +22,6 @@ const DRAIN_SECS: u64 = 30;
 /// What a job returns to the loop.
 pub type Done = Box<dyn Any + Send>;
 type Job = Box<dyn FnOnce() -> Done + Send>;
-/// Runs on the loop when a detached job is done.
-type Then = Box<dyn FnOnce()>;
 
 /// `rcdn_io_threads`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,7 +80,6 @@ struct Bridge {
 thread_local! {
     static BRIDGE: RefCell<Option<Bridge>> = const { RefCell::new(None) };
     static JOBS: RefCell<HashMap<u64, *mut ngx_http_request_t>> = RefCell::new(HashMap::new());
-    static DETACHED: RefCell<HashMap<u64, Then>> = RefCell::new(HashMap::new());
     static NEXT: Cell<u64> = const { Cell::new(1) };
 }
 
@@ -191,7 +188,7 @@ pub fn close(log: *mut ngx_log_t) {
     // SAFETY: our live connection; this closes the eventfd too.
     unsafe { ngx_close_connection(b.conn) };
     JOBS.with(|j| j.borrow_mut().clear());
-    DETACHED.with(|j| j.borrow_mut().clear());
+    CALLS.with(|c| c.borrow_mut().clear());
 }
 
 /// Waits (bounded) for every thread to exit; false on timeout.
@@ -228,8 +225,8 @@ pub fn submit(r: *mut ngx_http_request_t, job: Job) -> Option<u64> {
 #[allow(clippy::type_complexity)]
 pub fn spawn(
     job: Box<dyn FnOnce() + Send>,
-    then: Then,
-) -> Result<(), (Box<dyn FnOnce() + Send>, Then)> {
+    then: Box<dyn FnOnce()>,
+) -> Result<(), (Box<dyn FnOnce() + Send>, Box<dyn FnOnce()>)> {
     if !enabled() {
         return Err((job, then));
     }
@@ -239,7 +236,7 @@ pub fn spawn(
     });
     match enqueue(true, wrapped) {
         Some(id) => {
-            DETACHED.with(|d| d.borrow_mut().insert(id, then));
+            CALLS.with(|c| c.borrow_mut().insert(id, Box::new(move |_| then())));
             Ok(())
         }
         // The bridge broke after `enabled`: the job is gone, but its
@@ -353,10 +350,6 @@ unsafe extern "C" fn notified(ev: *mut ngx_event_t) {
             Err(_) => return,
         };
         for (id, out) in done {
-            if let Some(then) = DETACHED.with(|d| d.borrow_mut().remove(&id)) {
-                then();
-                continue;
-            }
             let Some(r) = JOBS.with(|j| j.borrow_mut().remove(&id)) else {
                 called(id, out); // a `call` job, or a request that is gone
                 continue;

@@ -8,7 +8,7 @@
 //! done by nginx's own filters below ours.
 
 use crate::ctx::ReqCtx;
-use crate::{guard, store, variant};
+use crate::{guard, variant};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Object};
 use nginx_sys::*;
@@ -151,16 +151,13 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
     }
 }
 
-/// The region-file extent of a block-tier hit, if it is the same version.
+/// The region-file extent of a block-tier hit large enough for `sendfile`
+/// (the lookup found and verified it: no second lookup).
 pub fn extent_of(obj: &Object) -> Option<Extent> {
-    if !obj.from_block() || obj.body().len() < SENDFILE_MIN {
+    if obj.body().len() < SENDFILE_MIN {
         return None;
     }
-    let cache = store::get()?;
-    cache.tiers().iter().find_map(|t| {
-        let e = t.extent(obj.key()).ok().flatten()?;
-        (e.len == obj.body().len() as u64 && e.meta == *obj.meta()).then_some(e)
-    })
+    obj.extent()
 }
 
 /// # Safety

@@ -2,7 +2,6 @@
 //! on an io thread ([`crate::iothread::call`]) when there are io threads,
 //! inline otherwise. The memory tier is asked first, on the loop.
 
-use crate::serve::SENDFILE_MIN;
 use cdncore::block::Extent;
 use cdncore::{now_ms, Cache, Lookup, Object};
 use std::sync::Arc;
@@ -35,7 +34,7 @@ pub fn in_memory(cache: &Cache, key: &[u8], len: u64) -> Mem {
 }
 
 /// Slice `key` (`len` bytes) in the block tiers: reads and checksums it
-/// (and finds its extent). `slow`: the injected 1 s delay of
+/// (its extent comes with the hit). `slow`: the injected 1 s delay of
 /// `X-Rcdn-Fault: slow-slice-read`.
 pub fn in_blocks(cache: &Cache, key: &[u8], len: u64, slow: bool) -> Option<Block> {
     if slow {
@@ -43,7 +42,7 @@ pub fn in_blocks(cache: &Cache, key: &[u8], len: u64, slow: bool) -> Option<Bloc
     }
     let found = cache.get_block_at(key, now_ms()).unwrap_or(Lookup::Miss);
     let mut b = fresh(cache, key, found, len)?;
-    b.ext = extent(cache, &b.obj).map(Box::new);
+    b.ext = crate::serve::extent_of(&b.obj).map(Box::new);
     Some(b)
 }
 
@@ -58,17 +57,4 @@ fn fresh(cache: &Cache, key: &[u8], found: Lookup, len: u64) -> Option<Block> {
     }
     let _ = cache.remove(key);
     None
-}
-
-/// The region-file extent of a block-tier hit, if it is the same version
-/// (as [`crate::serve::extent_of`], with the cache given: io threads have
-/// no `store`).
-fn extent(cache: &Cache, obj: &Object) -> Option<Extent> {
-    if !obj.from_block() || obj.body().len() < SENDFILE_MIN {
-        return None;
-    }
-    cache.tiers().iter().find_map(|t| {
-        let e = t.extent(obj.key()).ok().flatten()?;
-        (e.len == obj.body().len() as u64 && e.meta == *obj.meta()).then_some(e)
-    })
 }

@@ -139,6 +139,7 @@ impl Tiers {
                 }
                 hit.body = body.into();
                 hit.kind = Kind::Object;
+                hit.at = None; // assembled from slices: no one extent
             }
             return Some((i, hit));
         }

@@ -18,7 +18,7 @@ mod tier;
 pub use engine::{BlockCounters, PROMOTE_HITS};
 pub use record::Kind;
 pub use slice::TierWriter;
-pub use tier::{Extent, Hit, Log, Tier, TierStats};
+pub use tier::{BodyAt, Extent, Hit, Log, Tier, TierStats};
 
 use crate::config::parse_size;
 use crate::error::{Error, Result};

@@ -96,6 +96,34 @@ pub struct Hit {
     /// Slice count (manifests).
     pub parts: u64,
     pub version: u64,
+    /// Where `body` lies in its region file (whole objects only), so a hit
+    /// can be sent with `sendfile` without a second lookup.
+    pub at: Option<BodyAt>,
+}
+
+/// The region file and offset of a verified body.
+#[derive(Clone)]
+pub struct BodyAt {
+    map: Arc<RegionMap>,
+    offset: u64,
+}
+
+impl std::fmt::Debug for BodyAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BodyAt({})", self.offset)
+    }
+}
+
+impl BodyAt {
+    /// The extent of the `len` body bytes found here, with their metadata.
+    pub fn extent(&self, len: u64, meta: Meta) -> Extent {
+        Extent {
+            map: self.map.clone(),
+            offset: self.offset,
+            len,
+            meta,
+        }
+    }
 }
 
 /// A verified object body as a file extent, for `sendfile`. Holding it keeps
@@ -387,11 +415,18 @@ impl Tier {
         };
         self.inner.index.mark_hit(&rec.found);
         self.inner.ctr.get().hits.fetch_add(1, Relaxed);
-        let body = if rec.head.kind == Kind::Object {
+        let (body, at) = if rec.head.kind == Kind::Object {
             let r = rec.body_range();
-            Bytes::from_owner(MapSlice(rec.map.clone())).slice(r)
+            let at = BodyAt {
+                map: rec.map.clone(),
+                offset: r.start as u64,
+            };
+            (
+                Bytes::from_owner(MapSlice(rec.map.clone())).slice(r),
+                Some(at),
+            )
         } else {
-            Bytes::new()
+            (Bytes::new(), None)
         };
         Some(Hit {
             kind: rec.head.kind,
@@ -400,6 +435,7 @@ impl Tier {
             body,
             parts: rec.head.part,
             version: rec.head.version,
+            at,
         })
     }
 
