@@ -4,9 +4,12 @@
 
 mod common;
 use common::*;
-use std::io::Write;
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+#[cfg(feature = "fault-injection")]
+use std::{
+    io::Write,
+    net::TcpStream,
+    time::{Duration, Instant},
+};
 
 fn on_tmpfs(p: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;

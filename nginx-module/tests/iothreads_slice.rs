@@ -5,9 +5,12 @@
 
 mod common;
 use common::*;
-use std::io::Write;
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+#[cfg(feature = "fault-injection")]
+use std::{
+    io::Write,
+    net::TcpStream,
+    time::{Duration, Instant},
+};
 
 const MIB: usize = 1 << 20;
 

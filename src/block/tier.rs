@@ -170,6 +170,10 @@ impl Rec {
     }
 }
 
+/// Bytes of a record probed for residency at once (larger records take a
+/// second `mincore`).
+const PROBE: u64 = 64 * 1024;
+
 /// A block tier; clones share it.
 #[derive(Clone)]
 pub struct Tier {
@@ -388,15 +392,20 @@ impl Tier {
             let Some((map, off)) = self.region_of(found) else {
                 continue;
             };
-            if !resident::in_core(&map.map, off, (HEAD_LEN + key.len()) as u64) {
+            // One mincore for the header and (usually) the whole record.
+            let probe = resident::Probe::new(&map.map, off, PROBE)?;
+            if probe.covers(off, (HEAD_LEN + key.len()) as u64) != Some(true) {
                 return None;
             }
             let Some(rec) = self.locate(found) else {
                 continue;
             };
             if rec.key() == key && matches!(rec.head.kind, Kind::Object | Kind::Manifest) {
+                let len = rec.head.rec_len();
                 let whole = rec.head.kind == Kind::Object
-                    && resident::in_core(&map.map, off, rec.head.rec_len());
+                    && probe
+                        .covers(off, len)
+                        .unwrap_or_else(|| resident::in_core(&map.map, off, len));
                 return whole.then_some(rec);
             }
         }
