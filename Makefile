@@ -55,6 +55,10 @@ bench-block:
 
 # Cluster of nodes: origin requests per object (3 rcdn nodes vs 3 proxy_cache
 # nodes) and peer-filled vs local hits (nginx-module/bench/peers.sh).
-.PHONY: bench-peers
+.PHONY: bench-peers bench-io
 bench-peers:
 	bash nginx-module/bench/peers.sh
+
+# rcdn_io_threads on vs off on hits from a warm block tier.
+bench-io:
+	bash nginx-module/bench/iothreads.sh
