@@ -324,7 +324,9 @@ impl Cache {
             b.promote(tier, key, &hit.meta, hit.born, &hit.body);
             if hit.body.len() as u64 <= self.max_object() {
                 let heap = Bytes::copy_from_slice(&hit.body);
-                let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born));
+                // Verified just now (or on an earlier read): not hashed again.
+                let sum = Some(hit.body_sum);
+                let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born), sum);
             }
         }
         let obj = Arc::new(Object {
@@ -521,7 +523,7 @@ impl Cache {
         body: Bytes,
         born: Option<u64>,
     ) -> Result<(Commit, Option<WriteThrough>)> {
-        let (commit, kept) = self.store_inner(key, meta, body, born)?;
+        let (commit, kept) = self.store_inner(key, meta, body, born, None)?;
         let through = kept
             .filter(|_| self.inner.block.is_some())
             .map(|obj| WriteThrough::new(self.clone(), obj));
@@ -534,17 +536,19 @@ impl Cache {
         }
     }
 
-    /// Commits into memory only; returns the stored object.
+    /// Commits into memory only; returns the stored object. `sum`: the
+    /// body's checksum when already known (a verified block hit).
     fn store_inner(
         &self,
         key: Box<[u8]>,
         mut meta: Meta,
         body: Bytes,
         born: Option<u64>,
+        sum: Option<u64>,
     ) -> Result<(Commit, Option<Arc<Object>>)> {
         let h = KeyHash::of(&key).0;
         meta.size = body.len() as u64;
-        meta.checksum = xxhash_rust::xxh3::xxh3_64(&body);
+        meta.checksum = sum.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(&body));
         let facts = Facts::new(
             &key,
             meta.group.as_deref(),

@@ -147,12 +147,17 @@ fn cold_objects_demote_and_hot_ones_promote_past_the_filter() {
         "promoted to the fast tier"
     );
     let tier_hits = c.block_counters().unwrap().tier_hits();
-    assert!(c.get(b"d.com/0").unwrap().is_fresh());
+    let mem = c.get(b"d.com/0").unwrap();
+    assert!(mem.is_fresh());
     assert_eq!(
         c.block_counters().unwrap().tier_hits(),
         tier_hits,
         "now served from memory"
     );
+    // The promoted copy carries the body's checksum (taken from the
+    // verified record, not hashed again).
+    let o = mem.object().unwrap();
+    assert_eq!(o.meta().checksum, xxhash_rust::xxh3::xxh3_64(o.body()));
 }
 
 /// A small tmpfs, unmounted when dropped.

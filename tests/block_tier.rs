@@ -184,6 +184,39 @@ fn scribbled_and_truncated_regions_are_never_served() {
 }
 
 #[test]
+fn a_large_body_is_checked_on_its_first_read_in_each_process() {
+    let d = tempfile::tempdir().unwrap();
+    let s = TierSpec {
+        slice: 256 << 10, // 100 KB is one record, not slices
+        ..spec(d.path(), 4 << 20, 1 << 20)
+    };
+    let t = Tier::open(&s, Tier::stderr_log()).unwrap();
+    t.put(b"big", &meta(), 1, &body_for("big", 100_000))
+        .unwrap();
+    t.put(b"small", &meta(), 1, &body_for("small", 10_000))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&t, "big"), Some(body_for("big", 100_000)));
+        assert_eq!(get(&t, "small"), Some(body_for("small", 10_000)));
+    }
+    assert!(t.extent(b"big").unwrap().is_some());
+    // Small bodies every time, the large one once (the extent too).
+    assert_eq!(t.stats().body_checks, 1 + 3);
+    let ext = t.extent(b"big").unwrap().unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.path().join("region.00000"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"garbage!", ext.offset + 50_000).unwrap();
+    drop((ext, t));
+    // A new process (here: a new open) checks again and drops it.
+    let t = Tier::open(&s, Tier::stderr_log()).unwrap();
+    assert!(get(&t, "big").is_none(), "scribbled large body served");
+    assert_eq!(t.stats().corrupt, 1);
+    assert_eq!(get(&t, "small"), Some(body_for("small", 10_000)));
+}
+
+#[test]
 fn large_objects_are_sliced_and_read_by_range() {
     let d = tempfile::tempdir().unwrap();
     let t = Tier::open(&spec(d.path(), 8 << 20, 1 << 20), Tier::stderr_log()).unwrap();

@@ -7,6 +7,7 @@
 
 use super::record::{RegionHead, REGION_DATA};
 use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -20,6 +21,28 @@ pub struct RegionMap {
     pub lap: u64,
     pub map: memmap2::Mmap,
     pub file: File,
+    /// Offsets of large records whose body checksum this process has
+    /// verified. Sound because a region file is append-only: a published
+    /// record's bytes never change at its offset, and a recycled region is
+    /// a new file (a new `RegionMap`). Bounded: one entry per record of at
+    /// least [`RegionMap::MEMO_MIN`] bytes.
+    verified: Mutex<HashSet<u64>>,
+}
+
+impl RegionMap {
+    /// Bodies below this are checksummed on every read: it costs little,
+    /// and the memo stays small.
+    pub const MEMO_MIN: u64 = 64 * 1024;
+
+    /// Whether the body of the record at `off` was verified here before.
+    pub fn verified(&self, off: u64) -> bool {
+        self.verified.lock().contains(&off)
+    }
+
+    /// Remembers that the body of the record at `off` is intact.
+    pub fn set_verified(&self, off: u64) {
+        self.verified.lock().insert(off);
+    }
 }
 
 pub struct Regions {
@@ -95,6 +118,7 @@ impl Regions {
             lap: h.lap,
             map,
             file,
+            verified: Mutex::new(HashSet::new()),
         })
     }
 

@@ -46,6 +46,9 @@ pub struct TierStats {
     pub recycled: u64,
     /// Write failures (I/O errors, disk full).
     pub errors: u64,
+    /// Body checksums computed on reads (a large body's only on its first
+    /// read in this process: see [`Tier::body_ok`]).
+    pub body_checks: u64,
 }
 
 #[derive(Default)]
@@ -60,6 +63,7 @@ struct Ctr {
     purged_reclaimed: AtomicU64,
     recycled: AtomicU64,
     errors: AtomicU64,
+    body_checks: AtomicU64,
 }
 
 /// Counters striped over cache lines by thread, so that threads hitting the
@@ -99,6 +103,8 @@ pub struct Hit {
     /// Where `body` lies in its region file (whole objects only), so a hit
     /// can be sent with `sendfile` without a second lookup.
     pub at: Option<BodyAt>,
+    /// The body's verified checksum (`xxh3_64`, as `Meta::checksum`).
+    pub body_sum: u64,
 }
 
 /// The region file and offset of a verified body.
@@ -295,6 +301,7 @@ impl Tier {
             t.purged_reclaimed += c.purged_reclaimed.load(Relaxed);
             t.recycled += c.recycled.load(Relaxed);
             t.errors += c.errors.load(Relaxed);
+            t.body_checks += c.body_checks.load(Relaxed);
         }
         t
     }
@@ -369,7 +376,7 @@ impl Tier {
     /// asks [`Tier::get`] on a thread).
     pub fn get_resident(&self, key: &[u8]) -> Option<Hit> {
         let rec = self.resident_rec(key)?;
-        if record::body_sum(&rec.map.map[rec.body_range()]) != rec.head.body_sum {
+        if !self.body_ok(&rec) {
             self.drop_corrupt(&rec);
             return None;
         }
@@ -445,6 +452,7 @@ impl Tier {
             parts: rec.head.part,
             version: rec.head.version,
             at,
+            body_sum: rec.head.body_sum,
         })
     }
 
@@ -495,14 +503,32 @@ impl Tier {
             if rec.key() != key || !ok(&rec.head) {
                 continue;
             }
-            if verify_body && record::body_sum(&rec.map.map[rec.body_range()]) != rec.head.body_sum
-            {
+            if verify_body && !self.body_ok(&rec) {
                 self.drop_corrupt(&rec);
                 continue;
             }
             return Some(rec);
         }
         None
+    }
+
+    /// Whether a record's body matches its checksum. A large body is
+    /// checked on its first read in this process only: the checksum guards
+    /// against torn writes and reused space, which cannot happen to a
+    /// published record later (its region file is append-only), and
+    /// hashing 1 MiB on every hit costs as much as sending it. A new
+    /// process (a restart after a crash) checks again.
+    fn body_ok(&self, rec: &Rec) -> bool {
+        let memo = rec.head.body_len >= RegionMap::MEMO_MIN;
+        if memo && rec.map.verified(rec.off) {
+            return true;
+        }
+        self.inner.ctr.get().body_checks.fetch_add(1, Relaxed);
+        let ok = record::body_sum(&rec.map.map[rec.body_range()]) == rec.head.body_sum;
+        if ok && memo {
+            rec.map.set_verified(rec.off);
+        }
+        ok
     }
 
     /// Maps a slot to its record, if the region is still at that epoch and
