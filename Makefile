@@ -55,10 +55,14 @@ bench-block:
 
 # Cluster of nodes: origin requests per object (3 rcdn nodes vs 3 proxy_cache
 # nodes) and peer-filled vs local hits (nginx-module/bench/peers.sh).
-.PHONY: bench-peers bench-io
+.PHONY: bench-peers bench-io bench-big
 bench-peers:
 	bash nginx-module/bench/peers.sh
 
 # rcdn_io_threads on vs off on hits from a warm block tier.
 bench-io:
 	bash nginx-module/bench/iothreads.sh
+
+# 1 MiB hits beyond the memory tier vs proxy_cache (default and promote_max=32k).
+bench-big:
+	bash nginx-module/bench/bighits.sh

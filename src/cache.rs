@@ -322,7 +322,7 @@ impl Cache {
         }
         if b.admit(h) {
             b.promote(tier, key, &hit.meta, hit.born, &hit.body);
-            if hit.body.len() as u64 <= self.max_object() {
+            if hit.body.len() as u64 <= self.inner.cfg.promote_max_bytes() {
                 let heap = Bytes::copy_from_slice(&hit.body);
                 // Verified just now (or on an earlier read): not hashed again.
                 let sum = Some(hit.body_sum);

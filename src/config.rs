@@ -6,6 +6,7 @@
 //! ```text
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
+//! promote_max=64k             # largest block-tier hit copied into memory
 //! tier=/dev/shm/rcdn,size=1g,region=32m   # block tiers, fastest first;
 //! tier=/var/cache/rcdn,size=100g          # `tier` may be repeated
 //! ```
@@ -27,6 +28,11 @@ pub struct Config {
     pub shards: usize,
     /// Largest object the memory tier takes; `None`: a quarter of a shard.
     pub max_object: Option<u64>,
+    /// Largest block-tier hit copied into memory when it turns hot; `None`:
+    /// `max_object`. Lower it when large objects outnumber memory: copying
+    /// each hit in only to evict another costs more than reading it from
+    /// the page cache (a caller with `sendfile` serves it from there).
+    pub promote_max: Option<u64>,
     /// Longest key accepted.
     pub max_key: usize,
     /// Freshness of responses that carry no explicit lifetime, in ms.
@@ -50,6 +56,7 @@ impl Default for Config {
             mem: 256 << 20,
             shards: 8,
             max_object: None,
+            promote_max: None,
             max_key: DEFAULT_MAX_KEY,
             default_ttl_ms: 120_000,
             cache_set_cookie: false,
@@ -65,6 +72,7 @@ const KEYS: &[&str] = &[
     "mem",
     "shards",
     "max_object",
+    "promote_max",
     "max_key",
     "default_ttl",
     "cache_set_cookie",
@@ -108,6 +116,7 @@ impl Config {
             "mem" => self.mem = parse_size(key, v)?,
             "shards" => self.shards = parse_count(key, v)?,
             "max_object" => self.max_object = Some(parse_size(key, v)?),
+            "promote_max" => self.promote_max = Some(parse_size(key, v)?),
             "max_key" => self.max_key = parse_size(key, v)? as usize,
             "default_ttl" => self.default_ttl_ms = parse_duration_ms(key, v)?,
             "cache_set_cookie" => self.cache_set_cookie = parse_bool(key, v)?,
@@ -147,6 +156,15 @@ impl Config {
                 ));
             }
         }
+        if self
+            .promote_max
+            .is_some_and(|p| p > self.max_object_bytes())
+        {
+            return Err(Error::config(
+                "promote_max",
+                format!("must be 0..={} (max_object)", self.max_object_bytes()),
+            ));
+        }
         if !(64..=1 << 24).contains(&self.purge_slots) {
             return Err(Error::config("purge_slots", "must be 64..=16777216"));
         }
@@ -171,6 +189,11 @@ impl Config {
     /// Largest object the memory tier stores.
     pub fn max_object_bytes(&self) -> u64 {
         self.max_object.unwrap_or(self.shard_bytes() / 4)
+    }
+
+    /// Largest block-tier hit copied into memory.
+    pub fn promote_max_bytes(&self) -> u64 {
+        self.promote_max.unwrap_or_else(|| self.max_object_bytes())
     }
 }
 
@@ -268,12 +291,15 @@ mod tests {
     fn parses_every_key_with_comments_and_separators() {
         let c = Config::parse(
             "mem=64m shards=4 # comment\n max_object=1m;max_key=8k\n\
-             default_ttl=1h30m cache_set_cookie=on purge_slots=1024 ban_slots=8 sweeper=off",
+             default_ttl=1h30m cache_set_cookie=on purge_slots=1024 ban_slots=8 sweeper=off\n\
+             promote_max=32k",
         )
         .unwrap();
         assert_eq!(c.mem, 64 << 20);
         assert_eq!(c.shards, 4);
         assert_eq!(c.max_object, Some(1 << 20));
+        assert_eq!(c.promote_max_bytes(), 32 << 10);
+        assert_eq!(Config::default().promote_max_bytes(), 8 << 20, "max_object");
         assert_eq!(c.max_key, 8192);
         assert_eq!(c.default_ttl_ms, 5_400_000);
         assert!(c.cache_set_cookie);
@@ -296,6 +322,7 @@ mod tests {
         assert!(e("mem=16777216t").contains("mem"));
         assert!(e("cache_set_cookie=maybe").contains("on or off"));
         assert!(e("max_key=1m").contains("max_key"));
+        assert!(e("max_object=1m promote_max=2m").contains("promote_max: must be 0..=1048576"));
     }
 
     #[test]

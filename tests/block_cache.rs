@@ -160,6 +160,34 @@ fn cold_objects_demote_and_hot_ones_promote_past_the_filter() {
     assert_eq!(o.meta().checksum, xxhash_rust::xxh3::xxh3_64(o.body()));
 }
 
+#[test]
+fn promote_max_keeps_large_hits_out_of_memory() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let conf = format!("{} promote_max=1k", conf(a.path(), b.path()));
+    let c = Cache::open_str(&conf).unwrap();
+    c.insert(b"p.com/big", meta(1), body_for("big", 5000))
+        .unwrap();
+    c.insert(b"p.com/small", meta(1), body_for("small", 500))
+        .unwrap();
+    drop(c);
+    // A new process: memory is empty, both are in the fast tier.
+    let c = Cache::open_str(&conf).unwrap();
+    for _ in 0..3 {
+        for (k, n) in [("big", 5000), ("small", 500)] {
+            let got = c.get(format!("p.com/{k}").as_bytes()).unwrap();
+            assert_eq!(body_of(&got).unwrap(), body_for(k, n));
+        }
+    }
+    // Admitted from their second hit on (big twice, small once); only the
+    // small one was copied into memory, so the big one came from the tier
+    // every time.
+    assert_eq!(c.block_counters().unwrap().promotions, 3);
+    assert_eq!(c.block_counters().unwrap().tier_hits(), 3 + 2);
+    assert!(Cache::open_str("mem=1m max_object=4k promote_max=8k")
+        .err()
+        .is_some_and(|e| e.to_string().contains("promote_max")));
+}
+
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(tempfile::TempDir);
 
