@@ -14,28 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}; THREADS=${THREADS:-2}; KEYS=${KEYS:-100}
-[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || { echo "bench: ROUNDS must be 1..20" >&2; exit 1; }
-[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || { echo "bench: DURATION must be 1..30" >&2; exit 1; }
-[ "$KEYS" -ge 40 ] && [ "$KEYS" -le 1000 ] || { echo "bench: KEYS must be 40..1000" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
-
-cargo build --release -p ngx_http_rcdn_module --features vendored >&2
-NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
-SO=$PWD/target/release/libngx_http_rcdn_module.so
-# Under /var/tmp: a disk, not tmpfs, on most systems.
-DIR=$(mktemp -d /var/tmp/rcdn-bench-big.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-PREFIX=/o1m/
 . nginx-module/bench/lib.sh
+in_range KEYS "$KEYS" 40 1000
+# Under /var/tmp: a disk, not tmpfs, on most systems.
+setup /var/tmp/rcdn-bench-big.XXXXXX
+PREFIX=/o1m/
 echo "caches on: $(stat -f -c %T "$DIR")"
 
-chmod 755 "$DIR"
 mkdir -p "$DIR/www/o1m"
 for i in $(seq 0 $((KEYS - 1))); do head -c 1048576 /dev/urandom > "$DIR/www/o1m/$i"; done
 

@@ -15,28 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}; THREADS=${THREADS:-2}; KEYS=${KEYS:-4000}
-[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || { echo "bench: ROUNDS must be 1..20" >&2; exit 1; }
-[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || { echo "bench: DURATION must be 1..30" >&2; exit 1; }
-[ "$KEYS" -ge 1000 ] && [ "$KEYS" -le 20000 ] || { echo "bench: KEYS must be 1000..20000" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
-
-cargo build --release -p ngx_http_rcdn_module --features vendored >&2
-NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
-SO=$PWD/target/release/libngx_http_rcdn_module.so
-# Under /var/tmp: a disk, not tmpfs, on most systems.
-DIR=$(mktemp -d /var/tmp/rcdn-bench-io.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-PREFIX=/o16k/
 . nginx-module/bench/lib.sh
+in_range KEYS "$KEYS" 1000 20000
+# Under /var/tmp: a disk, not tmpfs, on most systems.
+setup /var/tmp/rcdn-bench-io.XXXXXX
+PREFIX=/o16k/
 echo "block tiers on: $(stat -f -c %T "$DIR")"
 
-chmod 755 "$DIR"
 mkdir -p "$DIR/www/o16k"
 head -c 16384 /dev/urandom > "$DIR/www/o16k/0"
 for i in $(seq 1 $((KEYS - 1))); do ln "$DIR/www/o16k/0" "$DIR/www/o16k/$i"; done

@@ -1,6 +1,30 @@
-# Shared by the A/B benchmarks (policies.sh, iothreads.sh): sourced after
-# DIR, PIDS, NGINX are set. Every server listens on a free 127.0.0.1 port
-# and is stopped by PID in the caller's cleanup trap.
+# Shared by the A/B benchmarks (policies.sh, iothreads.sh, bighits.sh):
+# sourced from the repository root, then `setup <dir template>` builds and
+# sets NGINX, SO, DIR and PIDS. Every server listens on a free 127.0.0.1
+# port and is stopped by PID when the script exits.
+
+in_range() { # name value lo hi: exits with a message when out of range
+  [ "$2" -ge "$3" ] 2>/dev/null && [ "$2" -le "$4" ] || { echo "bench: $1 must be $3..$4" >&2; exit 1; }
+}
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+
+setup() { # mktemp template for DIR (e.g. /var/tmp/rcdn-bench-x.XXXXXX)
+  in_range ROUNDS "$ROUNDS" 1 20
+  in_range DURATION "$DURATION" 1 30
+  command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+  cargo build --release -p ngx_http_rcdn_module --features vendored >&2
+  NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
+  SO=$PWD/target/release/libngx_http_rcdn_module.so
+  PIDS=()
+  DIR=$(mktemp -d "$1")
+  trap cleanup EXIT INT TERM
+  chmod 755 "$DIR"
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

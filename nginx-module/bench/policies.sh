@@ -18,26 +18,10 @@ ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}; THREADS=${THREADS:-2}; KEYS=${KEYS:-1000}
 POLICIES=${POLICIES:-hotlink guard stats log sched}
 has() { case " $POLICIES " in *" $1 "*) return 0 ;; esac; return 1; }
-[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || { echo "bench: ROUNDS must be 1..20" >&2; exit 1; }
-[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || { echo "bench: DURATION must be 1..30" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
-
-cargo build --release -p ngx_http_rcdn_module --features vendored >&2
-NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
-SO=$PWD/target/release/libngx_http_rcdn_module.so
-DIR=$(mktemp -d /tmp/rcdn-bench-policies.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
+. nginx-module/bench/lib.sh
+setup /tmp/rcdn-bench-policies.XXXXXX
 
 PREFIX=/o4k/
-. nginx-module/bench/lib.sh
-
-chmod 755 "$DIR"
 mkdir -p "$DIR/www/o4k"
 head -c 4096 /dev/urandom > "$DIR/www/o4k/0"
 for i in $(seq 1 $((KEYS - 1))); do ln "$DIR/www/o4k/0" "$DIR/www/o4k/$i"; done
