@@ -325,7 +325,7 @@ impl Cache {
             if hit.body.len() as u64 <= self.inner.cfg.promote_max_bytes() {
                 let heap = Bytes::copy_from_slice(&hit.body);
                 // Verified just now (or on an earlier read): not hashed again.
-                let sum = Some(hit.body_sum);
+                let sum = hit.body_sum;
                 let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born), sum);
             }
         }

@@ -103,8 +103,9 @@ pub struct Hit {
     /// Where `body` lies in its region file (whole objects only), so a hit
     /// can be sent with `sendfile` without a second lookup.
     pub at: Option<BodyAt>,
-    /// The body's verified checksum (`xxh3_64`, as `Meta::checksum`).
-    pub body_sum: u64,
+    /// The verified checksum of `body` (`xxh3_64`, as `Meta::checksum`);
+    /// whole objects only.
+    pub body_sum: Option<u64>,
 }
 
 /// The region file and offset of a verified body.
@@ -452,7 +453,7 @@ impl Tier {
             parts: rec.head.part,
             version: rec.head.version,
             at,
-            body_sum: rec.head.body_sum,
+            body_sum: (rec.head.kind == Kind::Object).then_some(rec.head.body_sum),
         })
     }
 
