@@ -303,14 +303,18 @@ impl Cache {
             self.shard(h).ctr.misses += 1;
             return Ok(Lookup::Miss);
         };
-        self.block_hit(key, h, found, now)
+        self.block_hit(b, key, h, found, now)
     }
 
     /// A block-tier hit: checked against purges, promoted if admitted.
-    fn block_hit(&self, key: &[u8], h: u128, found: (usize, Hit), now: UnixMs) -> Result<Lookup> {
-        let Some(b) = &self.inner.block else {
-            return Ok(Lookup::Miss);
-        };
+    fn block_hit(
+        &self,
+        b: &Tiers,
+        key: &[u8],
+        h: u128,
+        found: (usize, Hit),
+        now: UnixMs,
+    ) -> Result<Lookup> {
         let (tier, hit) = found;
         let facts = facts_of(key, &hit.meta);
         if self.inner.purge.is_purged(key, &facts, hit.born) {
@@ -377,7 +381,7 @@ impl Cache {
         let Some(found) = b.lookup_resident(key) else {
             return Ok(None);
         };
-        self.block_hit(key, KeyHash::of(key).0, found, now)
+        self.block_hit(b, key, KeyHash::of(key).0, found, now)
             .map(Some)
     }
 

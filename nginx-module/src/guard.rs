@@ -96,3 +96,11 @@ pub unsafe fn fault_asked(r: *mut ngx_http_request_t, point: &str) -> bool {
     #[allow(unreachable_code)]
     false
 }
+
+/// The delay of a slow-I/O fault ([`fault_asked`]): 1 s, on whatever thread
+/// does the I/O, to show whether it holds up the event loop.
+pub fn injected_delay(slow: bool) {
+    if slow {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

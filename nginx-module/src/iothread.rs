@@ -373,10 +373,8 @@ thread_local! {
 /// caller [`cancel`]s it first (it must, before whatever `then` touches
 /// is freed). `None`: no bridge (the caller does the work inline).
 pub fn call(job: Job, then: Then) -> Option<u64> {
-    // No request: the job's entry moves from JOBS to CALLS before the loop
-    // can see its result (results are only read on this thread).
-    let id = submit(core::ptr::null_mut(), job)?;
-    forget(id);
+    // Results are read on this thread only, so `then` is in place first.
+    let id = enqueue(false, job)?;
     CALLS.with(|c| c.borrow_mut().insert(id, then));
     Some(id)
 }

@@ -16,6 +16,10 @@ use std::sync::Arc;
 /// Wake-ups after which a request stops waiting and goes to the origin.
 const MAX_ROUNDS: u8 = 3;
 
+/// `X-Rcdn-Fault: slow-block-read` (fault-injection builds): the block-tier
+/// lookup takes 1 s more (on its io thread, or inline with io threads off).
+const SLOW_READ: &str = "slow-block-read";
+
 /// # Safety
 /// Called by nginx with valid pointers for this callback.
 pub unsafe extern "C" fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -167,12 +171,9 @@ unsafe fn find(
         });
     }
     // SAFETY: r is live.
-    let slow = unsafe { slow_fault(r) };
+    let slow = unsafe { guard::fault_asked(r, SLOW_READ) };
     if !crate::iothread::enabled() {
-        if slow {
-            // The injected delay, on the event loop (io threads off).
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
+        guard::injected_delay(slow); // on the event loop (io threads off)
         return Some(resolve(cache, &ctx.key, coding));
     }
     if let Some(l) = resolve_mem(cache, &ctx.key, coding) {
@@ -260,32 +261,13 @@ unsafe fn start_block(
 ) -> bool {
     let (cache, key) = (cache.clone(), ctx.key.clone());
     // SAFETY: r is live.
-    let slow = unsafe { slow_fault(r) };
+    let slow = unsafe { guard::fault_asked(r, SLOW_READ) };
     let job = move || {
-        if slow {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
+        guard::injected_delay(slow);
         Box::new(resolve(&cache, &key, coding)) as crate::iothread::Done
     };
     // SAFETY: forwarded.
     unsafe { ctx.start_io(r, Box::new(job)) }
-}
-
-/// `X-Rcdn-Fault: slow-block-read` (fault-injection builds): the block-tier
-/// lookup sleeps 1 s (on its io thread, or inline with io threads off), to
-/// show whether the event loop is blocked.
-///
-/// # Safety
-/// `r` must be live.
-#[allow(unused_variables)]
-unsafe fn slow_fault(r: *mut ngx_http_request_t) -> bool {
-    #[cfg(feature = "fault-injection")]
-    {
-        // SAFETY: r is live.
-        return unsafe { header_in(r, b"x-rcdn-fault") } == Some(b"slow-block-read".as_slice());
-    }
-    #[allow(unreachable_code)]
-    false
 }
 
 /// # Safety

@@ -16,9 +16,7 @@ fn run(writes: Vec<WriteThrough>, slow: bool, then: impl FnOnce() + 'static) {
         return then();
     }
     let job = Box::new(move || {
-        if slow {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
+        crate::guard::injected_delay(slow);
         writes.into_iter().for_each(WriteThrough::run)
     });
     if let Err((job, then)) = crate::iothread::spawn(job, Box::new(then)) {

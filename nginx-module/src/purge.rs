@@ -238,7 +238,7 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         Ok((target, host)) => {
             // SAFETY: r is live.
-            slow_fault(unsafe { crate::sliceserve::slow_fault(r) });
+            guard::injected_delay(unsafe { crate::sliceserve::slow_read_asked(r) });
             run(store::get(), target, host.as_deref().unwrap_or(server))
         }
     };
@@ -261,9 +261,9 @@ unsafe fn run_off_loop(
     let cache = store::get();
     let (t, h, c, a) = (target.clone(), host.clone(), cache.clone(), args.clone());
     // SAFETY: r is live.
-    let slow = unsafe { crate::sliceserve::slow_fault(r) };
+    let slow = unsafe { crate::sliceserve::slow_read_asked(r) };
     let job = move || {
-        slow_fault(slow);
+        guard::injected_delay(slow);
         Box::new(run(c, t, &h)) as crate::iothread::Done
     };
     // SAFETY: `then` runs only while the job is registered, i.e. before
@@ -289,14 +289,6 @@ unsafe fn run_off_loop(
         (*main).set_count((*main).count() + 1);
     }
     NGX_DONE as ngx_int_t
-}
-
-/// `X-Rcdn-Fault: slow-slice-read` (fault-injection builds): the purge,
-/// which may read a sliced object's manifest from disk, takes 1 s more.
-fn slow_fault(slow: bool) {
-    if slow {
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
 }
 
 /// The request's pool is freed: a purge job still running is forgotten.

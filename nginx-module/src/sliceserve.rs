@@ -70,6 +70,20 @@ pub struct Run {
 /// How long a slice waits for its block-tier read before it is refilled.
 const IO_TIMEOUT_MS: ngx_msec_t = 30_000;
 
+/// `X-Rcdn-Fault: slow-slice-read` (fault-injection builds): each
+/// block-tier read of a slice (and a purge) takes 1 s more (on its io
+/// thread, or inline).
+pub(crate) const SLOW_READ: &str = "slow-slice-read";
+
+/// Whether `r` asks for [`SLOW_READ`].
+///
+/// # Safety
+/// `r` must be live.
+pub(crate) unsafe fn slow_read_asked(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: forwarded.
+    unsafe { guard::fault_asked(r, SLOW_READ) }
+}
+
 impl Run {
     fn unwait(&mut self) {
         let p: *mut ngx_event_t = &mut *self.ev;
@@ -92,9 +106,7 @@ impl Run {
             }
         }
     }
-}
 
-impl Run {
     /// Forgets the io jobs (their results are dropped unread).
     fn stop_io(&mut self) {
         if let Some((id, _)) = self.io.take() {
@@ -382,21 +394,6 @@ fn job(run: &Run, i: u64) -> SliceJob {
     }
 }
 
-/// A fresh copy of slice `i` of the right length, read inline (io
-/// threads off).
-///
-/// # Safety
-/// `r` must be live.
-unsafe fn cached(r: *mut ngx_http_request_t, run: &Run, key: &[u8], i: u64) -> Option<Block> {
-    let cache = store::get()?;
-    match sliceblock::in_memory(&cache, key, run.len(i)) {
-        Mem::Hit(b) => Some(b),
-        Mem::Miss => None,
-        // SAFETY: r is live.
-        Mem::AskBlocks => sliceblock::in_blocks(&cache, key, run.len(i), unsafe { slow_fault(r) }),
-    }
-}
-
 /// What the cache has of slice `i` now.
 enum Look {
     Hit(Block),
@@ -424,25 +421,23 @@ unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) ->
             _ => Look::Miss,
         };
     }
-    if !crate::iothread::enabled() {
-        // SAFETY: forwarded.
-        return unsafe { cached(r, run, key, i) }.map_or(Look::Miss, Look::Hit);
-    }
     let Some(cache) = cache else {
         return Look::Miss;
     };
+    let threads = crate::iothread::enabled();
     match sliceblock::in_memory(&cache, key, run.len(i)) {
         Mem::Hit(b) => Look::Hit(b),
         Mem::Miss => Look::Miss,
         // Being filled here: not in a block tier yet, read the fill.
-        Mem::AskBlocks if stream::find(key, "identity").is_some() => Look::Miss,
+        Mem::AskBlocks if threads && stream::find(key, "identity").is_some() => Look::Miss,
         // SAFETY: forwarded.
-        Mem::AskBlocks => match unsafe { read_block(r, run, &cache, key, i) } {
-            true => Look::Pending,
+        Mem::AskBlocks if threads && unsafe { read_block(r, run, &cache, key, i) } => Look::Pending,
+        // No io thread: read it here.
+        Mem::AskBlocks => {
             // SAFETY: r is live.
-            false => sliceblock::in_blocks(&cache, key, run.len(i), unsafe { slow_fault(r) })
-                .map_or(Look::Miss, Look::Hit),
-        },
+            sliceblock::in_blocks(&cache, key, run.len(i), unsafe { slow_read_asked(r) })
+                .map_or(Look::Miss, Look::Hit)
+        }
     }
 }
 
@@ -460,7 +455,7 @@ unsafe fn read_block(
 ) -> bool {
     let (cache, key, len) = (cache.clone(), key.to_vec(), run.len(i));
     // SAFETY: r is live.
-    let slow = unsafe { slow_fault(r) };
+    let slow = unsafe { slow_read_asked(r) };
     let job = move || Box::new(sliceblock::in_blocks(&cache, &key, len, slow)) as Done;
     // SAFETY: `then` runs only while the job is registered, i.e. while
     // the run (and so its request) lives: Run::drop cancels it.
@@ -515,7 +510,7 @@ unsafe fn look_ahead(r: *mut ngx_http_request_t, run: &mut Run, cache: &Cache, a
         .collect();
     let cache = cache.clone();
     // SAFETY: r is live.
-    let slow = unsafe { slow_fault(r) };
+    let slow = unsafe { slow_read_asked(r) };
     let job = move || {
         let got: Vec<(u64, Option<Block>)> = keys
             .iter()
@@ -568,23 +563,6 @@ unsafe fn looked_ahead(r: *mut ngx_http_request_t, out: Done) {
     }
     // SAFETY: r is live; fills are subrequests posted on its connection.
     unsafe { ngx_http_run_posted_requests((*r).connection) };
-}
-
-/// `X-Rcdn-Fault: slow-slice-read` (fault-injection builds): each
-/// block-tier read of a slice (and a purge) sleeps 1 s (on its io thread,
-/// or inline).
-///
-/// # Safety
-/// `r` must be live.
-#[allow(unused_variables)]
-pub(crate) unsafe fn slow_fault(r: *mut ngx_http_request_t) -> bool {
-    #[cfg(feature = "fault-injection")]
-    {
-        // SAFETY: r is live.
-        return unsafe { header_in(r, b"x-rcdn-fault") } == Some(b"slow-slice-read".as_slice());
-    }
-    #[allow(unreachable_code)]
-    false
 }
 
 /// Starts the fill of slice `i` if nobody fills it; true if it runs.
@@ -642,8 +620,11 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
                 ask.push(j);
                 continue;
             }
-            // SAFETY: r is live.
-            Mem::AskBlocks => unsafe { cached(r, run, &key, j) }.is_some(),
+            Mem::AskBlocks => {
+                // SAFETY: r is live.
+                sliceblock::in_blocks(&cache, &key, run.len(j), unsafe { slow_read_asked(r) })
+                    .is_some()
+            }
         };
         if have {
             continue;

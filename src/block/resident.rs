@@ -98,14 +98,16 @@ mod tests {
             .truncate(true)
             .open(dir.path().join("sparse"))
             .unwrap();
-        f.set_len(64 * page() as u64).unwrap(); // a hole: nothing cached
-                                                // SAFETY: the file is ours and not resized while mapped.
+        // A hole: nothing cached.
+        f.set_len(64 * page() as u64).unwrap();
+        // SAFETY: the file is ours and not resized while mapped.
         let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
         let cold = Probe::new(&m, 0, 64 * page() as u64).unwrap();
         assert_eq!(cold.covers(5 * page() as u64, 10), Some(false));
         assert!(!in_core(&m, 0, 64 * page() as u64));
-        std::hint::black_box(m[5 * page()]); // a read fault brings it in
-                                             // (Readahead may bring any of the rest in too: not asserted.)
+        // A read fault brings it in (readahead may bring any of the rest
+        // in too: not asserted).
+        std::hint::black_box(m[5 * page()]);
         assert!(in_core(&m, 5 * page() as u64, 10));
         let warm = Probe::new(&m, 0, 64 * page() as u64).unwrap();
         assert_eq!(warm.covers(5 * page() as u64, page() as u64), Some(true));
