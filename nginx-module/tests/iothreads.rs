@@ -5,11 +5,7 @@
 mod common;
 use common::*;
 #[cfg(feature = "fault-injection")]
-use std::{
-    io::Write,
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 fn on_tmpfs(p: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
@@ -56,29 +52,14 @@ fn memory_hit_during_slow_block_read(mode: &str) -> (Duration, Duration) {
     let origin = start_origin(&[], "");
     let store = store_dir();
     let io = format!("rcdn_io_threads {mode};");
-    let mut first = start_cdn_on(store.path(), 1, origin.port, &io, "");
-    assert_eq!(get(first.port, "/big.bin").cache(), "MISS");
-    first.check_log();
-    first.stop();
-    // Same store, empty memory: /big.bin is only in the block tier.
-    let cdn = start_cdn_on(store.path(), 1, origin.port, &io, "");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT"); // now in memory
-    let port = cdn.port;
-    let t0 = Instant::now();
-    let slow = std::thread::spawn(move || {
-        let r = request(
-            port,
-            "GET",
-            "/big.bin",
-            &[("X-Rcdn-Fault", "slow-block-read")],
-        );
-        (r, t0.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(150));
-    let fast = get(port, "/small.txt");
-    let fast_at = t0.elapsed();
-    let (big, slow_at) = slow.join().expect("slow request");
+    // Empty memory: /big.bin is only in the block tier.
+    let cdn = cdn_with_block_copy(store.path(), &origin, &io, "", "/big.bin");
+    let Race {
+        fast,
+        fast_at,
+        slow: big,
+        slow_at,
+    } = race(cdn.port, "/big.bin", "slow-block-read");
     assert_eq!((fast.status, fast.cache()), (200, "HIT"));
     assert_eq!((big.status, big.cache()), (200, "HIT"));
     let want = std::fs::read(origin.path("www").join("big.bin")).expect("origin file");
@@ -110,21 +91,10 @@ fn slow_block_read_does_not_block_a_memory_hit() {
 fn client_leaving_during_a_block_read_is_harmless() {
     let origin = start_origin(&[], "");
     let store = store_dir();
-    let mut first = start_cdn_on(store.path(), 1, origin.port, "rcdn_io_threads on;", "");
-    assert_eq!(get(first.port, "/big.bin").cache(), "MISS");
-    first.stop();
-    // Same store, empty memory: /big.bin is only in the block tier.
-    let cdn = start_cdn_on(store.path(), 1, origin.port, "rcdn_io_threads on;", "");
-    for _ in 0..3 {
-        let mut s = TcpStream::connect(("127.0.0.1", cdn.port)).expect("connect");
-        s.write_all(
-            b"GET /big.bin HTTP/1.0\r\nHost: localhost\r\nX-Rcdn-Fault: slow-block-read\r\n\r\n",
-        )
-        .expect("send");
-        std::thread::sleep(Duration::from_millis(100));
-        drop(s);
-    }
-    std::thread::sleep(Duration::from_millis(1300)); // the jobs finish
+    let io = "rcdn_io_threads on;";
+    // Empty memory: /big.bin is only in the block tier.
+    let cdn = cdn_with_block_copy(store.path(), &origin, io, "", "/big.bin");
+    leave_during(cdn.port, "/big.bin", "slow-block-read");
     let b = get(cdn.port, "/big.bin");
     assert_eq!((b.status, b.cache()), (200, "HIT"));
     cdn.check_log();
@@ -137,17 +107,13 @@ fn memory_hit_during_slow_write(mode: &str) -> Duration {
     let origin = start_origin(&[], "");
     let io = format!("rcdn_io_threads {mode};");
     let cdn = start_cdn(1, origin.port, &io, "");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT");
     let port = cdn.port;
-    let t0 = Instant::now();
-    let slow = std::thread::spawn(move || {
-        request(port, "GET", "/big.bin", &[("X-Rcdn-Fault", "slow-write")])
-    });
-    std::thread::sleep(Duration::from_millis(150));
-    let fast = get(port, "/small.txt");
-    let fast_at = t0.elapsed();
-    let big = slow.join().expect("slow request");
+    let Race {
+        fast,
+        fast_at,
+        slow: big,
+        ..
+    } = race(port, "/big.bin", "slow-write");
     assert_eq!((fast.status, fast.cache()), (200, "HIT"));
     assert_eq!((big.status, big.cache()), (200, "MISS"));
     let want = std::fs::read(origin.path("www").join("big.bin")).expect("origin file");

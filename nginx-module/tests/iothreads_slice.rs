@@ -6,11 +6,7 @@
 mod common;
 use common::*;
 #[cfg(feature = "fault-injection")]
-use std::{
-    io::Write,
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 
@@ -21,26 +17,19 @@ fn sum(b: &[u8]) -> u64 {
     })
 }
 
-/// A one-worker node on `store` slicing by 1 MiB, io threads `mode`.
-fn node(store: &tempfile::TempDir, origin: &Nginx, mode: &str) -> Nginx {
-    let http = format!("rcdn_io_threads {mode}; sendfile on;");
-    start_cdn_on(store.path(), 1, origin.port, &http, "rcdn_slice 1m;")
-}
+/// Slicing by 1 MiB.
+const SLICED: &str = "rcdn_slice 1m;";
 
-/// Fills `path` on a first node, then starts a second one on the same
-/// store: its memory is empty, so the object is only in the block tier.
+/// A one-worker node slicing by 1 MiB, io threads `mode`, on `store`
+/// whose block tier (not its memory) holds `path`.
 fn node_with_block_copy(
     store: &tempfile::TempDir,
     origin: &Nginx,
     mode: &str,
     path: &str,
 ) -> Nginx {
-    let mut first = node(store, origin, mode);
-    let a = get(first.port, path);
-    assert_eq!((a.status, a.cache()), (200, "MISS"), "{mode}");
-    first.check_log();
-    first.stop();
-    node(store, origin, mode)
+    let http = format!("rcdn_io_threads {mode}; sendfile on;");
+    cdn_with_block_copy(store.path(), origin, &http, SLICED, path)
 }
 
 /// With io threads `mode`: (sums of the whole body and of two ranges
@@ -90,18 +79,12 @@ fn memory_hit_during_slow_slice_reads(mode: &str) -> (Duration, Duration) {
     let origin = start_origin(&[("s2.bin", want.clone())], "");
     let store = store_dir();
     let cdn = node_with_block_copy(&store, &origin, mode, "/s2.bin");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT"); // now in memory
-    let port = cdn.port;
-    let t0 = Instant::now();
-    let slow = std::thread::spawn(move || {
-        let fault = [("X-Rcdn-Fault", "slow-slice-read")];
-        (request(port, "GET", "/s2.bin", &fault), t0.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(150));
-    let fast = get(port, "/small.txt");
-    let fast_at = t0.elapsed();
-    let (big, slow_at) = slow.join().expect("slow request");
+    let Race {
+        fast,
+        fast_at,
+        slow: big,
+        slow_at,
+    } = race(cdn.port, "/s2.bin", "slow-slice-read");
     assert_eq!((fast.status, fast.cache()), (200, "HIT"), "{mode}");
     assert_eq!((big.status, big.cache()), (200, "HIT"), "{mode}");
     assert!(big.body == want, "{mode}: sliced block-tier body differs");
@@ -139,16 +122,7 @@ fn client_leaving_during_a_slice_read_is_harmless() {
     let origin = start_origin(&[("s3.bin", want.clone())], "");
     let store = store_dir();
     let cdn = node_with_block_copy(&store, &origin, "on", "/s3.bin");
-    for _ in 0..3 {
-        let mut s = TcpStream::connect(("127.0.0.1", cdn.port)).expect("connect");
-        s.write_all(
-            b"GET /s3.bin HTTP/1.0\r\nHost: localhost\r\nX-Rcdn-Fault: slow-slice-read\r\n\r\n",
-        )
-        .expect("send");
-        std::thread::sleep(Duration::from_millis(100));
-        drop(s);
-    }
-    std::thread::sleep(Duration::from_millis(1300)); // the jobs finish
+    leave_during(cdn.port, "/s3.bin", "slow-slice-read");
     let b = get(cdn.port, "/s3.bin");
     assert_eq!((b.status, b.cache()), (200, "HIT"));
     assert!(b.body == want, "body after the aborted reads differs");
@@ -164,21 +138,12 @@ fn memory_hit_during_slow_purge(mode: &str) -> (Duration, Duration) {
     let origin = start_origin(&[("s3.bin", want.clone())], "");
     let store = store_dir();
     let cdn = node_with_block_copy(&store, &origin, mode, "/s3.bin");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "MISS");
-    assert_eq!(get(cdn.port, "/small.txt").cache(), "HIT");
-    let port = cdn.port;
-    let t0 = Instant::now();
-    let slow = std::thread::spawn(move || {
-        let fault = [("X-Rcdn-Fault", "slow-slice-read")];
-        (
-            request(port, "GET", "/purge?url=/s3.bin", &fault),
-            t0.elapsed(),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(150));
-    let fast = get(port, "/small.txt");
-    let fast_at = t0.elapsed();
-    let (p, purge_at) = slow.join().expect("purge");
+    let Race {
+        fast,
+        fast_at,
+        slow: p,
+        slow_at: purge_at,
+    } = race(cdn.port, "/purge?url=/s3.bin", "slow-slice-read");
     let text = String::from_utf8_lossy(&p.body).to_string();
     assert_eq!((fast.status, fast.cache()), (200, "HIT"), "{mode}");
     assert_eq!(p.status, 200, "{mode}: {text}");

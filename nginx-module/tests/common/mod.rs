@@ -543,3 +543,65 @@ pub fn get_from(src: std::net::Ipv4Addr, port: u16, path: &str) -> Resp {
     s.read_to_end(&mut raw).expect("read response");
     parse(&raw)
 }
+
+/// A node on `store` whose memory is empty while its block tier holds
+/// `path`: a first node (1 worker) fills it and stops, a second starts.
+pub fn cdn_with_block_copy(
+    store: &Path,
+    origin: &Nginx,
+    http_extra: &str,
+    loc_extra: &str,
+    path: &str,
+) -> Nginx {
+    let mut first = start_cdn_on(store, 1, origin.port, http_extra, loc_extra);
+    let a = get(first.port, path);
+    assert_eq!((a.status, a.cache()), (200, "MISS"), "{path}");
+    first.check_log();
+    first.stop();
+    start_cdn_on(store, 1, origin.port, http_extra, loc_extra)
+}
+
+/// A slow request and a memory hit sent 150 ms after it, each timed from
+/// the slow one's start.
+pub struct Race {
+    pub fast: Resp,
+    pub fast_at: Duration,
+    pub slow: Resp,
+    pub slow_at: Duration,
+}
+
+/// Puts `/small.txt` in memory (a MISS, then a HIT), sends `slow_path`
+/// with `X-Rcdn-Fault: fault`, and a hit of `/small.txt` while it runs.
+pub fn race(port: u16, slow_path: &str, fault: &str) -> Race {
+    assert_eq!(get(port, "/small.txt").cache(), "MISS");
+    assert_eq!(get(port, "/small.txt").cache(), "HIT"); // now in memory
+    let (path, fault) = (slow_path.to_string(), fault.to_string());
+    let t0 = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let r = request(port, "GET", &path, &[("X-Rcdn-Fault", &fault)]);
+        (r, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let fast = get(port, "/small.txt");
+    let fast_at = t0.elapsed();
+    let (slow, slow_at) = slow.join().expect("slow request");
+    Race {
+        fast,
+        fast_at,
+        slow,
+        slow_at,
+    }
+}
+
+/// Three clients ask `path` with `X-Rcdn-Fault: fault` and leave 100 ms
+/// later, while their (1 s) jobs run; returns once those are done.
+pub fn leave_during(port: u16, path: &str, fault: &str) {
+    let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nX-Rcdn-Fault: {fault}\r\n\r\n");
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(req.as_bytes()).expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(1300)); // the jobs finish
+}
