@@ -74,7 +74,9 @@ struct Shared {
 struct Bridge {
     shared: Arc<Shared>,
     conn: *mut ngx_connection_t,
-    started: bool,
+    /// Threads running per queue (lookups, writes); `None` until the
+    /// first job starts them.
+    threads: Option<(usize, usize)>,
 }
 
 thread_local! {
@@ -150,7 +152,7 @@ pub unsafe fn open(cycle: *mut ngx_cycle_t) -> Result<(), String> {
         *b.borrow_mut() = Some(Bridge {
             shared,
             conn: c,
-            started: false,
+            threads: None,
         })
     });
     Ok(())
@@ -214,67 +216,64 @@ fn drain(s: &Shared) -> bool {
 /// ([`crate::ctx::ReqCtx::io_done`]) when it is done. `None`: no bridge
 /// (the caller does the work inline).
 pub fn submit(r: *mut ngx_http_request_t, job: Job) -> Option<u64> {
-    let id = enqueue(false, job)?;
+    let id = enqueue(false, job).ok()?;
     JOBS.with(|j| j.borrow_mut().insert(id, r));
     Some(id)
 }
 
 /// Runs `job` on the write thread (in submission order, not tied to a
-/// request), then `then` on the loop. `Err` gives both back when there
-/// are no io threads (the caller runs them inline).
-#[allow(clippy::type_complexity)]
-pub fn spawn(
-    job: Box<dyn FnOnce() + Send>,
-    then: Box<dyn FnOnce()>,
-) -> Result<(), (Box<dyn FnOnce() + Send>, Box<dyn FnOnce()>)> {
-    if !enabled() {
-        return Err((job, then));
-    }
-    let wrapped: Job = Box::new(move || {
+/// request), then `then` on the loop; both inline, at once, when there is
+/// no write thread (io threads off, or the thread could not start).
+pub fn spawn(job: Box<dyn FnOnce() + Send>, then: Box<dyn FnOnce()>) {
+    let job: Job = Box::new(move || {
         job();
         Box::new(()) as Done
     });
-    match enqueue(true, wrapped) {
-        Some(id) => {
+    match enqueue(true, job) {
+        Ok(id) => {
             CALLS.with(|c| c.borrow_mut().insert(id, Box::new(move |_| then())));
-            Ok(())
         }
-        // The bridge broke after `enabled`: the job is gone, but its
-        // callback (which releases locks) must still run.
-        None => {
+        Err(job) => {
+            job();
             then();
-            Ok(())
         }
     }
 }
 
-/// Queues a job (starting the threads on first use); its id.
-fn enqueue(write: bool, job: Job) -> Option<u64> {
+/// Queues a job (starting the threads on first use); its id. `Err` gives
+/// the job back when no thread would take it.
+fn enqueue(write: bool, job: Job) -> Result<u64, Job> {
     BRIDGE.with(|b| {
         let mut b = b.borrow_mut();
-        let b = b.as_mut()?;
-        if !b.started {
-            start(&b.shared);
-            b.started = true;
+        let Some(b) = b.as_mut() else {
+            return Err(job);
+        };
+        let (readers, writers) = *b.threads.get_or_insert_with(|| start(&b.shared));
+        let (q, up) = if write {
+            (&b.shared.writes, writers)
+        } else {
+            (&b.shared.reads, readers)
+        };
+        if up == 0 {
+            return Err(job);
         }
         let id = NEXT.with(|n| {
             let id = n.get();
             n.set(id + 1);
             id
         });
-        let q = if write {
-            &b.shared.writes
-        } else {
-            &b.shared.reads
-        };
-        q.work.lock().ok()?.0.push_back((id, job));
+        match q.work.lock() {
+            Ok(mut w) => w.0.push_back((id, job)),
+            Err(_) => return Err(job),
+        }
         q.ready.notify_one();
-        Some(id)
+        Ok(id)
     })
 }
 
-/// Starts the lookup threads and the write thread.
-fn start(s: &Arc<Shared>) {
+/// Starts the lookup threads and the write thread; how many of each run.
+fn start(s: &Arc<Shared>) -> (usize, usize) {
+    let mut up = (0, 0);
     for i in 0..=READERS {
         let write = i == READERS;
         let name = if write { "rcdn-write" } else { "rcdn-io" };
@@ -285,12 +284,17 @@ fn start(s: &Arc<Shared>) {
             let s = s.clone();
             move || run(s, write)
         });
-        if spawned.is_err() {
-            if let Ok(mut live) = s.live.lock() {
-                *live -= 1;
+        match (spawned, write) {
+            (Ok(_), false) => up.0 += 1,
+            (Ok(_), true) => up.1 += 1,
+            (Err(_), _) => {
+                if let Ok(mut live) = s.live.lock() {
+                    *live -= 1;
+                }
             }
         }
     }
+    up
 }
 
 /// Forgets a job: its result, if it comes, is dropped.
@@ -374,7 +378,7 @@ thread_local! {
 /// is freed). `None`: no bridge (the caller does the work inline).
 pub fn call(job: Job, then: Then) -> Option<u64> {
     // Results are read on this thread only, so `then` is in place first.
-    let id = enqueue(false, job)?;
+    let id = enqueue(false, job).ok()?;
     CALLS.with(|c| c.borrow_mut().insert(id, then));
     Some(id)
 }

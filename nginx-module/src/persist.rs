@@ -19,10 +19,7 @@ fn run(writes: Vec<WriteThrough>, slow: bool, then: impl FnOnce() + 'static) {
         crate::guard::injected_delay(slow);
         writes.into_iter().for_each(WriteThrough::run)
     });
-    if let Err((job, then)) = crate::iothread::spawn(job, Box::new(then)) {
-        job();
-        then();
-    }
+    crate::iothread::spawn(job, Box::new(then));
 }
 
 /// Runs a fill's `writes` and keeps its shared "fill in progress" markers
