@@ -1,6 +1,8 @@
-//! Eviction policies. The memory tier uses ARC; block tiers (later) recycle
-//! whole regions FIFO.
+//! Eviction policies. ARC decides what the memory tier keeps (nodes on the
+//! heap) and what the shared RAM tier keeps (nodes in a mapped directory
+//! every process shares); block tiers recycle whole regions FIFO.
 
 pub mod arc;
+pub mod core;
 
 pub use arc::{ArcCache, ArcStats, Which};
