@@ -4,5 +4,6 @@
 
 pub mod arc;
 pub mod core;
+pub mod shared;
 
 pub use arc::{ArcCache, ArcStats, Which};
