@@ -1,12 +1,15 @@
 //! Hit ratio on generated traces: Zipf α = 0.8 and 1.0 over 1M keys, with
 //! and without periodic one-time scans, for caches of 0.5 %, 1 % and 10 % of
 //! the key space. Our ARC (through the public `Cache` API, one shard, equal
-//! object sizes, so the byte budget is exactly N objects) against LRU
-//! (`lru`), TinyUFO (`TinyUFO`) and Belady's offline optimum on the same
-//! trace. A hit ratio is not a timing, so this binary prints a table rather
-//! than running criterion. `cargo bench --bench hit_ratio`.
+//! object sizes, so the byte budget is exactly N objects; the bare policy;
+//! the shared directory of the RAM tier with batched hits; a model of the
+//! RAM tier's regions recycled under that directory) against LRU (`lru`),
+//! TinyUFO (`TinyUFO`) and Belady's offline optimum on the same trace. A hit
+//! ratio is not a timing, so this binary prints a table rather than running
+//! criterion. `cargo bench --bench hit_ratio`.
 
 use bytes::Bytes;
+use cdncore::evict::shared::{Geometry, SharedArc};
 use cdncore::evict::ArcCache;
 use cdncore::{Cache, Config, Lookup, Meta};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -146,6 +149,110 @@ fn arc_unit(trace: &[u32], n: usize) -> u64 {
     hits
 }
 
+/// A shared directory of capacity `cap` units in a temporary file, with
+/// room for every node ARC keeps (residents and ghosts).
+fn directory(n: usize, cap: u64) -> (tempfile::TempDir, SharedArc) {
+    let d = tempfile::tempdir().expect("temp dir");
+    let geo = Geometry {
+        nodes: 2 * n as u32 + 64,
+        cap,
+    };
+    let log = std::sync::Arc::new(|l: &str| eprintln!("{l}"));
+    let dir = SharedArc::open(&d.path().join("arc"), geo, log).expect("directory");
+    (d, dir)
+}
+
+/// The RAM tier's directory as production drives it: a hit is batched
+/// (applied every `BATCH` hits or before the next insert), a miss inserts.
+fn shared_dir(trace: &[u32], n: usize) -> u64 {
+    let (_d, dir) = directory(n, n as u64);
+    let mut hits = 0;
+    for &k in trace {
+        let h = u128::from(k);
+        if dir.which(h).is_some_and(|w| w.resident()) {
+            hits += 1;
+            dir.hit(h, 1);
+        } else {
+            dir.insert(h, 1);
+        }
+    }
+    hits
+}
+
+/// Regions of the modelled RAM tier (the default `ram_region` is mem/16).
+const RAM_REGIONS: usize = 16;
+
+/// What the model of the RAM tier counts.
+struct RamRun {
+    hits: u64,
+    /// Records copied to the head by recycling, and records inserted.
+    copies: u64,
+    inserts: u64,
+}
+
+/// The RAM tier at unit sizes: `n` record slots in `RAM_REGIONS` regions
+/// written FIFO, under a directory of capacity `cap`. A hit is a record
+/// still there (ARC-resident or not); when the oldest region is recycled,
+/// its ARC-resident records are copied to the head (at most `budget` of a
+/// region) and the rest leave (to the disk tier, not counted as a hit).
+fn ram_model(trace: &[u32], n: usize, cap: u64, budget: u64) -> RamRun {
+    let per = n / RAM_REGIONS;
+    let (_d, dir) = directory(n, cap);
+    let mut regions: Vec<Vec<u32>> = (0..RAM_REGIONS).map(|_| Vec::with_capacity(per)).collect();
+    let mut present: HashMap<u32, ()> = HashMap::with_capacity(n * 2);
+    let mut run = RamRun {
+        hits: 0,
+        copies: 0,
+        inserts: 0,
+    };
+    let mut head = 0;
+    for &k in trace {
+        let h = u128::from(k);
+        if present.contains_key(&k) {
+            run.hits += 1;
+            dir.hit(h, 1);
+            continue;
+        }
+        // Recycle until the head has room (compaction may refill it).
+        while regions[head].len() >= per {
+            head = (head + 1) % RAM_REGIONS;
+            let old = std::mem::take(&mut regions[head]);
+            let objects: Vec<(u128, u64)> = old.iter().map(|&k| (u128::from(k), 1)).collect();
+            let (keep, _) = dir.keep(&objects, budget);
+            for (k, keep) in old.into_iter().zip(keep) {
+                if keep {
+                    regions[head].push(k);
+                    run.copies += 1;
+                } else {
+                    present.remove(&k);
+                }
+            }
+        }
+        regions[head].push(k);
+        present.insert(k, ());
+        dir.insert(h, 1);
+        run.inserts += 1;
+    }
+    run
+}
+
+/// The RAM tier with the engine's choices of capacity and recycling budget.
+fn ram_tier(trace: &[u32], n: usize) -> u64 {
+    let per = (n / RAM_REGIONS) as u64;
+    let cap = cdncore::config::ram_capacity(n as u64, per);
+    ram_model(trace, n, cap, cdncore::config::ram_compaction_budget(per)).hits
+}
+
+/// Other choices of slack (capacity = n - slack) and recycling budget, in
+/// regions and eighths of a region: (name, slack, budget).
+const RAM_VARIANTS: [(&str, f64, u64); 5] = [
+    ("slack 1/8 + 2 regions, budget 3/4 (engine)", 4.0, 6),
+    ("slack 1/8 + 2 regions, budget 7/8", 4.0, 7),
+    ("slack 1/8 + 2 regions, budget 1/2", 4.0, 4),
+    ("slack 2 regions, budget 7/8", 2.0, 7),
+    ("slack 1 region, budget 7/8", 1.0, 7),
+];
+
 fn lru(trace: &[u32], n: usize) -> u64 {
     let mut c = lru::LruCache::new(NonZeroUsize::new(n).expect("n > 0"));
     let mut hits = 0;
@@ -173,10 +280,12 @@ fn tinyufo(trace: &[u32], n: usize) -> u64 {
 }
 
 type Policy = fn(&[u32], usize) -> u64;
-const POLICIES: [(&str, Policy); 5] = [
+const POLICIES: [(&str, Policy); 7] = [
     ("Belady", belady),
     ("ARC (engine)", engine),
     ("ARC (unit)", arc_unit),
+    ("ARC (shared dir)", shared_dir),
+    ("RAM tier", ram_tier),
     ("LRU", lru),
     ("TinyUFO", tinyufo),
 ];
@@ -227,6 +336,7 @@ fn main() {
     });
     let r = results.into_inner().expect("no panics");
     print_table(&traces, &r);
+    print_ram_variants(&traces, &r);
     println!(
         "\n{} accesses per plain trace, {} per scan trace; {:.0} s",
         len,
@@ -235,24 +345,72 @@ fn main() {
     );
 }
 
+/// The RAM tier model under other slack and budget choices, at a cache of
+/// 1 % of the key space, beside ARC (unit) of the same size.
+fn print_ram_variants(traces: &[Trace], r: &HashMap<(usize, u64, usize), f64>) {
+    let size = 10;
+    let n = (KEYS * size / 1000) as usize;
+    let per = (n / RAM_REGIONS) as f64;
+    let jobs: Vec<(usize, usize)> = (0..RAM_VARIANTS.len())
+        .flat_map(|v| (0..traces.len()).map(move |t| (v, t)))
+        .collect();
+    let out = Mutex::new(HashMap::new());
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let Some(&(v, t)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return;
+                };
+                let (_, slack, eighths) = RAM_VARIANTS[v];
+                let cap = n as u64 - (slack * per) as u64;
+                let run = ram_model(&traces[t].keys, n, cap, per as u64 / 8 * eighths);
+                out.lock().expect("no panics").insert((v, t), run);
+            });
+        }
+    });
+    let out = out.into_inner().expect("no panics");
+    println!("\nRAM tier at 1 % of the key space: hit ratio − ARC (unit), records copied by recycling per insert");
+    let names: Vec<&str> = traces.iter().map(|t| t.name.as_str()).collect();
+    println!("| variant | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
+    for (v, (name, _, _)) in RAM_VARIANTS.iter().enumerate() {
+        let cols: Vec<String> = (0..traces.len())
+            .map(|t| {
+                let run = &out[&(v, t)];
+                let ratio = 100.0 * run.hits as f64 / traces[t].keys.len() as f64;
+                let arc = r[&(t, size, 2)];
+                format!(
+                    "{:+.2} ({:.2})",
+                    ratio - arc,
+                    run.copies as f64 / run.inserts.max(1) as f64
+                )
+            })
+            .collect();
+        println!("| {name} | {} |", cols.join(" | "));
+    }
+}
+
 fn print_table(traces: &[Trace], r: &HashMap<(usize, u64, usize), f64>) {
     let names: Vec<&str> = POLICIES.iter().map(|p| p.0).collect();
     println!(
-        "| trace | cache | {} | ARC − LRU | ARC − TinyUFO |",
+        "| trace | cache | {} | ARC − LRU | ARC − TinyUFO | shared dir − ARC |",
         names.join(" | ")
     );
-    println!("|---|---|{}---|---|", "---|".repeat(names.len()));
+    println!("|---|---|{}---|---|---|", "---|".repeat(names.len()));
     for (t, trace) in traces.iter().enumerate() {
         for size in SIZES_PERMILLE {
             let v: Vec<f64> = (0..POLICIES.len()).map(|p| r[&(t, size, p)]).collect();
             let cols: Vec<String> = v.iter().map(|x| format!("{x:.2} %")).collect();
             println!(
-                "| {} | {:.1} % | {} | {:+.2} | {:+.2} |",
+                "| {} | {:.1} % | {} | {:+.2} | {:+.2} | {:+.2} |",
                 trace.name,
                 size as f64 / 10.0,
                 cols.join(" | "),
-                v[1] - v[3],
-                v[1] - v[4]
+                v[1] - v[5],
+                v[1] - v[6],
+                v[3] - v[2]
             );
         }
     }

@@ -108,7 +108,7 @@ grep -q "reader: 0 of 200 objects readable" "$WORK/2p.txt"
 echo "memory-only config: reader misses, as it must"
 # With a block tier the same test runs on a shared store; only the config
 # changes. @DIR@ is replaced by a fresh directory.
-BLOCK_CFG="${CDN_BLOCK_TIER_CONFIG:-mem=16m shards=2 tier=@DIR@,size=64m,region=4m}"
+BLOCK_CFG="${CDN_BLOCK_TIER_CONFIG:-mem=16m shards=2 tier=@DIR@,size=64m,region=4m ram=@DIR@/ram}"
 mkdir -p "$WORK/store"
 cfg="${BLOCK_CFG//@DIR@/$WORK/store}"
 expect_pass "$WORK/test_two_process" "$cfg"

@@ -2,12 +2,13 @@
 //! lookup, and a background sweep that reclaims purged space.
 
 use crate::block::engine::{facts_of, shared_purge, Tiers};
-use crate::block::{BlockCounters, BodyAt, Extent, Hit, Tier};
+use crate::block::{BlockCounters, Hit, Tier};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evict::{ArcCache, ArcStats};
 use crate::key::{self, KeyHash};
 use crate::meta::{now_ms, Freshness, Meta, UnixMs};
+pub use crate::object::Object;
 use crate::purge::{Facts, Purge, PurgeReport, PurgeTable};
 use crate::stats::Counters;
 use crate::through::WriteThrough;
@@ -19,78 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Bytes charged per object beyond body, key and metadata (node, map slot,
-/// `Arc` header).
-const OVERHEAD: u64 = 128;
 /// Slots swept per lock acquisition, so a sweep never stalls lookups long.
 const SWEEP_CHUNK: usize = 4096;
-
-/// A cached object: shared, immutable, and cheap to hand out (`Arc`).
-#[derive(Debug)]
-pub struct Object {
-    key: Box<[u8]>,
-    meta: Meta,
-    body: Bytes,
-    born: u64,
-    facts: Facts,
-    /// Found in a block tier by this lookup (not in this process's memory).
-    from_block: bool,
-    /// Where its body lies in a block tier's region file, if it was found
-    /// there as one record.
-    at: Option<BodyAt>,
-}
-
-impl Object {
-    pub fn key(&self) -> &[u8] {
-        &self.key
-    }
-    pub fn meta(&self) -> &Meta {
-        &self.meta
-    }
-    /// The body; cloning it is a reference-count bump, not a copy.
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-    /// Purge sequence at which its fill began.
-    pub fn born(&self) -> u64 {
-        self.born
-    }
-    /// True when this lookup found it in a block tier rather than in this
-    /// process's memory tier: a caller may then send it from the region
-    /// file (`Tier::extent`, `sendfile`) instead of from memory.
-    pub fn from_block(&self) -> bool {
-        self.from_block
-    }
-    /// The region-file extent of a body found in a block tier as one
-    /// record (already verified by the lookup), for `sendfile`.
-    pub fn extent(&self) -> Option<Extent> {
-        let at = self.at.as_ref()?;
-        Some(at.extent(self.body.len() as u64, self.meta.clone()))
-    }
-    /// An object held by no cache (e.g. a peer's answer the hot cache did
-    /// not admit), so it can be handed out like a cached one.
-    pub fn detached(key: &[u8], meta: Meta, body: Bytes) -> Object {
-        let facts = Facts::new(
-            key,
-            meta.group.as_deref(),
-            &meta.tags,
-            &meta.surrogate_keys,
-            meta.mask,
-        );
-        Object {
-            key: key.into(),
-            meta,
-            body,
-            born: 0,
-            facts,
-            from_block: false,
-            at: None,
-        }
-    }
-    fn charged(&self) -> u64 {
-        self.body.len() as u64 + self.key.len() as u64 + self.meta.footprint() as u64 + OVERHEAD
-    }
-}
 
 /// The answer to a lookup.
 #[derive(Clone, Debug)]
@@ -147,6 +78,8 @@ pub(crate) struct Inner {
     block: Option<Tiers>,
     purges: AtomicU64,
     swept_to: AtomicU64,
+    /// The RAM tier's lap when stale handles were last dropped.
+    ram_lap: AtomicU64,
     sweep_lock: Mutex<()>,
     signal: Arc<Signal>,
 }
@@ -186,12 +119,19 @@ impl Cache {
                 }))
             })
             .collect();
-        let block = match cfg.tiers.is_empty() {
-            true => None,
-            false => Some(Tiers::open(&cfg.tiers, Tier::stderr_log())?),
+        let block = match cfg.ram_spec() {
+            None => None,
+            Some(ram) => Some(Tiers::open(&ram, &cfg.tiers, Tier::stderr_log())?),
         };
+        // The purge table stays beside the configured tiers' data: a reboot
+        // that empties /dev/shm (the RAM tier) must not lose what guards
+        // the disk tiers.
         let purge = Arc::new(match &block {
-            Some(b) => shared_purge(&b.first().spec().path, cfg.purge_slots, cfg.ban_slots)?,
+            Some(b) => shared_purge(
+                &b.first_configured().spec().path,
+                cfg.purge_slots,
+                cfg.ban_slots,
+            )?,
             None => PurgeTable::new(cfg.purge_slots, cfg.ban_slots),
         });
         if let Some(b) = &block {
@@ -204,6 +144,7 @@ impl Cache {
             shards,
             purges: AtomicU64::new(0),
             swept_to: AtomicU64::new(1),
+            ram_lap: AtomicU64::new(0),
             sweep_lock: Mutex::new(()),
             signal: Arc::new(Signal::default()),
         });
@@ -273,8 +214,19 @@ impl Cache {
             e.checked = seq;
         }
         let obj = e.obj.clone();
+        let handle = obj.at.is_some() || obj.is_sliced();
+        let ram = self.inner.block.as_ref().filter(|_| handle);
+        if let Some(b) = ram {
+            // A handle into a RAM region that was recycled since would keep
+            // the old file's pages alive: drop it, the RAM tier has the
+            // object's new copy if ARC kept it.
+            if !b.handle_current(obj.at.as_ref(), &obj.slices) {
+                arc.remove(h);
+                return Ok(None);
+            }
+        }
         ctr.bytes_hit += obj.body.len() as u64;
-        Ok(Some(match obj.meta.freshness(now) {
+        let found = match obj.meta.freshness(now) {
             Freshness::Fresh => {
                 ctr.hits += 1;
                 Lookup::Fresh(obj)
@@ -283,7 +235,12 @@ impl Cache {
                 ctr.stale_hits += 1;
                 Lookup::Stale(obj)
             }
-        }))
+        };
+        drop(s);
+        if let (Some(b), Some(o)) = (ram, found.object()) {
+            b.ram_hit(h, key.len(), o.meta.size);
+        }
+        Ok(Some(found))
     }
 
     /// The block tiers only (after [`Cache::get_mem_at`] returned `None`).
@@ -306,17 +263,21 @@ impl Cache {
         self.block_hit(b, key, h, found, now)
     }
 
-    /// A block-tier hit: checked against purges, promoted if admitted.
+    /// A block-tier hit: checked against purges. A RAM-tier hit is kept in
+    /// memory as a handle (no copy); a lower-tier hit is copied into the
+    /// RAM tier once the admission filter has seen it before (and is then
+    /// a handle too).
     fn block_hit(
         &self,
         b: &Tiers,
         key: &[u8],
         h: u128,
-        found: (usize, Hit),
+        found: (usize, Hit, bool),
         now: UnixMs,
     ) -> Result<Lookup> {
-        let (tier, hit) = found;
+        let (tier, hit, all_here) = found;
         let facts = facts_of(key, &hit.meta);
+        let seq = self.inner.purge.seq();
         if self.inner.purge.is_purged(key, &facts, hit.born) {
             b.remove(key);
             let mut s = self.shard(h);
@@ -324,24 +285,30 @@ impl Cache {
             s.ctr.misses += 1;
             return Ok(Lookup::Miss);
         }
-        if b.admit(h) {
-            b.promote(tier, key, &hit.meta, hit.born, &hit.body);
-            if hit.body.len() as u64 <= self.inner.cfg.promote_max_bytes() {
-                let heap = Bytes::copy_from_slice(&hit.body);
-                // Verified just now (or on an earlier read): not hashed again.
-                let sum = hit.body_sum;
-                let _ = self.store_inner(key.into(), hit.meta.clone(), heap, Some(hit.born), sum);
-            }
-        }
-        let obj = Arc::new(Object {
-            key: key.into(),
-            meta: hit.meta,
-            body: hit.body,
-            born: hit.born,
-            facts,
+        let mut obj = Object {
             from_block: true,
             at: hit.at,
-        });
+            slices: hit.slices,
+            ..Object::new(key.into(), hit.meta, hit.body, hit.born, facts)
+        };
+        let mut in_ram = tier == 0 && all_here;
+        if tier > 0 && b.admit(h) && obj.size() <= self.inner.cfg.promote_max_bytes() {
+            // Verified just now (or on an earlier read): not hashed again.
+            let sum = hit.body_sum;
+            if let Some(p) = b.promote(tier, key, &obj.meta, obj.born, obj.body(), sum) {
+                let from_block = true;
+                obj = Object {
+                    from_block,
+                    ..obj.rebound(p.body, p.at, p.slices)
+                };
+                in_ram = true;
+            }
+        }
+        if in_ram && (obj.at.is_some() || obj.is_sliced()) {
+            let handle = obj.rebound(obj.body.clone(), obj.at.clone(), obj.slices.clone());
+            self.keep_handle(h, Arc::new(handle), seq);
+        }
+        let obj = Arc::new(obj);
         let mut s = self.shard(h);
         s.ctr.bytes_hit += obj.body.len() as u64;
         Ok(match obj.meta.freshness(now) {
@@ -356,21 +323,38 @@ impl Cache {
         })
     }
 
-    /// The block tiers, fastest first (empty without `tier=` in the config),
-    /// for sliced large objects, range reads and `sendfile` extents.
+    /// Keeps an object whose body is in the RAM tier in this process's
+    /// memory tier: metadata and a handle, no copy of the body.
+    fn keep_handle(&self, h: u128, obj: Arc<Object>, checked: u64) {
+        let charged = obj.charged();
+        if charged > self.inner.cfg.shard_bytes() {
+            return;
+        }
+        let mut s = self.shard(h);
+        let Shard { arc, ctr, .. } = &mut *s;
+        let mut evicted = 0;
+        arc.insert(h, charged, Entry { obj, checked }, &mut |_, _| evicted += 1);
+        ctr.evictions += evicted;
+    }
+
+    /// The block tiers, fastest first: the shared RAM tier, then the
+    /// configured ones (empty without `tier=` in the config), for sliced
+    /// large objects, range reads and `sendfile` extents.
     pub fn tiers(&self) -> &[Tier] {
         self.inner.block.as_ref().map_or(&[], |b| b.tiers())
     }
 
     /// Whether a block-tier lookup of `key` would read only memory: the
-    /// object is in the first tier and all its pages are in the page cache.
+    /// object is in the RAM tier, or in the first configured tier with all
+    /// its pages in the page cache.
     pub fn block_resident(&self, key: &[u8]) -> bool {
         key::validate(key, self.inner.cfg.max_key).is_ok()
-            && self.tiers().first().is_some_and(|t| t.resident(key))
+            && self.inner.block.as_ref().is_some_and(|b| b.resident(key))
     }
 
     /// [`Cache::get_block_at`] when it reads only memory (the object is in
-    /// the first tier and its pages are in the page cache, by `mincore`),
+    /// the RAM tier, or in the first configured tier and its pages are in
+    /// the page cache, by `mincore`),
     /// so an event loop can do it inline; `None` when it might wait for the
     /// disk (ask `get_block_at` on a thread).
     pub fn get_resident_at(&self, key: &[u8], now: UnixMs) -> Result<Option<Lookup>> {
@@ -385,16 +369,17 @@ impl Cache {
             .map(Some)
     }
 
-    /// Starts a streaming insert straight into the first block tier, for
-    /// objects too large for memory: slices are written as they fill, so
-    /// memory stays at one slice whatever the size. Read it back with
-    /// [`Cache::read_range`].
+    /// Starts a streaming insert straight into the first configured block
+    /// tier (not the RAM tier, which it would flush), for objects too large
+    /// for memory: slices are written as they fill, so memory stays at one
+    /// slice whatever the size. Read it back with [`Cache::read_range`].
     pub fn large_writer(&self, key: &[u8], meta: Meta) -> Result<crate::block::TierWriter> {
         key::validate(key, self.inner.cfg.max_key)?;
         let Some(b) = &self.inner.block else {
             return Err(Error::config("tier", "large objects need a block tier"));
         };
-        b.first().writer(key, meta, self.inner.purge.seq())
+        b.first_configured()
+            .writer(key, meta, self.inner.purge.seq())
     }
 
     /// Reads body bytes `start..end` of an object in the block tiers (whole
@@ -408,21 +393,12 @@ impl Cache {
         out: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<Option<Meta>> {
         key::validate(key, self.inner.cfg.max_key)?;
-        for t in self.tiers() {
-            let Some(hit) = t.get(key)? else { continue };
-            if self
-                .inner
-                .purge
-                .is_purged(key, &facts_of(key, &hit.meta), hit.born)
-            {
-                t.remove(key);
-                return Ok(None);
-            }
-            if let Some(m) = t.read_range(key, start, end, out)? {
-                return Ok(Some(m));
-            }
-        }
-        Ok(None)
+        let Some(b) = &self.inner.block else {
+            return Ok(None);
+        };
+        let purge = &self.inner.purge;
+        let purged = |m: &Meta, born: u64| purge.is_purged(key, &facts_of(key, m), born);
+        b.read_range(key, start, end, self.max_object(), &purged, out)
     }
 
     /// Promotion, demotion and per-tier counters, if there are block tiers.
@@ -534,9 +510,19 @@ impl Cache {
         Ok((commit, through))
     }
 
-    pub(crate) fn write_through(&self, obj: &Object) {
-        if let Some(b) = &self.inner.block {
-            b.write_through(&obj.key, &obj.meta, obj.born, &obj.body);
+    /// Writes a committed object into the RAM tier, then points its
+    /// memory entry (if it is still this object) at the copy there, so the
+    /// heap copy goes and every process serves the same bytes.
+    pub(crate) fn write_through(&self, obj: &Arc<Object>) {
+        let Some(b) = &self.inner.block else { return };
+        let sum = Some(obj.meta.checksum);
+        let Some(p) = b.write_through(&obj.key, &obj.meta, obj.born, &obj.body, sum) else {
+            return;
+        };
+        let h = KeyHash::of(&obj.key).0;
+        let mut s = self.shard(h);
+        if let Some(e) = s.arc.peek_mut(h).filter(|e| Arc::ptr_eq(&e.obj, obj)) {
+            e.obj = Arc::new(obj.rebound(p.body, p.at, p.slices));
         }
     }
 
@@ -563,15 +549,7 @@ impl Cache {
         let mut s = self.shard(h);
         let seq = self.inner.purge.seq();
         let born = born.unwrap_or(seq);
-        let obj = Arc::new(Object {
-            key,
-            meta,
-            body,
-            born,
-            facts,
-            from_block: false,
-            at: None,
-        });
+        let obj = Arc::new(Object::new(key, meta, body, born, facts));
         let charged = obj.charged();
         let cap = self.inner.cfg.shard_bytes();
         if charged > cap {
@@ -676,11 +654,36 @@ impl Cache {
             .collect()
     }
 
-    /// Sweeps every shard now, removing purged objects and retiring purge
-    /// records no object needs any more. Returns the objects removed. The
-    /// background sweeper calls this after purges; tests may call it directly.
+    /// Sweeps every shard now, removing purged objects (and handles into
+    /// recycled RAM regions) and retiring purge records no object needs
+    /// any more. Returns the objects removed. The background sweeper calls
+    /// this after purges; tests may call it directly.
     pub fn reclaim_now(&self) -> u64 {
-        self.inner.sweep()
+        self.inner.sweep() + self.inner.drop_stale_handles()
+    }
+
+    /// Applies this process's batched hits on RAM-tier objects to the
+    /// shared ARC directory now (otherwise every 64 hits, before each
+    /// insert, and once a second).
+    pub fn flush_ram_hits(&self) {
+        if let Some(b) = &self.inner.block {
+            b.flush_hits();
+        }
+    }
+
+    /// Holds the ARC directory's lock until the guard drops: for tests of a
+    /// process killed while holding it. Not for other uses.
+    #[doc(hidden)]
+    pub fn hold_ram_lock_for_tests(&self) -> Option<crate::evict::shared::Held<'_>> {
+        self.inner
+            .block
+            .as_ref()
+            .map(|b| b.directory().hold_lock_for_tests())
+    }
+
+    /// The shared RAM tier's ARC directory: list sizes, `p`, resets.
+    pub fn ram_stats(&self) -> Option<crate::evict::shared::SharedStats> {
+        self.inner.block.as_ref().map(|b| b.counters().ram)
     }
 }
 
@@ -689,8 +692,9 @@ impl Inner {
         let _one = self.sweep_lock.lock();
         let start = self.purge.seq();
         let mut removed = 0;
+        let purged = |o: &Object| self.purge.is_purged(&o.key, &o.facts, o.born);
         for p in self.shards.iter() {
-            removed += self.sweep_shard(&p.0);
+            removed += self.sweep_shard(&p.0, &purged, true);
         }
         // Records at or before `safe` match no resident object any more and
         // no open writer was born before them.
@@ -713,7 +717,26 @@ impl Inner {
     /// lock, on a snapshot of the chunk; the lock is held only to copy the
     /// chunk's references and to remove what is dead, so lookups never wait
     /// behind thousands of checks. Removed objects are freed unlocked too.
-    fn sweep_shard(&self, shard: &Mutex<Shard>) -> u64 {
+    /// Drops handles into RAM regions recycled since they were taken: a
+    /// mapped, unlinked tmpfs file keeps its pages until the last handle
+    /// goes. Returns how many went.
+    fn drop_stale_handles(&self) -> u64 {
+        let Some(b) = &self.block else { return 0 };
+        let lap = b.ram().lap();
+        if self.ram_lap.swap(lap, AcqRel) == lap {
+            return 0;
+        }
+        let stale = |o: &Object| !b.handle_current(o.at.as_ref(), &o.slices);
+        let shards = self.shards.iter();
+        shards.map(|p| self.sweep_shard(&p.0, &stale, false)).sum()
+    }
+
+    fn sweep_shard(
+        &self,
+        shard: &Mutex<Shard>,
+        dead: &dyn Fn(&Object) -> bool,
+        purge: bool,
+    ) -> u64 {
         let mut removed = 0;
         let mut i = 0;
         loop {
@@ -727,10 +750,8 @@ impl Inner {
                 i = end;
                 (chunk, s.arc.slots())
             };
-            let dead: Vec<(u128, Arc<Object>)> = chunk
-                .into_iter()
-                .filter(|(_, o)| self.purge.is_purged(&o.key, &o.facts, o.born))
-                .collect();
+            let dead: Vec<(u128, Arc<Object>)> =
+                chunk.into_iter().filter(|(_, o)| dead(o)).collect();
             let mut freed = Vec::with_capacity(dead.len());
             if !dead.is_empty() {
                 let mut s = shard.lock();
@@ -742,7 +763,9 @@ impl Inner {
                         freed.extend(arc.remove(*h));
                     }
                 }
-                ctr.purged += freed.len() as u64;
+                if purge {
+                    ctr.purged += freed.len() as u64;
+                }
             }
             removed += freed.len() as u64;
             drop((freed, dead));
@@ -768,6 +791,10 @@ fn spawn_sweeper(inner: Weak<Inner>, signal: Arc<Signal>) {
                 return;
             }
             let Some(inner) = inner.upgrade() else { return };
+            if let Some(b) = &inner.block {
+                b.flush_hits(); // so a quiet process's hits reach ARC too
+                inner.drop_stale_handles();
+            }
             if inner.purge.seq() > inner.swept_to.load(Acquire) {
                 inner.sweep();
             }

@@ -6,17 +6,25 @@
 //! ```text
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
-//! promote_max=64k             # largest block-tier hit copied into memory
-//! tier=/dev/shm/rcdn,size=1g,region=32m   # block tiers, fastest first;
-//! tier=/var/cache/rcdn,size=100g          # `tier` may be repeated
+//! promote_max=8m              # largest block-tier hit copied into RAM
+//! tier=/var/cache/rcdn,size=100g,region=64m   # block tiers, fastest first;
+//! tier=/mnt/hdd/rcdn,size=2t                  # `tier` may be repeated
+//! ram=/dev/shm/rcdn ram_region=16m            # the shared RAM tier (with tiers)
 //! ```
+//!
+//! With block tiers, `mem` is the size of the **RAM tier** that every
+//! process of the store shares (a block tier in the tmpfs directory `ram`,
+//! whose residency ARC decides), and each process keeps only handles into
+//! it; without them, `mem` is this process's heap memory tier.
 //!
 //! Sizes take `k`, `m`, `g`, `t` (powers of 1024); durations `ms`, `s`, `m`,
 //! `h`, `d` (a bare number is seconds, as in nginx). Unknown or repeated keys
 //! are errors that name the key.
 
+use crate::block::TierSpec;
 use crate::error::{Error, Result};
 use crate::key::{DEFAULT_MAX_KEY, MAX_KEY_LIMIT};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Engine configuration. `Config::default()` is a usable small cache.
@@ -48,6 +56,11 @@ pub struct Config {
     pub sweeper: bool,
     /// Block tiers after `mem`, fastest first (`tier=` may be repeated).
     pub tiers: Vec<crate::block::TierSpec>,
+    /// Directory of the shared RAM tier (with tiers only); `None`:
+    /// `/dev/shm/rcdn-<hash of the first tier's path>`.
+    pub ram: Option<PathBuf>,
+    /// Region size of the RAM tier; `None`: `mem / 16` within 64k..=32m.
+    pub ram_region: Option<u64>,
 }
 
 impl Default for Config {
@@ -64,6 +77,8 @@ impl Default for Config {
             ban_slots: 64,
             sweeper: true,
             tiers: Vec::new(),
+            ram: None,
+            ram_region: None,
         }
     }
 }
@@ -80,6 +95,8 @@ const KEYS: &[&str] = &[
     "ban_slots",
     "sweeper",
     "tier",
+    "ram",
+    "ram_region",
 ];
 
 impl Config {
@@ -123,6 +140,9 @@ impl Config {
             "purge_slots" => self.purge_slots = parse_count(key, v)?,
             "ban_slots" => self.ban_slots = parse_count(key, v)?,
             "sweeper" => self.sweeper = parse_bool(key, v)?,
+            "ram" if v.is_empty() => return Err(Error::config(key, "expected a directory")),
+            "ram" => self.ram = Some(PathBuf::from(v)),
+            "ram_region" => self.ram_region = Some(parse_size(key, v)?),
             _ => return Err(Error::config(key, "unknown key")),
         }
         Ok(())
@@ -178,7 +198,52 @@ impl Config {
                 return Err(Error::config("tier", format!("{path} is given twice")));
             }
         }
-        Ok(())
+        self.validate_ram()
+    }
+
+    fn validate_ram(&self) -> Result<()> {
+        let Some(ram) = self.ram_spec() else {
+            if self.ram.is_some() || self.ram_region.is_some() {
+                return Err(Error::config("ram", "a RAM tier needs a tier= to back it"));
+            }
+            return Ok(());
+        };
+        if self.tiers.iter().any(|t| t.path == ram.path) {
+            let path = ram.path.display();
+            return Err(Error::config("ram", format!("{path} is also a tier")));
+        }
+        ram.validate().map_err(|e| match e {
+            Error::Config { reason, .. } => Error::config("ram_region", reason),
+            e => e,
+        })
+    }
+
+    /// The shared RAM tier: a block tier of `mem` bytes in `ram` (with
+    /// block tiers only).
+    pub fn ram_spec(&self) -> Option<TierSpec> {
+        let first = self.tiers.first()?;
+        let path = self
+            .ram
+            .clone()
+            .unwrap_or_else(|| default_ram_dir(&first.path));
+        let region = self
+            .ram_region
+            .unwrap_or_else(|| default_ram_region(self.mem));
+        Some(TierSpec {
+            path,
+            size: self.mem,
+            region,
+            slice: crate::block::DEFAULT_SLICE.min(region / 4),
+            slots: None,
+        })
+    }
+
+    /// Every directory the store uses: the RAM tier's, then the tiers'.
+    pub fn store_dirs(&self) -> Vec<PathBuf> {
+        let ram = self.ram_spec().map(|r| r.path);
+        ram.into_iter()
+            .chain(self.tiers.iter().map(|t| t.path.clone()))
+            .collect()
     }
 
     /// Byte budget of one shard.
@@ -195,6 +260,38 @@ impl Config {
     pub fn promote_max_bytes(&self) -> u64 {
         self.promote_max.unwrap_or_else(|| self.max_object_bytes())
     }
+}
+
+/// `/dev/shm/rcdn-<16 hex digits of xxh3-64 of the first tier's absolute path>`:
+/// one RAM tier per store, found again by every process and every restart.
+pub fn default_ram_dir(first_tier: &std::path::Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(first_tier).unwrap_or_else(|_| first_tier.to_path_buf());
+    let h = xxhash_rust::xxh3::xxh3_64(abs.as_os_str().as_bytes());
+    PathBuf::from(format!("/dev/shm/rcdn-{h:016x}"))
+}
+
+/// `mem / 16`, a multiple of 64k within 64k..=32m: 16 regions or more, so
+/// one recycling turns over at most a sixteenth of the RAM tier.
+pub fn default_ram_region(mem: u64) -> u64 {
+    (mem / 16 / (64 << 10) * (64 << 10)).clamp(64 << 10, 32 << 20)
+}
+
+/// ARC capacity of a RAM tier of `size` bytes in regions of `region` bytes:
+/// `size` minus an eighth and two regions. The slack lets recycling free
+/// space while it keeps what ARC holds; with less, the oldest region is
+/// too often all resident and recycling must evict residents anyway
+/// (`benches/README.md`, "RAM tier": hit ratio and copies per insert for
+/// other choices).
+pub fn ram_capacity(size: u64, region: u64) -> u64 {
+    size.saturating_sub(size / 8 + 2 * region).max(region)
+}
+
+/// Bytes of ARC-resident records a recycled RAM region copies back to the
+/// head: three quarters of it. Residents beyond it are evicted (and
+/// demoted), so each recycling frees at least a quarter of a region.
+pub fn ram_compaction_budget(region: u64) -> u64 {
+    region / 4 * 3
 }
 
 impl FromStr for Config {
@@ -337,6 +434,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn a_ram_tier_backs_the_tiers_with_mem_bytes() {
+        let c = Config::parse("mem=256m tier=/var/cache/x,size=2g").unwrap();
+        let r = c.ram_spec().unwrap();
+        let default = default_ram_dir(std::path::Path::new("/var/cache/x"));
+        assert_eq!(r.path, default);
+        assert!(default.to_string_lossy().starts_with("/dev/shm/rcdn-"));
+        assert_eq!(default.to_string_lossy().len(), "/dev/shm/rcdn-".len() + 16);
+        assert_eq!((r.size, r.region, r.slice), (256 << 20, 16 << 20, 4 << 20));
+        assert_eq!(c.store_dirs(), vec![default, "/var/cache/x".into()]);
+        let c = Config::parse("mem=1m tier=/a,size=1g ram=/tmp/r ram_region=128k").unwrap();
+        let r = c.ram_spec().unwrap();
+        assert_eq!(
+            (r.path.to_str(), r.region, r.slice),
+            (Some("/tmp/r"), 128 << 10, 32 << 10)
+        );
+        assert!(Config::parse("mem=64m").unwrap().ram_spec().is_none());
+        assert_eq!(default_ram_region(1 << 20), 64 << 10);
+        assert_eq!(default_ram_region(16 << 30), 32 << 20);
+        let e = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(e("ram=/tmp/r").contains("ram: a RAM tier needs a tier="));
+        assert!(e("tier=/a,size=1g ram=/a").contains("also a tier"));
+        assert!(e("mem=1m tier=/a,size=1g ram_region=1m").contains("ram_region"));
+        assert!(e("tier=/a,size=1g ram=").contains("ram: expected a directory"));
+        // Slack for recycling: an eighth and two regions.
+        assert_eq!(ram_capacity(16 << 20, 1 << 20), 12 << 20);
+        assert_eq!(ram_compaction_budget(8 << 20), 6 << 20);
     }
 
     #[test]

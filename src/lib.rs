@@ -31,6 +31,7 @@ pub mod fill;
 pub mod http;
 pub mod key;
 pub mod meta;
+mod object;
 pub mod policy;
 pub mod purge;
 pub mod stats;

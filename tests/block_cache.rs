@@ -19,11 +19,14 @@ fn meta(tag: u16) -> Meta {
     m
 }
 
+/// The RAM tier goes beside the fast tier (tests must leave nothing in
+/// /dev/shm): `<fast>/ram`.
 fn conf(fast: &Path, slow: &Path) -> String {
     format!(
-        "mem=1m shards=1 tier={},size=512k,region=64k,slice=16k tier={},size=8m,region=64k,slice=16k",
+        "mem=1m shards=1 tier={},size=512k,region=64k,slice=16k tier={},size=8m,region=64k,slice=16k ram={}/ram",
         fast.display(),
-        slow.display()
+        slow.display(),
+        fast.display()
     )
 }
 
@@ -122,10 +125,10 @@ fn cold_objects_demote_and_hot_ones_promote_past_the_filter() {
     assert!(bc.demotions() > 50, "{bc:?}");
     drop(c);
     let c = Cache::open_str(&conf(a.path(), b.path())).unwrap();
-    let fast = &c.tiers()[0];
+    let ram = &c.tiers()[0];
     assert!(
-        fast.get(b"d.com/0").unwrap().is_none(),
-        "d.com/0 should be on the slow tier"
+        ram.get(b"d.com/0").unwrap().is_none(),
+        "d.com/0 should be on a disk tier"
     );
     // A scan reads each key once: nothing is promoted.
     for i in 0..100 {
@@ -138,13 +141,13 @@ fn cold_objects_demote_and_hot_ones_promote_past_the_filter() {
     let bc = c.block_counters().unwrap();
     assert_eq!(bc.promotions, 0, "{bc:?}");
     assert_eq!(bc.promotions_refused, 100);
-    // A second hit promotes: into memory, and onto the fast tier.
+    // A second hit promotes: into the RAM tier (and memory, as a handle).
     let again = c.get(b"d.com/0").unwrap();
     assert_eq!(body_of(&again).unwrap(), body_for("d.com/0", 5000));
     assert_eq!(c.block_counters().unwrap().promotions, 1);
     assert!(
-        fast.get(b"d.com/0").unwrap().is_some(),
-        "promoted to the fast tier"
+        ram.get(b"d.com/0").unwrap().is_some(),
+        "promoted to the RAM tier"
     );
     let tier_hits = c.block_counters().unwrap().tier_hits();
     let mem = c.get(b"d.com/0").unwrap();
@@ -161,28 +164,32 @@ fn cold_objects_demote_and_hot_ones_promote_past_the_filter() {
 }
 
 #[test]
-fn promote_max_keeps_large_hits_out_of_memory() {
+fn promote_max_keeps_large_hits_out_of_the_ram_tier() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let conf = format!("{} promote_max=1k", conf(a.path(), b.path()));
     let c = Cache::open_str(&conf).unwrap();
-    c.insert(b"p.com/big", meta(1), body_for("big", 5000))
-        .unwrap();
-    c.insert(b"p.com/small", meta(1), body_for("small", 500))
-        .unwrap();
-    drop(c);
-    // A new process: memory is empty, both are in the fast tier.
-    let c = Cache::open_str(&conf).unwrap();
+    // Both in the first disk tier (commits would go to the RAM tier).
+    let born = u64::MAX / 2;
+    for (k, n) in [("big", 5000), ("small", 500)] {
+        let key = format!("p.com/{k}");
+        c.tiers()[1]
+            .put(key.as_bytes(), &meta(1), born, &body_for(k, n))
+            .unwrap();
+    }
     for _ in 0..3 {
         for (k, n) in [("big", 5000), ("small", 500)] {
             let got = c.get(format!("p.com/{k}").as_bytes()).unwrap();
             assert_eq!(body_of(&got).unwrap(), body_for(k, n));
         }
     }
-    // Admitted from their second hit on (big twice, small once); only the
-    // small one was copied into memory, so the big one came from the tier
-    // every time.
-    assert_eq!(c.block_counters().unwrap().promotions, 3);
-    assert_eq!(c.block_counters().unwrap().tier_hits(), 3 + 2);
+    // Admitted from their second hit on; only the small one was copied
+    // into the RAM tier (and is a memory handle from then on), so the big
+    // one came from the disk tier every time.
+    let bc = c.block_counters().unwrap();
+    assert_eq!(bc.promotions, 1, "{bc:?}");
+    assert_eq!((bc.tiers[1].hits, bc.tiers[0].hits), (3 + 2, 0));
+    assert!(c.tiers()[0].get(b"p.com/small").unwrap().is_some());
+    assert!(c.tiers()[0].get(b"p.com/big").unwrap().is_none());
     assert!(Cache::open_str("mem=1m max_object=4k promote_max=8k")
         .err()
         .is_some_and(|e| e.to_string().contains("promote_max")));
@@ -215,13 +222,14 @@ impl Drop for Tmpfs {
 
 #[test]
 fn full_disk_degrades_the_tier_and_the_cache_keeps_serving() {
+    // The RAM tier (32 MiB of 2 MiB regions) on an 8 MiB tmpfs: /dev/shm
+    // running full.
     let fs = Tmpfs::mount("8m");
-    let slow = tempfile::tempdir().unwrap();
-    let dir = fs.0.path().join("tier");
+    let disk = tempfile::tempdir().unwrap();
     let text = format!(
-        "mem=4m shards=1 tier={},size=64m,region=1m,slice=256k tier={},size=8m,region=1m",
-        dir.display(),
-        slow.path().display()
+        "mem=32m shards=1 ram={}/ram tier={},size=64m,region=1m,slice=256k",
+        fs.0.path().display(),
+        disk.path().display()
     );
     let c = Cache::open_str(&text).unwrap();
     let mut failed_at = None;
@@ -260,9 +268,10 @@ fn full_disk_degrades_the_tier_and_the_cache_keeps_serving() {
 fn large_objects_through_the_cache_by_range_and_purge() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let text = format!(
-        "mem=1m shards=1 tier={},size=16m,region=1m,slice=64k tier={},size=8m,region=1m",
+        "mem=1m shards=1 tier={},size=16m,region=1m,slice=64k tier={},size=8m,region=1m ram={}/ram",
         a.path().display(),
-        b.path().display()
+        b.path().display(),
+        a.path().display()
     );
     let c = Cache::open_str(&text).unwrap();
     let body = body_for("large", 3_000_000); // larger than the memory tier
@@ -404,23 +413,35 @@ fn drop_page_cache(dir: &Path) {
 #[test]
 fn block_resident_tells_whether_a_lookup_would_read_the_disk() {
     let a = tempfile::tempdir().unwrap();
-    // A body well past the 64 KiB the kernel maps around a read fault.
+    // The RAM tier in tmpfs (removed with the guard), as in production.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     let conf = format!(
-        "mem=4m shards=1 tier={},size=16m,region=4m",
-        a.path().display()
+        "mem=4m shards=1 tier={},size=16m,region=4m ram={}",
+        a.path().display(),
+        shm.path().display()
     );
+    // A body well past the 64 KiB the kernel maps around a read fault,
+    // placed in the disk tier itself (commits go to the RAM tier).
     let (k, len) = ("site.com/r/1", 400_000);
+    let (small, slen) = ("site.com/r/ram", 30_000);
     // Opened before the write, so its opening scan has not read the
     // record's pages.
     let c3 = Cache::open_str(&conf).unwrap();
     {
         let c1 = Cache::open_str(&conf).unwrap();
-        c1.insert(k.as_bytes(), meta(1), body_for(k, len)).unwrap();
+        // Born after the store's purge floor (no purge covers it).
+        let born = u64::MAX / 2;
+        let disk = &c1.tiers()[1];
+        disk.put(k.as_bytes(), &meta(1), born, &body_for(k, len))
+            .unwrap();
+        c1.insert(small.as_bytes(), meta(1), body_for(small, slen))
+            .unwrap();
         let mut w = c1.large_writer(b"site.com/r/big", meta(1)).unwrap();
         w.write(&body_for("big", 2_500_000)).unwrap();
         w.commit().unwrap();
     }
     assert!(c3.block_resident(k.as_bytes()), "just written");
+    assert!(c3.block_resident(small.as_bytes()), "in the RAM tier");
     assert!(
         !c3.block_resident(b"site.com/r/big"),
         "in slices: a thread's job"
@@ -429,6 +450,8 @@ fn block_resident_tells_whether_a_lookup_would_read_the_disk() {
     assert!(!c3.block_resident(&[]), "bad key");
     // Only the pages around the record's header are mapped: the rest go.
     drop_page_cache(a.path());
+    drop_page_cache(shm.path());
+    assert!(c3.block_resident(small.as_bytes()), "tmpfs keeps its pages");
     if c3.block_resident(k.as_bytes()) {
         // tmpfs keeps its pages: nothing to drop, nothing would block.
         assert_eq!(
@@ -440,6 +463,8 @@ fn block_resident_tells_whether_a_lookup_would_read_the_disk() {
     }
     let now = cdncore::now_ms();
     assert!(c3.get_resident_at(k.as_bytes(), now).unwrap().is_none());
+    let inline = c3.get_resident_at(small.as_bytes(), now).unwrap();
+    assert_eq!(body_of(&inline.unwrap()).unwrap(), body_for(small, slen));
     let got = c3.get(k.as_bytes()).unwrap();
     assert_eq!(body_of(&got).unwrap(), body_for(k, len));
     assert!(c3.block_resident(k.as_bytes()), "the read brought it in");
@@ -464,26 +489,39 @@ fn nix_fs_type(p: &Path) -> i64 {
 }
 
 #[test]
-fn a_block_hit_carries_its_extent() {
+fn hits_carry_their_region_extent_once_the_write_through_landed() {
     use std::os::unix::fs::FileExt;
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let c1 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
     let k = "site.com/e/1";
-    c1.insert(k.as_bytes(), meta(1), body_for(k, 9000)).unwrap();
+    let (_, later) = c1
+        .insert_deferred(k.as_bytes(), meta(1), body_for(k, 9000))
+        .unwrap();
+    let heap = c1.get(k.as_bytes()).unwrap();
+    let heap = heap.object().unwrap();
+    assert!(heap.extent().is_none(), "only in this process's heap yet");
+    later.unwrap().run();
+    // The memory entry now points into the RAM tier: a handle, no copy.
     let mem = c1.get(k.as_bytes()).unwrap();
-    assert!(
-        mem.object().unwrap().extent().is_none(),
-        "a memory hit has none"
-    );
+    let mem = mem.object().unwrap();
+    assert!(!mem.from_block());
+    let e = mem.extent().expect("a handle into the RAM tier");
+    let ram = c1.tiers()[0].extent(k.as_bytes()).unwrap().unwrap();
+    assert_eq!((e.offset, e.len), (ram.offset, ram.len));
+    assert!(!std::ptr::eq(mem.body().as_ptr(), heap.body().as_ptr()));
+    assert_eq!(mem.body(), heap.body());
+    // A second process finds it in the RAM tier, with the same extent.
     let c2 = Cache::open_str(&conf(a.path(), b.path())).unwrap();
     let got = c2.get(k.as_bytes()).unwrap();
     let o = got.object().unwrap();
     assert!(o.from_block());
     let e = o.extent().expect("extent");
-    let again = c2.tiers()[0].extent(k.as_bytes()).unwrap().unwrap();
-    assert_eq!((e.offset, e.len), (again.offset, again.len));
-    assert!(e.meta == *o.meta());
+    assert_eq!((e.offset, e.len), (ram.offset, ram.len));
     let mut bytes = vec![0u8; e.len as usize];
     e.file().read_exact_at(&mut bytes, e.offset).unwrap();
     assert_eq!(bytes, body_for(k, 9000).to_vec());
+    // and keeps a handle: the next hit is in its memory tier.
+    let again = c2.get(k.as_bytes()).unwrap();
+    assert!(!again.object().unwrap().from_block());
+    assert!(again.object().unwrap().extent().is_some());
 }

@@ -295,9 +295,10 @@ fn purge_from_another_process() {
         tempfile::tempdir().expect("tmp"),
     );
     let conf = format!(
-        "mem=4m shards=2 tier={},size=4m,region=256k tier={},size=8m,region=256k",
+        "mem=4m shards=2 tier={},size=4m,region=256k tier={},size=8m,region=256k ram={}/ram",
         a.path().display(),
-        b.path().display()
+        b.path().display(),
+        a.path().display()
     );
     let c = cdncore::Cache::open_str(&conf).expect("open");
     let mut m7 = meta();

@@ -34,7 +34,7 @@ for n in rcdn rcdn_pm; do
   port=$RP; extra=""
   [ $n = rcdn_pm ] && { port=$NP; extra="promote_max=32k"; }
   start $n "load_module $SO; $COMMON http { access_log off; sendfile on;
-  rcdn_store mem=16m shards=4 max_object=2m $extra default_ttl=1h tier=$DIR/$n/store,size=1g,region=32m,slice=2m;
+  rcdn_store mem=16m shards=4 max_object=2m $extra default_ttl=1h tier=$DIR/$n/store,size=1g,region=32m,slice=2m ram=$SHM/$n;
   server { listen 127.0.0.1:$port; location / { rcdn_cache on; add_header X-Cache \$rcdn_cache_status; proxy_pass http://127.0.0.1:$OP; } } }"
 done
 start proxy_cache "$COMMON http { access_log off; sendfile on;

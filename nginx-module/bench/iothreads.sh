@@ -35,7 +35,7 @@ start origin "$COMMON http { access_log off; server { listen 127.0.0.1:$OP; root
 for n in on off; do
   port=$ON; [ $n = off ] && port=$OFF
   start $n "load_module $SO; $COMMON http { access_log off; rcdn_io_threads $n;
-  rcdn_store $STORE tier=$DIR/$n/store,size=512m,region=16m;
+  rcdn_store $STORE tier=$DIR/$n/store,size=512m,region=16m ram=$SHM/$n;
   server { listen 127.0.0.1:$port reuseport; location / { rcdn_cache on; add_header X-Cache \$rcdn_cache_status; proxy_pass http://127.0.0.1:$OP; } } }"
 done
 wait_ports $OP $ON $OFF

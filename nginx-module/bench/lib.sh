@@ -1,6 +1,6 @@
 # Shared by the A/B benchmarks (policies.sh, iothreads.sh, bighits.sh):
 # sourced from the repository root, then `setup <dir template>` builds and
-# sets NGINX, SO, DIR and PIDS. Every server listens on a free 127.0.0.1
+# sets NGINX, SO, DIR, SHM and PIDS. Every server listens on a free 127.0.0.1
 # port and is stopped by PID when the script exits.
 
 in_range() { # name value lo hi: exits with a message when out of range
@@ -10,7 +10,7 @@ in_range() { # name value lo hi: exits with a message when out of range
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  rm -rf "$DIR" "${SHM:-}"
 }
 
 setup() { # mktemp template for DIR (e.g. /var/tmp/rcdn-bench-x.XXXXXX)
@@ -22,8 +22,10 @@ setup() { # mktemp template for DIR (e.g. /var/tmp/rcdn-bench-x.XXXXXX)
   SO=$PWD/target/release/libngx_http_rcdn_module.so
   PIDS=()
   DIR=$(mktemp -d "$1")
+  # The stores' shared RAM tiers (ram=$SHM/<name>), removed at exit.
+  SHM=$(mktemp -d /dev/shm/rcdn-bench.XXXXXX)
   trap cleanup EXIT INT TERM
-  chmod 755 "$DIR"
+  chmod 755 "$DIR" "$SHM"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

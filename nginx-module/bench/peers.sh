@@ -23,11 +23,13 @@ cargo build --release -p ngx_http_rcdn_module --features vendored >&2
 NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
 SO=$PWD/target/release/libngx_http_rcdn_module.so
 DIR=$(mktemp -d /tmp/rcdn-peers-bench.XXXXXX)
+SHM=$(mktemp -d /dev/shm/rcdn-bench.XXXXXX) # the RAM tiers (ram=$SHM/<name>)
+chmod 755 "$SHM"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  rm -rf "$DIR" "$SHM"
 }
 trap cleanup EXIT INT TERM
 chmod 755 "$DIR"
@@ -78,7 +80,7 @@ for n in "a $RA" "b $RB" "c $RC"; do
   set -- $n
   start "rcdn_$1" "load_module $SO; $COMMON http { sendfile on;
     log_format p '\$request_uri hop=\$http_x_rcdn_hop'; access_log logs/access.log p;
-    rcdn_store mem=256m max_object=2m default_ttl=1h tier=$DIR/rcdn_$1/store,size=1g,region=32m;
+    rcdn_store mem=256m max_object=2m default_ttl=1h tier=$DIR/rcdn_$1/store,size=1g,region=32m ram=$SHM/rcdn_$1;
     rcdn_node $1; $PEERS rcdn_origin origin;
     upstream origin { server 127.0.0.1:$ORP; keepalive 32; }
     server { listen 127.0.0.1:$2 reuseport; location / { rcdn_cache on;
@@ -89,7 +91,7 @@ done
 # A lone rcdn node (no cluster): its misses go to the origin, for scale.
 SOLO=$(free_port)
 start rcdn_solo "load_module $SO; $COMMON http { sendfile on; access_log off;
-  rcdn_store mem=256m max_object=2m default_ttl=1h tier=$DIR/rcdn_solo/store,size=1g,region=32m;
+  rcdn_store mem=256m max_object=2m default_ttl=1h tier=$DIR/rcdn_solo/store,size=1g,region=32m ram=$SHM/rcdn_solo;
   upstream origin { server 127.0.0.1:$ORP; keepalive 32; }
   server { listen 127.0.0.1:$SOLO reuseport; location / { rcdn_cache on;
     proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } } }"

@@ -36,7 +36,7 @@ events { worker_connections 4096; }"
 STORE="max_object=2m default_ttl=1h"
 start origin "$COMMON http { access_log off; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
 start off "load_module $SO; $COMMON http { access_log off;
-  rcdn_store mem=256m $STORE tier=$DIR/off/store,size=256m,region=16m;
+  rcdn_store mem=256m $STORE tier=$DIR/off/store,size=256m,region=16m ram=$SHM/off;
   server { listen 127.0.0.1:$OFF reuseport; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; } } }"
 HTTP_ON="rcdn_node_name bench-on;"; LOC_ON=""
 has stats && HTTP_ON="$HTTP_ON rcdn_stats_zone 4m;"
@@ -48,7 +48,7 @@ has guard && HTTP_ON="$HTTP_ON rcdn_guard_zone 4m;" && LOC_ON="$LOC_ON
 has hotlink && LOC_ON="$LOC_ON rcdn_hotlink $DIR/hotlink.json; rcdn_hotlink_unknown refuse;"
 has sched && LOC_ON="$LOC_ON rcdn_scheduler $DIR/sched.txt;"
 start on "load_module $SO; $COMMON http {
-  rcdn_store mem=256m $STORE tier=$DIR/on/store,size=256m,region=16m;
+  rcdn_store mem=256m $STORE tier=$DIR/on/store,size=256m,region=16m ram=$SHM/on;
   $HTTP_ON
   server { listen 127.0.0.1:$ON reuseport;
     location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; $LOC_ON }

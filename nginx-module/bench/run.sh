@@ -24,11 +24,13 @@ cargo build --release -p ngx_http_rcdn_module --features vendored >&2
 NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
 SO=$PWD/target/release/libngx_http_rcdn_module.so
 DIR=$(mktemp -d /tmp/rcdn-bench.XXXXXX)
+SHM=$(mktemp -d /dev/shm/rcdn-bench.XXXXXX) # the RAM tiers (ram=$SHM/<name>)
+chmod 755 "$SHM"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  rm -rf "$DIR" "$SHM"
 }
 trap cleanup EXIT INT TERM
 
@@ -67,7 +69,7 @@ COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.
 events { worker_connections 4096; }"
 start origin "$COMMON http { access_log off; sendfile on; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
 start rcdn "load_module $SO; $COMMON http { access_log off; sendfile on;
-  rcdn_store mem=1g max_object=2m default_ttl=1h tier=$DIR/rcdn/store,size=2g,region=32m;
+  rcdn_store mem=1g max_object=2m default_ttl=1h tier=$DIR/rcdn/store,size=2g,region=32m ram=$SHM/rcdn;
   server { listen 127.0.0.1:$RP; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
 start proxy_cache "$COMMON http { access_log off; sendfile on;
   proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;

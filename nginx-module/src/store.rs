@@ -76,19 +76,19 @@ pub fn check_workers(
     }
 }
 
-/// In the master, before the workers start: creates every tier directory
-/// and, when `owner` is given (the master runs as root and the workers as
-/// another user), gives the directories and the files already in them to
-/// that user, so workers can create, map and recycle region files. Opening
+/// In the master, before the workers start: creates every directory of the
+/// store (the RAM tier's and the tiers') and, when `owner` is given (the
+/// master runs as root and the workers as another user), gives the
+/// directories and the files already in them to that user, so workers can create, map and recycle region files. Opening
 /// the engine here instead would start its threads in the master (they do
 /// not survive fork) and still leave later files to the workers.
 pub fn prepare(text: &str, owner: Option<(u32, u32)>) -> std::result::Result<(), String> {
     let cfg = Config::parse(text).map_err(|e| e.to_string())?;
-    for t in &cfg.tiers {
-        std::fs::create_dir_all(&t.path)
-            .map_err(|e| format!("cannot create {}: {e}", t.path.display()))?;
+    for dir in cfg.store_dirs() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         if let Some((uid, gid)) = owner {
-            give(&t.path, uid, gid)?;
+            give(&dir, uid, gid)?;
         }
     }
     Ok(())

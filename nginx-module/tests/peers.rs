@@ -104,7 +104,7 @@ fn node_conf(s: &Spec, peers: &[(&str, u16)], origin_port: u16, http_extra: &str
         http_extra.push_str(" rcdn_peer_down 2s;");
     }
     let tokens = format!(
-        "mem=64m shards=4 max_object=4m default_ttl=10m tier={}/shm,size=64m,region=16m,slice=4m",
+        "mem=64m shards=4 max_object=4m default_ttl=10m tier={0}/shm,size=64m,region=16m,slice=4m ram={0}/ram",
         s.store.path().display()
     );
     format!(

@@ -76,7 +76,7 @@ struct Node {
 
 fn node_conf(n: &Node, peers: &[(&str, u16)], origin_port: u16) -> String {
     let tokens = format!(
-        "mem=64m shards=4 max_object=8m default_ttl=10m tier={}/shm,size=512m,region=32m,slice=8m",
+        "mem=64m shards=4 max_object=8m default_ttl=10m tier={0}/shm,size=512m,region=32m,slice=8m ram={0}/ram",
         n.store.path().display()
     );
     let peers: String = peers

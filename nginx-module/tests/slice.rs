@@ -12,7 +12,7 @@ const MIB: usize = 1 << 20;
 /// A node on a store large enough for the 64 MiB object, slicing by 1 MiB.
 fn sliced_cdn(origin: &Nginx, store: &tempfile::TempDir, loc_extra: &str) -> Nginx {
     let tokens = format!(
-        "mem=128m max_object=16m default_ttl=2m tier={}/shm,size=256m,region=16m,slice=4m",
+        "mem=128m max_object=16m default_ttl=2m tier={0}/shm,size=256m,region=16m,slice=4m ram={0}/ram",
         store.path().display()
     );
     let loc = format!("rcdn_slice 1m; {loc_extra}");

@@ -1,15 +1,23 @@
-//! The block tiers behind a `Cache`: lookups in order, write-through to the
-//! first tier, admission-filtered promotion, and the purge table shared by
-//! every process through a mapping in the first tier's directory.
+//! The tiers behind a `Cache`: the shared RAM tier (a block tier in tmpfs
+//! whose residency an ARC directory shared by every process decides), then
+//! the configured block tiers in order. Commits go into the RAM tier;
+//! records ARC no longer holds move down when their RAM region is recycled
+//! (one copy in RAM per node); a lower-tier hit is copied back up on its
+//! second hit (admission sketch). The purge table is shared by every
+//! process through a mapping in the first configured tier's directory.
 
 use super::region::DirLock;
-use super::tier::{Hit, Log, PurgedFn, Tier, TierStats};
+use super::tier::{BodyAt, Extent, Hit, Log, PurgedFn, Residency, Tier, TierStats};
 use super::{Kind, TierSpec};
 use crate::error::{Error, Result};
+use crate::evict::shared::{Geometry, SharedArc, SharedStats};
+use crate::key::KeyHash;
 use crate::meta::Meta;
 use crate::purge::{words_needed, Facts, PurgeTable, Words};
+use bytes::Bytes;
 use memmap2::MmapMut;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,13 +26,14 @@ use std::sync::Arc;
 /// Counters of the tier machinery in this process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockCounters {
-    /// Objects copied up (into memory, and into the first block tier when
-    /// found on a slower one).
+    /// Objects copied up into the RAM tier from a lower tier.
     pub promotions: u64,
     /// Promotion candidates the admission filter turned away.
     pub promotions_refused: u64,
-    /// Per tier, fastest first.
+    /// Per tier, fastest first: the RAM tier, then the configured ones.
     pub tiers: Vec<TierStats>,
+    /// The RAM tier's ARC directory (shared by every process).
+    pub ram: SharedStats,
 }
 
 impl BlockCounters {
@@ -32,7 +41,7 @@ impl BlockCounters {
     pub fn demotions(&self) -> u64 {
         self.tiers.iter().map(|t| t.demoted).sum()
     }
-    /// Lookups answered by a block tier.
+    /// Lookups answered by a block tier (the RAM tier included).
     pub fn tier_hits(&self) -> u64 {
         self.tiers.iter().map(|t| t.hits).sum()
     }
@@ -75,25 +84,80 @@ impl Sketch {
     }
 }
 
+/// Bytes an object counts for in the ARC directory: body, key and a record
+/// header with typical metadata. The same function of (key, body) at every
+/// insert and hit, so ARC's accounting is consistent; the RAM tier's slack
+/// absorbs the difference to the exact record length.
+pub fn ram_charge(key_len: usize, body_len: u64) -> u64 {
+    (body_len + key_len as u64 + 256).div_ceil(64) * 64
+}
+
+/// The RAM tier's recycling asks the ARC directory which records stay.
+struct ArcResidency {
+    dir: Arc<SharedArc>,
+    budget: u64,
+}
+
+impl Residency for ArcResidency {
+    fn keep(&self, records: &[(u128, u64)]) -> (Vec<bool>, u64) {
+        // One verdict per object: its records in this region stay or go
+        // together (a sliced object's slices follow its key).
+        let mut order: Vec<(u128, u64)> = Vec::new();
+        let mut at: HashMap<u128, usize> = HashMap::new();
+        for &(h, len) in records {
+            let i = *at.entry(h).or_insert_with(|| {
+                order.push((h, 0));
+                order.len() - 1
+            });
+            order[i].1 += len;
+        }
+        let (keep, forced) = self.dir.keep(&order, self.budget);
+        (records.iter().map(|(h, _)| keep[at[h]]).collect(), forced)
+    }
+
+    fn dropped(&self, hash: u128) {
+        self.dir.remove(hash);
+    }
+}
+
+/// Where an object written into the RAM tier lies: one record (`at`,
+/// `body` mapped) or slices.
+pub(crate) struct Placed {
+    pub body: Bytes,
+    pub at: Option<BodyAt>,
+    pub slices: Vec<Extent>,
+}
+
 pub(crate) struct Tiers {
+    /// The RAM tier, then the configured tiers.
     tiers: Vec<Tier>,
+    dir: Arc<SharedArc>,
     sketch: Mutex<Sketch>,
     promotions: AtomicU64,
     refused: AtomicU64,
 }
 
 impl Tiers {
-    /// Opens every tier and chains them for demotion.
-    pub fn open(specs: &[TierSpec], log: Log) -> Result<Tiers> {
-        let tiers = specs
-            .iter()
-            .map(|s| Tier::open(s, log.clone()))
-            .collect::<Result<Vec<_>>>()?;
+    /// Opens the RAM tier and its directory, then every configured tier,
+    /// and chains them for demotion.
+    pub fn open(ram: &TierSpec, specs: &[TierSpec], log: Log) -> Result<Tiers> {
+        let ram_tier = Tier::open(ram, log.clone())?;
+        warn_unless_ram(&ram.path, &log);
+        let dir = Arc::new(open_directory(ram, log.clone())?);
+        ram_tier.set_residency(Some(Arc::new(ArcResidency {
+            dir: dir.clone(),
+            budget: crate::config::ram_compaction_budget(ram.region),
+        })));
+        let mut tiers = vec![ram_tier];
+        for s in specs {
+            tiers.push(Tier::open(s, log.clone())?);
+        }
         for w in tiers.windows(2) {
             w[0].set_next(Some(w[1].clone()));
         }
         Ok(Tiers {
             tiers,
+            dir,
             sketch: Mutex::new(Sketch::new()),
             promotions: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -110,78 +174,225 @@ impl Tiers {
         }
     }
 
-    /// `key` from the first tier if reading it touches only memory (see
-    /// [`Tier::get_resident`]); `None` otherwise, whatever the other tiers
-    /// hold (a hit there is promoted: a write).
-    pub fn lookup_resident(&self, key: &[u8]) -> Option<(usize, Hit)> {
-        self.tiers.first()?.get_resident(key).map(|h| (0, h))
+    /// `key` from the RAM tier, or the first configured tier if reading it
+    /// touches only memory (see [`Tier::get_resident`]); `None` otherwise.
+    pub fn lookup_resident(&self, key: &[u8]) -> Option<(usize, Hit, bool)> {
+        let found = self.tiers[..2]
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| t.get_resident(key).map(|h| (i, h, true)));
+        if let Some((0, hit, _)) = &found {
+            self.dir
+                .hit(KeyHash::of(key).0, ram_charge(key.len(), hit.meta.size));
+        }
+        found
     }
 
-    /// The first tier holding `key`. A sliced object up to `max` bytes is
-    /// assembled into one body; a larger one is left to `read_range` (and
+    /// Whether [`Tiers::lookup_resident`] would find `key`.
+    pub fn resident(&self, key: &[u8]) -> bool {
+        self.tiers[..2].iter().any(|t| t.resident(key))
+    }
+
+    /// The first tier holding `key`, and whether a sliced object's slices
+    /// all lie in that tier. A sliced object up to `max` bytes comes with
+    /// its slices as verified extents (found in any tier: recycling moves
+    /// records down one by one); a larger one is left to `read_range` (and
     /// hides older copies on slower tiers: the first tier's copy is newest).
-    pub fn lookup(&self, key: &[u8], max: u64) -> Option<(usize, Hit)> {
+    /// A RAM-tier hit is counted in the ARC directory (batched).
+    pub fn lookup(&self, key: &[u8], max: u64) -> Option<(usize, Hit, bool)> {
         for (i, t) in self.tiers.iter().enumerate() {
             let Some(mut hit) = t.get(key).ok().flatten() else {
                 continue;
             };
+            let mut here = true;
             if hit.kind == Kind::Manifest {
                 if hit.meta.size > max {
                     return None;
                 }
-                let mut body = Vec::with_capacity(hit.meta.size as usize);
-                let read = t.read_range(key, 0, hit.meta.size, &mut |p| {
-                    body.extend_from_slice(p);
-                    Ok(())
-                });
-                if !matches!(read, Ok(Some(_))) || body.len() as u64 != hit.meta.size {
+                let Some((slices, all_here)) = self.slices_of(i, key, &hit) else {
                     continue; // lost a slice: the object is gone from this tier
-                }
-                hit.body = body.into();
-                hit.kind = Kind::Object;
-                hit.at = None; // assembled from slices: no one extent
+                };
+                (hit.slices, here) = (slices, all_here);
             }
-            return Some((i, hit));
+            if i == 0 {
+                self.dir
+                    .hit(KeyHash::of(key).0, ram_charge(key.len(), hit.meta.size));
+            }
+            return Some((i, hit, here));
         }
         None
     }
 
-    /// Write-through of a committed object into the first tier. Errors are
-    /// logged by the tier (which then degrades); memory keeps serving.
-    pub fn write_through(&self, key: &[u8], meta: &Meta, born: u64, body: &[u8]) {
-        if let Some(t) = self.tiers.first() {
-            let _ = t.put(key, meta, born, body);
+    /// The slices of the manifest `hit` found in tier `i`, each looked for
+    /// there first, then in the other tiers; and whether all were in `i`.
+    fn slices_of(&self, i: usize, key: &[u8], hit: &Hit) -> Option<(Vec<Extent>, bool)> {
+        let (size, slice) = (hit.meta.size, hit.slice);
+        let region = self.tiers[i].spec().region;
+        if !(4096..=region).contains(&slice) || hit.parts != size.div_ceil(slice) {
+            return None;
         }
+        let mut all_here = true;
+        let mut out = Vec::with_capacity(hit.parts as usize);
+        for s in 0..hit.parts {
+            let want = slice.min(size - s * slice);
+            let find = |t: &Tier| t.slice_extent(key, hit.version, s, want);
+            let e = match find(&self.tiers[i]) {
+                Some(e) => e,
+                None => {
+                    all_here = false;
+                    self.tiers.iter().find_map(find)?
+                }
+            };
+            out.push(e);
+        }
+        Some((out, all_here))
     }
 
-    /// Counts a block-tier hit; true when the object earned a promotion.
+    /// Body bytes `start..end` of `key` from the first tier holding it, to
+    /// `out` in verified pieces; its metadata, or `None` on a miss or when
+    /// `purged` says so (then it is removed). The slices of an object up to
+    /// `max` bytes are found in any tier (as [`Tiers::lookup`]); a larger
+    /// one is read from its tier by `pread` (bounded memory).
+    pub fn read_range(
+        &self,
+        key: &[u8],
+        start: u64,
+        end: u64,
+        max: u64,
+        purged: &dyn Fn(&Meta, u64) -> bool,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<Meta>> {
+        for (i, t) in self.tiers.iter().enumerate() {
+            let Some(hit) = t.get(key)? else { continue };
+            if purged(&hit.meta, hit.born) {
+                self.remove(key);
+                return Ok(None);
+            }
+            if hit.kind != Kind::Manifest || hit.meta.size > max {
+                match t.read_range(key, start, end, out)? {
+                    Some(m) => return Ok(Some(m)),
+                    None => continue,
+                }
+            }
+            let Some((slices, _)) = self.slices_of(i, key, &hit) else {
+                continue;
+            };
+            let mut at = 0;
+            for e in &slices {
+                let (a, b) = (start.max(at), end.min(at + e.len));
+                if a < b {
+                    out(&e.bytes()[(a - at) as usize..(b - at) as usize])?;
+                }
+                at += e.len;
+            }
+            return Ok(Some(hit.meta));
+        }
+        Ok(None)
+    }
+
+    /// Stores a committed object in the RAM tier (every process sees it
+    /// there, and it survives a crash of this one) and tells the ARC
+    /// directory. Returns where it lies. Errors are logged by the tier
+    /// (which then degrades); memory keeps serving.
+    pub fn write_through(
+        &self,
+        key: &[u8],
+        meta: &Meta,
+        born: u64,
+        body: &[u8],
+        sum: Option<u64>,
+    ) -> Option<Placed> {
+        let ram = &self.tiers[0];
+        let whole = ram.put_placed(key, meta, born, body, sum).ok()?;
+        self.dir
+            .insert(KeyHash::of(key).0, ram_charge(key.len(), body.len() as u64));
+        if let Some((body, at)) = whole {
+            let at = Some(at);
+            return Some(Placed {
+                body,
+                at,
+                slices: Vec::new(),
+            });
+        }
+        // Stored as slices: find them (the newest version is ours unless
+        // another process stored the key meanwhile; then leave it).
+        let hit = ram.get(key).ok()??;
+        let ours =
+            hit.kind == Kind::Manifest && hit.born == born && hit.meta.size == body.len() as u64;
+        let (slices, here) = self.slices_of(0, key, &hit).filter(|_| ours)?;
+        here.then_some(Placed {
+            body: Bytes::new(),
+            at: None,
+            slices,
+        })
+    }
+
+    /// Whether a memory-tier handle still points into current RAM regions
+    /// (one atomic load per region file it holds).
+    pub fn handle_current(&self, at: Option<&BodyAt>, slices: &[Extent]) -> bool {
+        let ram = &self.tiers[0];
+        at.is_none_or(|a| ram.is_current(a)) && slices.iter().all(|e| ram.extent_is_current(e))
+    }
+
+    /// Counts a lower-tier hit; true when the object earned a promotion.
     pub fn admit(&self, h: u128) -> bool {
         let hot = self.sketch.lock().add(h) >= PROMOTE_HITS;
-        if hot {
-            self.promotions.fetch_add(1, Relaxed);
-        } else {
+        if !hot {
             self.refused.fetch_add(1, Relaxed);
         }
         hot
     }
 
-    /// Copies an object found on tier `from` into the first tier.
-    pub fn promote(&self, from: usize, key: &[u8], meta: &Meta, born: u64, body: &[u8]) {
-        if from > 0 {
-            self.write_through(key, meta, born, body);
+    /// Copies an object found on tier `from` (below the RAM tier) into the
+    /// RAM tier.
+    pub fn promote(
+        &self,
+        from: usize,
+        key: &[u8],
+        meta: &Meta,
+        born: u64,
+        body: &[u8],
+        sum: Option<u64>,
+    ) -> Option<Placed> {
+        if from == 0 {
+            return None;
         }
+        let placed = self.write_through(key, meta, born, body, sum);
+        self.promotions.fetch_add(placed.is_some() as u64, Relaxed);
+        placed
     }
 
     pub fn remove(&self, key: &[u8]) -> bool {
+        self.dir.remove(KeyHash::of(key).0);
         self.tiers.iter().fold(false, |any, t| t.remove(key) | any)
     }
 
-    pub fn first(&self) -> &Tier {
+    pub fn ram(&self) -> &Tier {
         &self.tiers[0]
+    }
+
+    /// The first configured tier (large objects, fill markers, purges).
+    pub fn first_configured(&self) -> &Tier {
+        &self.tiers[1]
     }
 
     pub fn tiers(&self) -> &[Tier] {
         &self.tiers
+    }
+
+    /// Counts a hit on an object in the RAM tier (batched for the ARC
+    /// directory).
+    pub fn ram_hit(&self, h: u128, key_len: usize, size: u64) {
+        self.dir.hit(h, ram_charge(key_len, size));
+    }
+
+    pub fn directory(&self) -> &SharedArc {
+        &self.dir
+    }
+
+    /// Applies this process's batched RAM-tier hits to the directory.
+    pub fn flush_hits(&self) {
+        self.dir.flush();
     }
 
     pub fn counters(&self) -> BlockCounters {
@@ -189,7 +400,48 @@ impl Tiers {
             promotions: self.promotions.load(Relaxed),
             promotions_refused: self.refused.load(Relaxed),
             tiers: self.tiers.iter().map(|t| t.stats()).collect(),
+            ram: self.dir.stats(),
         }
+    }
+}
+
+/// Maps `<ram dir>/arc`, sized for the RAM tier: one node per 2 KiB of it
+/// (residents and ghosts of objects down to about 4 KiB), capacity as
+/// [`crate::config::ram_capacity`].
+fn open_directory(ram: &TierSpec, log: Log) -> Result<SharedArc> {
+    let size = ram.size / ram.region * ram.region;
+    let geo = Geometry {
+        nodes: (size / 2048).clamp(1024, 1 << 26) as u32,
+        cap: crate::config::ram_capacity(size, ram.region),
+    };
+    let dir = &ram.path;
+    let lock = DirLock::open(dir).map_err(|e| io(dir, "lock", e))?;
+    let _g = lock.lock().map_err(|e| io(dir, "lock", e))?;
+    let arc_log = log.clone();
+    SharedArc::open(&dir.join("arc"), geo, Arc::new(move |l: &str| arc_log(l)))
+}
+
+/// One log line if the RAM tier's directory is not in RAM (tmpfs, ramfs):
+/// it works there, it is just not memory.
+fn warn_unless_ram(dir: &Path, log: &Log) {
+    const TMPFS: i64 = 0x0102_1994;
+    const RAMFS: i64 = 0x8584_58f6;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` writable.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return;
+    }
+    let fs = st.f_type as i64;
+    if fs != TMPFS && fs != RAMFS {
+        log(&format!(
+            "RAM tier {} is not on tmpfs: it works, but its bytes are not in RAM (give ram=/dev/shm/...)",
+            dir.display()
+        ));
     }
 }
 
@@ -273,4 +525,66 @@ pub(crate) fn shared_purge(dir: &Path, gen_slots: usize, ban_slots: usize) -> Re
 fn open_sized(path: &Path, len: u64) -> Option<File> {
     let f = OpenOptions::new().read(true).write(true).open(path).ok()?;
     (f.metadata().ok()?.len() == len).then_some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::{self, Head};
+    use super::*;
+
+    #[test]
+    fn slices_that_moved_to_another_tier_are_still_found() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = |name: &str, size: u64, region: u64| TierSpec {
+            region,
+            slice: 16 << 10,
+            ..TierSpec::new(d.path().join(name), size)
+        };
+        let log: Log = Arc::new(|_: &str| {});
+        let ram = spec("ram", 1 << 20, 64 << 10);
+        let t = Tiers::open(&ram, &[spec("disk", 8 << 20, 256 << 10)], log).unwrap();
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let meta = Meta::with_ttl(1000, 1 << 30);
+        t.tiers()[1].put(b"k", &meta, 5, &body).unwrap();
+        let m = t.tiers()[1].get(b"k").unwrap().unwrap();
+        assert_eq!((m.kind, m.parts), (Kind::Manifest, 7));
+        // The manifest alone in the RAM tier, as recycling can leave it
+        // (records move down one by one).
+        let slice = m.slice.to_le_bytes();
+        let head = Head {
+            kind: Kind::Manifest,
+            key_len: 0,
+            meta_len: 0,
+            body_len: 8,
+            born: 5,
+            part: m.parts,
+            version: m.version,
+            body_sum: record::body_sum(&slice),
+        };
+        let enc = record::encode_meta(&m.meta);
+        let h = KeyHash::of(b"k").0;
+        t.tiers()[0]
+            .write_record(h, head, b"k", &enc, &slice)
+            .unwrap();
+        let (i, hit, all_here) = t.lookup(b"k", 1 << 20).unwrap();
+        assert_eq!((i, all_here), (0, false));
+        let joined: Vec<u8> = hit.slices.iter().flat_map(|e| e.bytes().to_vec()).collect();
+        assert_eq!(joined, body);
+        let mut got = Vec::new();
+        let alive = |_: &Meta, _: u64| false;
+        let read = t.read_range(b"k", 1000, 50_000, 1 << 20, &alive, &mut |p| {
+            got.extend_from_slice(p);
+            Ok(())
+        });
+        assert_eq!(read.unwrap().unwrap().size, 100_000);
+        assert_eq!(got, body[1000..50_000]);
+        // Too large for extents: the tier's own slices only, and it has none.
+        let mut none = |_: &[u8]| Ok(());
+        let big = t.read_range(b"k", 0, 10, 1000, &alive, &mut none).unwrap();
+        assert_eq!(
+            big.map(|m| m.size),
+            Some(100_000),
+            "served by the disk tier"
+        );
+    }
 }

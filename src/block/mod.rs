@@ -24,7 +24,7 @@ use crate::config::parse_size;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
-/// One block tier as configured: `tier=/path,size=1g,region=32m,slice=1m`.
+/// One block tier as configured: `tier=/path,size=1g,region=32m,slice=4m`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierSpec {
     pub path: PathBuf,
@@ -32,14 +32,17 @@ pub struct TierSpec {
     pub size: u64,
     /// Region file size.
     pub region: u64,
-    /// Objects larger than this are stored as slices of this size.
+    /// Objects larger than this are stored as slices of this size (one of
+    /// exactly this size is one record).
     pub slice: u64,
     /// Index slots; default: one per 2 KiB of capacity (at least 4096).
     pub slots: Option<u64>,
 }
 
 pub const DEFAULT_REGION: u64 = 32 << 20;
-pub const DEFAULT_SLICE: u64 = 1 << 20;
+/// 4 MiB: common large objects (1-4 MiB) are one record, so a hit is one
+/// extent; an object of exactly the slice size is one record too.
+pub const DEFAULT_SLICE: u64 = 4 << 20;
 
 impl TierSpec {
     pub fn new(path: impl Into<PathBuf>, size: u64) -> TierSpec {
@@ -52,7 +55,7 @@ impl TierSpec {
         }
     }
 
-    /// Parses `/path,size=1g[,region=32m][,slice=1m][,slots=N]`.
+    /// Parses `/path,size=1g[,region=32m][,slice=4m][,slots=N]`.
     pub fn parse(v: &str) -> Result<TierSpec> {
         let mut parts = v.split(',');
         let path = parts.next().unwrap_or_default();
@@ -79,7 +82,7 @@ impl TierSpec {
                 }
             }
         }
-        // Unless given, slices are 1 MiB, or a quarter of a smaller region.
+        // Unless given, slices are 4 MiB, or a quarter of a smaller region.
         spec.slice = slice.unwrap_or(DEFAULT_SLICE.min(spec.region / 4));
         spec.validate()?;
         Ok(spec)

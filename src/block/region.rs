@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 /// One mapped region file at one epoch.
 pub struct RegionMap {
+    pub region: u32,
     pub epoch: u32,
     pub lap: u64,
     pub map: memmap2::Mmap,
@@ -114,6 +115,7 @@ impl Regions {
         let h = RegionHead::decode(&map[..REGION_DATA as usize])?;
         let ours = h.region as usize == r && h.salt == self.salt && h.region_size == self.size;
         ours.then_some(RegionMap {
+            region: h.region,
             epoch: h.epoch,
             lap: h.lap,
             map,

@@ -5,7 +5,7 @@
 //! mixing.
 
 use super::record::{self, Head, Kind};
-use super::tier::{Rec, Tier};
+use super::tier::{Extent, Rec, Tier};
 use crate::error::{Error, Result};
 use crate::key::KeyHash;
 use crate::meta::Meta;
@@ -58,11 +58,15 @@ impl TierWriter {
         self.tier.spec().slice as usize
     }
 
-    /// Appends body bytes; every full slice is written out at once.
+    /// Appends body bytes. A full slice is written out when more bytes
+    /// follow it, so an object of exactly one slice stays one record.
     pub fn write(&mut self, mut chunk: &[u8]) -> Result<()> {
         self.sum.update(chunk);
         self.total += chunk.len() as u64;
         while !chunk.is_empty() {
+            if self.buf.len() == self.slice_len() {
+                self.flush_slice()?;
+            }
             let room = self.slice_len() - self.buf.len();
             let (now, rest) = chunk.split_at(room.min(chunk.len()));
             if self.buf.capacity() == 0 {
@@ -70,9 +74,6 @@ impl TierWriter {
             }
             self.buf.extend_from_slice(now);
             chunk = rest;
-            if self.buf.len() == self.slice_len() {
-                self.flush_slice()?;
-            }
         }
         Ok(())
     }
@@ -205,6 +206,18 @@ impl Tier {
             out(&buf[a as usize..b as usize])?;
         }
         Ok(Some(meta))
+    }
+
+    /// Slice `part` (`len` bytes) of version `version` of `key` in this
+    /// tier, verified (a body of 64 KiB or more on its first read in this
+    /// process only), as an extent.
+    pub fn slice_extent(&self, key: &[u8], version: u64, part: u64, len: u64) -> Option<Extent> {
+        let ok = |hd: &Head| {
+            hd.kind == Kind::Slice && hd.part == part && hd.version == version && hd.body_len == len
+        };
+        let rec = self.find(slice_hash(key, part), key, ok, true)?;
+        self.mark_hit(&rec);
+        Some(self.extent_of(&rec))
     }
 
     fn read_slice(&self, rec: &Rec, buf: &mut [u8]) -> Result<()> {

@@ -21,6 +21,18 @@ pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 /// Decides whether a record found at recycling time was purged.
 pub type PurgedFn = Arc<dyn Fn(&[u8], &Meta, u64) -> bool + Send + Sync>;
 
+/// Decides which live records of a recycled region stay in the tier (the
+/// RAM tier asks its ARC directory); without one, the records hit since
+/// they were written stay, up to half a region.
+pub(crate) trait Residency: Send + Sync {
+    /// For each live record (its object's key hash, its bytes), in file
+    /// order: keep it here? The others move to the next tier. Also returns
+    /// how many resident objects had to go for lack of room.
+    fn keep(&self, records: &[(u128, u64)]) -> (Vec<bool>, u64);
+    /// A record of this object was dropped (purged) at recycling.
+    fn dropped(&self, hash: u128);
+}
+
 /// How long a tier refuses writes after an I/O error before trying again.
 const DEGRADED_MS: u64 = 10_000;
 /// At most this share of a region is refilled with hot records when it is
@@ -49,6 +61,9 @@ pub struct TierStats {
     /// Body checksums computed on reads (a large body's only on its first
     /// read in this process: see [`Tier::body_ok`]).
     pub body_checks: u64,
+    /// Resident objects (RAM tier: by its ARC) moved down at recycling
+    /// because keeping them all would not have freed enough space.
+    pub forced_evictions: u64,
 }
 
 #[derive(Default)]
@@ -64,6 +79,7 @@ struct Ctr {
     recycled: AtomicU64,
     errors: AtomicU64,
     body_checks: AtomicU64,
+    forced: AtomicU64,
 }
 
 /// Counters striped over cache lines by thread, so that threads hitting the
@@ -97,8 +113,9 @@ pub struct Hit {
     pub born: u64,
     /// Body, mapped (no copy); empty for manifests.
     pub body: Bytes,
-    /// Slice count (manifests).
+    /// Slice count and slice size (manifests; 0 otherwise).
     pub parts: u64,
+    pub slice: u64,
     pub version: u64,
     /// Where `body` lies in its region file (whole objects only), so a hit
     /// can be sent with `sendfile` without a second lookup.
@@ -106,6 +123,9 @@ pub struct Hit {
     /// The verified checksum of `body` (`xxh3_64`, as `Meta::checksum`);
     /// whole objects only.
     pub body_sum: Option<u64>,
+    /// A sliced object's slices, in order, verified (filled in by
+    /// [`Tier::slices`]; empty otherwise).
+    pub slices: Vec<Extent>,
 }
 
 /// The region file and offset of a verified body.
@@ -122,24 +142,30 @@ impl std::fmt::Debug for BodyAt {
 }
 
 impl BodyAt {
-    /// The extent of the `len` body bytes found here, with their metadata.
-    pub fn extent(&self, len: u64, meta: Meta) -> Extent {
+    /// The extent of the `len` body bytes found here.
+    pub fn extent(&self, len: u64) -> Extent {
         Extent {
             map: self.map.clone(),
             offset: self.offset,
             len,
-            meta,
         }
     }
 }
 
-/// A verified object body as a file extent, for `sendfile`. Holding it keeps
-/// the region file open, so the bytes stay valid even if it is recycled.
+/// Verified body bytes as a file extent (a whole body, or one slice of a
+/// sliced one), for `sendfile`. Holding it keeps the region file open and
+/// mapped, so the bytes stay valid even if the region is recycled.
+#[derive(Clone)]
 pub struct Extent {
     map: Arc<RegionMap>,
     pub offset: u64,
     pub len: u64,
-    pub meta: Meta,
+}
+
+impl std::fmt::Debug for Extent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extent({}+{})", self.offset, self.len)
+    }
 }
 
 impl Extent {
@@ -149,6 +175,10 @@ impl Extent {
     /// The region file (for `pread`, `sendfile`, `splice`).
     pub fn file(&self) -> &std::fs::File {
         &self.map.file
+    }
+    /// The bytes, from the mapping (touching them maps their pages).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map.map[self.offset as usize..(self.offset + self.len) as usize]
     }
 }
 
@@ -198,6 +228,7 @@ pub(crate) struct Inner {
     ctr: Striped,
     next: RwLock<Option<Tier>>,
     purged: RwLock<Option<PurgedFn>>,
+    residency: RwLock<Option<Arc<dyn Residency>>>,
 }
 
 fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -265,6 +296,7 @@ impl Tier {
                 ctr: Striped::new(),
                 next: RwLock::new(None),
                 purged: RwLock::new(None),
+                residency: RwLock::new(None),
             }),
         })
     }
@@ -288,6 +320,33 @@ impl Tier {
         *self.inner.purged.write() = f;
     }
 
+    /// Used at recycling to decide which live records stay.
+    pub(crate) fn set_residency(&self, r: Option<Arc<dyn Residency>>) {
+        *self.inner.residency.write() = r;
+    }
+
+    /// Region (re)openings so far: changes whenever a region is recycled.
+    pub fn lap(&self) -> u64 {
+        self.inner.index.lap().load(Relaxed)
+    }
+
+    /// Whether the region file `at` lies in is still the tier's current
+    /// one (one atomic load): a body held since may be in a recycled file.
+    pub fn is_current(&self, at: &BodyAt) -> bool {
+        self.map_is_current(&at.map)
+    }
+
+    /// [`Tier::is_current`] for a slice.
+    pub fn extent_is_current(&self, e: &Extent) -> bool {
+        self.map_is_current(&e.map)
+    }
+
+    fn map_is_current(&self, map: &RegionMap) -> bool {
+        let idx = &self.inner.index;
+        let r = map.region as usize;
+        (r as u64) < idx.geo.regions && (idx.state(r).load(Relaxed) >> 32) as u32 == map.epoch
+    }
+
     pub fn stats(&self) -> TierStats {
         let mut t = TierStats::default();
         for c in self.inner.ctr.0.iter() {
@@ -303,6 +362,7 @@ impl Tier {
             t.recycled += c.recycled.load(Relaxed);
             t.errors += c.errors.load(Relaxed);
             t.body_checks += c.body_checks.load(Relaxed);
+            t.forced_evictions += c.forced.load(Relaxed);
         }
         t
     }
@@ -325,10 +385,24 @@ impl Tier {
 
     /// Stores a whole body; bodies over the slice size become slices.
     pub fn put(&self, key: &[u8], meta: &Meta, born: u64, body: &[u8]) -> Result<()> {
+        self.put_placed(key, meta, born, body, None).map(|_| ())
+    }
+
+    /// [`Tier::put`], returning where a body stored as one record lies
+    /// (mapped, and known intact: written from these bytes). `sum`: the
+    /// body's checksum if the caller has it (`xxh3_64`).
+    pub fn put_placed(
+        &self,
+        key: &[u8],
+        meta: &Meta,
+        born: u64,
+        body: &[u8],
+        sum: Option<u64>,
+    ) -> Result<Option<(Bytes, BodyAt)>> {
         if body.len() as u64 > self.inner.spec.slice {
             let mut w = self.writer(key, meta.clone(), born)?;
             w.write(body)?;
-            return w.commit();
+            return w.commit().map(|_| None);
         }
         let mut m = meta.clone();
         m.size = body.len() as u64;
@@ -341,10 +415,22 @@ impl Tier {
             born,
             part: 0,
             version: 0,
-            body_sum: record::body_sum(body),
+            body_sum: sum.unwrap_or_else(|| record::body_sum(body)),
         };
-        self.write_record(h, head, key, &record::encode_meta(&m), body)
-            .map(|_| ())
+        let meta = record::encode_meta(&m);
+        let (_, map, off) = self.write_placed(h, head, key, &meta, body)?;
+        let head = Head {
+            meta_len: meta.len() as u32,
+            key_len: key.len() as u32,
+            ..head
+        };
+        if head.body_len >= RegionMap::MEMO_MIN {
+            map.set_verified(off);
+        }
+        let start = off + head.body_offset();
+        let bytes = Bytes::from_owner(MapSlice(map.clone()))
+            .slice(start as usize..(start + head.body_len) as usize);
+        Ok(Some((bytes, BodyAt { map, offset: start })))
     }
 
     /// Starts a streaming insert with bounded memory (one slice buffer).
@@ -432,6 +518,13 @@ impl Tier {
         };
         self.inner.index.mark_hit(&rec.found);
         self.inner.ctr.get().hits.fetch_add(1, Relaxed);
+        let slice = match rec.head.kind {
+            Kind::Manifest => {
+                let b = &rec.map.map[rec.body_range()];
+                u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+            }
+            _ => 0,
+        };
         let (body, at) = if rec.head.kind == Kind::Object {
             let r = rec.body_range();
             let at = BodyAt {
@@ -451,9 +544,11 @@ impl Tier {
             born: rec.head.born,
             body,
             parts: rec.head.part,
+            slice,
             version: rec.head.version,
             at,
             body_sum: (rec.head.kind == Kind::Object).then_some(rec.head.body_sum),
+            slices: Vec::new(),
         })
     }
 
@@ -463,17 +558,16 @@ impl Tier {
         let Some(rec) = self.find(h, key, |hd| hd.kind == Kind::Object, true) else {
             return Ok(None);
         };
-        let Ok(meta) = record::decode_meta(rec.meta_bytes()) else {
+        if record::decode_meta(rec.meta_bytes()).is_err() {
             self.drop_corrupt(&rec);
             return Ok(None);
-        };
+        }
         self.inner.index.mark_hit(&rec.found);
         let r = rec.body_range();
         Ok(Some(Extent {
             map: rec.map.clone(),
             offset: r.start as u64,
             len: r.len() as u64,
-            meta,
         }))
     }
 
@@ -624,15 +718,27 @@ impl Tier {
         meta: &[u8],
         body: &[u8],
     ) -> Result<Loc> {
+        self.write_placed(h, head, key, meta, body).map(|p| p.0)
+    }
+
+    /// [`Tier::write_record`], also returning the region file and offset.
+    fn write_placed(
+        &self,
+        h: u128,
+        head: Head,
+        key: &[u8],
+        meta: &[u8],
+        body: &[u8],
+    ) -> Result<(Loc, Arc<RegionMap>, u64)> {
         let head = Head {
             meta_len: meta.len() as u32,
             key_len: key.len() as u32,
             ..head
         };
-        let loc = self.append(&head, key, meta, body)?;
+        let (loc, map) = self.append(&head, key, meta, body)?;
         let idx = &self.inner.index;
         idx.publish(h, loc.pack(), |w| self.age(w));
-        Ok(loc)
+        Ok((loc, map, loc.offset()))
     }
 
     /// FIFO age of an index word: the lap of its region, `None` if dead.
@@ -673,7 +779,13 @@ impl Tier {
     }
 
     /// Reserves space in the head region and writes the record there.
-    fn append(&self, head: &Head, key: &[u8], meta: &[u8], body: &[u8]) -> Result<Loc> {
+    fn append(
+        &self,
+        head: &Head,
+        key: &[u8],
+        meta: &[u8],
+        body: &[u8],
+    ) -> Result<(Loc, Arc<RegionMap>)> {
         self.check_writable()?;
         let units = head.units();
         let region_units = self.inner.spec.region / UNIT;
@@ -709,11 +821,12 @@ impl Tier {
             let c = self.inner.ctr.get();
             c.inserts.fetch_add(1, Relaxed);
             c.bytes_written.fetch_add(head.rec_len(), Relaxed);
-            return Ok(Loc {
+            let loc = Loc {
                 region: r as u32,
                 epoch16: epoch as u16,
                 unit: cur as u32,
-            });
+            };
+            return Ok((loc, map));
         }
         Err(io_err(
             &self.inner.spec.path,
@@ -766,15 +879,54 @@ impl Tier {
         Ok(())
     }
 
-    /// Walks a region that was just recycled: hot live records are written
-    /// again here, cold ones move to the next tier, purged ones are dropped.
+    /// Walks a region that was just recycled: the live records the
+    /// residency policy keeps are written again here, the others move to
+    /// the next tier, purged ones are dropped.
     fn relocate(&self, old: &RegionMap) {
         let i = &self.inner;
         let next = i.next.read().clone();
+        let live = self.live_records(old);
+        let residency = i.residency.read().clone();
+        let keep = match &residency {
+            Some(r) => {
+                let recs: Vec<(u128, u64)> = live.iter().map(|l| (l.object, l.len)).collect();
+                let (keep, forced) = r.keep(&recs);
+                i.ctr.get().forced.fetch_add(forced, Relaxed);
+                keep
+            }
+            None => hit_policy(&live, i.spec.region / HOT_SHARE),
+        };
+        for (l, keep) in live.iter().zip(keep) {
+            let bytes = &old.map[l.off as usize..(l.off + l.len) as usize];
+            let head = &l.head;
+            let key = &bytes[HEAD_LEN..HEAD_LEN + head.key_len as usize];
+            let meta_b = &bytes[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
+            let body = &bytes[head.body_offset() as usize..];
+            if keep {
+                if let Ok((loc, _)) = self.append(head, key, meta_b, body) {
+                    if i.index.replace(l.found.slot, l.found.word, loc.pack()) {
+                        i.ctr.get().reinserted.fetch_add(1, Relaxed);
+                    }
+                }
+                continue;
+            }
+            if let Some(n) = &next {
+                if n.write_record(l.hash, *head, key, meta_b, body).is_ok() {
+                    i.index.remove(&l.found);
+                    i.ctr.get().demoted.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The records of a recycled region that the index still points to,
+    /// after dropping the purged ones.
+    fn live_records(&self, old: &RegionMap) -> Vec<Live> {
+        let i = &self.inner;
         let purged = i.purged.read().clone();
-        let budget = i.spec.region / HOT_SHARE;
-        let mut hot_bytes = 0;
+        let residency = i.residency.read().clone();
         let region = old_region(old);
+        let mut live = Vec::new();
         let mut off = REGION_DATA;
         while off + HEAD_LEN as u64 <= old.map.len() as u64 {
             let b = &old.map[off as usize..];
@@ -787,45 +939,39 @@ impl Tier {
                 epoch16: old.epoch as u16,
                 unit: (off / UNIT) as u32,
             };
-            let rec_len = head.rec_len() as usize;
-            let bytes = &b[..rec_len];
+            let at = off;
             off += head.units() * UNIT;
-            let key = &bytes[HEAD_LEN..HEAD_LEN + head.key_len as usize];
+            let key = &b[HEAD_LEN..HEAD_LEN + head.key_len as usize];
             let h = record_hash(&head, key);
             let mut cands = Vec::new();
             i.index.lookup(h, &mut cands);
             let Some(found) = cands.into_iter().find(|f| f.loc() == here) else {
                 continue; // overwritten or removed since
             };
-            let meta_b = &bytes[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
-            let body = &bytes[head.body_offset() as usize..];
+            let object = KeyHash::of(key).0;
             if let Some(p) = &purged {
-                if head.kind != Kind::Slice {
-                    if let Ok(m) = record::decode_meta(meta_b) {
-                        if p(key, &m, head.born) {
-                            i.index.remove(&found);
-                            i.ctr.get().purged_reclaimed.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                    }
-                }
-            }
-            if found.hit() && hot_bytes + rec_len as u64 <= budget {
-                if let Ok(loc) = self.append(&head, key, meta_b, body) {
-                    if i.index.replace(found.slot, found.word, loc.pack()) {
-                        hot_bytes += rec_len as u64;
-                        i.ctr.get().reinserted.fetch_add(1, Relaxed);
-                    }
-                }
-                continue;
-            }
-            if let Some(n) = &next {
-                if n.write_record(h, head, key, meta_b, body).is_ok() {
+                let meta_b = &b[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
+                let dead = head.kind != Kind::Slice
+                    && record::decode_meta(meta_b).is_ok_and(|m| p(key, &m, head.born));
+                if dead {
                     i.index.remove(&found);
-                    i.ctr.get().demoted.fetch_add(1, Relaxed);
+                    i.ctr.get().purged_reclaimed.fetch_add(1, Relaxed);
+                    if let Some(r) = &residency {
+                        r.dropped(object);
+                    }
+                    continue;
                 }
             }
+            live.push(Live {
+                off: at,
+                len: head.rec_len(),
+                head,
+                found,
+                hash: h,
+                object,
+            });
         }
+        live
     }
 
     /// Drops this process's mappings of recycled regions now and then.
@@ -848,6 +994,15 @@ impl Tier {
             .map_err(|e| io_err(&self.inner.spec.path, "read", e))
     }
 
+    pub(crate) fn extent_of(&self, rec: &Rec) -> Extent {
+        let r = rec.body_range();
+        Extent {
+            map: rec.map.clone(),
+            offset: r.start as u64,
+            len: r.len() as u64,
+        }
+    }
+
     pub(crate) fn note_corrupt(&self, rec: &Rec) {
         self.drop_corrupt(rec)
     }
@@ -860,6 +1015,31 @@ impl Tier {
         let c = self.inner.ctr.get();
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
     }
+}
+
+/// A live record of a region being recycled.
+struct Live {
+    off: u64,
+    len: u64,
+    head: Head,
+    found: Found,
+    /// Its index hash (a slice's is not its key's).
+    hash: u128,
+    /// Its object's key hash.
+    object: u128,
+}
+
+/// Without a residency policy: records hit since they were written stay,
+/// while `budget` bytes last (so a lap always frees space).
+fn hit_policy(live: &[Live], budget: u64) -> Vec<bool> {
+    let mut used = 0;
+    live.iter()
+        .map(|l| {
+            let keep = l.found.hit() && used + l.len <= budget;
+            used += if keep { l.len } else { 0 };
+            keep
+        })
+        .collect()
 }
 
 fn old_region(m: &RegionMap) -> u32 {

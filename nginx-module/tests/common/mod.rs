@@ -304,12 +304,13 @@ pub fn store_dir() -> tempfile::TempDir {
     d
 }
 
-/// The `rcdn_store` tokens of the test nodes: a memory tier per worker and
-/// one shared block tier under `dir` (slices of 4 MiB, so the 3 MiB test
-/// object is one record and can go out with sendfile).
+/// The `rcdn_store` tokens of the test nodes: the shared RAM tier and one
+/// block tier under `dir` (slices of 4 MiB, so the 3 MiB test object is one
+/// record and can go out with sendfile; `ram=` so nothing is left in
+/// /dev/shm).
 pub fn store_tokens(dir: &Path) -> String {
     format!(
-        "mem=256m max_object=16m default_ttl=2m tier={}/shm,size=64m,region=16m,slice=4m",
+        "mem=256m max_object=16m default_ttl=2m tier={0}/shm,size=64m,region=16m,slice=4m ram={0}/ram",
         dir.display()
     )
 }

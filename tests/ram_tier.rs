@@ -1,0 +1,144 @@
+//! The shared RAM tier: ARC decides what survives its recycling, the rest
+//! moves down to the disk tiers; memory tiers hold handles into it.
+
+use bytes::Bytes;
+use cdncore::{Cache, Meta, Purge};
+use std::path::Path;
+
+fn body_for(key: &str, len: usize) -> Bytes {
+    let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    (0..len).map(|i| (h >> (i % 57)) as u8 ^ i as u8).collect()
+}
+
+fn meta(tag: u16) -> Meta {
+    let mut m = Meta::with_ttl(cdncore::now_ms(), 3_600_000);
+    m.tags = vec![tag];
+    m
+}
+
+/// 1 MiB of RAM tier in 16 regions of 64 KiB; a disk tier of 8 MiB.
+fn conf(dir: &Path) -> String {
+    format!(
+        "mem=1m shards=1 ram={0}/ram tier={0}/disk,size=8m,region=256k",
+        dir.display()
+    )
+}
+
+fn body_of(c: &Cache, key: &str) -> Option<Vec<u8>> {
+    let l = c.get(key.as_bytes()).unwrap();
+    l.object().map(|o| o.body().to_vec())
+}
+
+#[test]
+fn arc_residents_survive_laps_the_rest_moves_down_and_purged_ones_go() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Cache::open_str(&conf(d.path())).unwrap();
+    let writer = Cache::open_str(&conf(d.path())).unwrap();
+    c.insert(b"r.com/hot", meta(1), body_for("hot", 5000))
+        .unwrap();
+    c.insert(b"r.com/gone", meta(9), body_for("gone", 5000))
+        .unwrap();
+    c.purge(&Purge::Tag(9)).unwrap();
+    // 3 MiB of cold objects through a 1 MiB RAM tier (three laps), while
+    // `hot` is hit now and then (memory-handle hits, reported in batches).
+    for i in 0..600 {
+        let k = format!("r.com/cold/{i}");
+        writer
+            .insert(k.as_bytes(), meta(1), body_for(&k, 5000))
+            .unwrap();
+        if i % 8 == 0 {
+            assert_eq!(body_of(&c, "r.com/hot").unwrap(), body_for("hot", 5000));
+            c.flush_ram_hits();
+        }
+    }
+    let ram = &c.tiers()[0];
+    let st = ram.stats();
+    let recycled: u64 = [&c, &writer]
+        .iter()
+        .map(|x| x.tiers()[0].stats().recycled)
+        .sum();
+    assert!(recycled >= 32, "two laps at least: {recycled}");
+    assert!(ram.get(b"r.com/hot").unwrap().is_some(), "resident: kept");
+    // Cold ones left the RAM tier but are served from the disk tier.
+    assert!(ram.get(b"r.com/cold/0").unwrap().is_none());
+    assert!(c.tiers()[1].get(b"r.com/cold/0").unwrap().is_some());
+    assert_eq!(
+        body_of(&c, "r.com/cold/0").unwrap(),
+        body_for("r.com/cold/0", 5000)
+    );
+    let wst = writer.tiers()[0].stats();
+    assert!(wst.demoted + st.demoted > 300, "{wst:?}");
+    assert!(wst.reinserted + st.reinserted > 0, "{wst:?}");
+    // The purged one was dropped at recycling, not moved down.
+    assert!(c
+        .tiers()
+        .iter()
+        .all(|t| t.get(b"r.com/gone").unwrap().is_none()));
+    assert!(wst.purged_reclaimed + st.purged_reclaimed >= 1, "{wst:?}");
+    let arc = c.ram_stats().unwrap();
+    assert_eq!(arc.resets, 0);
+    assert!(arc.arc.t2_len >= 1, "hot is frequent: {arc:?}");
+    assert!(arc.arc.t1_bytes + arc.arc.t2_bytes <= arc.arc.capacity);
+}
+
+#[test]
+fn a_handle_into_a_recycled_region_is_dropped_and_the_object_found_again() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Cache::open_str(&conf(d.path())).unwrap();
+    let writer = Cache::open_str(&conf(d.path())).unwrap();
+    let k = "s.com/once";
+    writer
+        .insert(k.as_bytes(), meta(1), body_for(k, 10_000))
+        .unwrap();
+    // A RAM-tier hit: `c` keeps a handle.
+    assert_eq!(body_of(&c, k).unwrap(), body_for(k, 10_000));
+    let held = c.get(k.as_bytes()).unwrap();
+    assert!(!held.object().unwrap().from_block(), "a memory handle");
+    drop(held);
+    let before = c.counters().objects;
+    for i in 0..300 {
+        let k = format!("s.com/fill/{i}");
+        writer
+            .insert(k.as_bytes(), meta(1), body_for(&k, 5000))
+            .unwrap();
+    }
+    // Its region was recycled: the sweep drops the handle (so the old
+    // file's pages can go)...
+    assert!(c.reclaim_now() >= 1);
+    assert_eq!(c.counters().objects, before - 1);
+    // ... and a lookup finds the object where it is now.
+    assert_eq!(body_of(&c, k).unwrap(), body_for(k, 10_000));
+}
+
+#[test]
+fn a_sliced_object_is_served_as_extents_of_its_slices_in_order() {
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().unwrap();
+    let c = Cache::open_str(&conf(d.path())).unwrap();
+    let other = Cache::open_str(&conf(d.path())).unwrap();
+    // The RAM tier's slices are 16 KiB (a quarter of its 64 KiB regions).
+    let (k, len) = ("x.com/sliced", 100_000);
+    c.insert(k.as_bytes(), meta(1), body_for(k, len)).unwrap();
+    for round in 0..2 {
+        let l = other.get(k.as_bytes()).unwrap();
+        let o = l.object().unwrap();
+        assert_eq!(o.from_block(), round == 0, "a handle after the first hit");
+        assert!(o.is_sliced() && o.extent().is_none());
+        assert_eq!(o.size(), len as u64);
+        let ext = o.extents();
+        assert_eq!(ext.len(), len.div_ceil(16 << 10));
+        let mut joined = Vec::new();
+        for e in &ext {
+            let mut b = vec![0u8; e.len as usize];
+            e.file().read_exact_at(&mut b, e.offset).unwrap();
+            joined.extend_from_slice(&b);
+        }
+        assert_eq!(joined, body_for(k, len), "extents cover the body in order");
+        assert_eq!(o.body(), &body_for(k, len), "joined on request");
+    }
+    // The filling process's own entry was rebound to the slices too.
+    let mine = c.get(k.as_bytes()).unwrap();
+    assert_eq!(mine.object().unwrap().extents().len(), 7);
+}
