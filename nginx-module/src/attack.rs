@@ -10,8 +10,8 @@
 //! `ip_` thresholds. Each item's window is re-examined when it ends and the
 //! flag lifted when the rate is back down.
 
-use crate::conf::{args, bad, lossy, parse_time, LocConf};
-use crate::guard;
+use crate::base::guard;
+use crate::conf::{args, bad, lossy, parse_time, GuardSpec, LocConf};
 use cdncore::policy::guard::Verdict;
 use cdncore::policy::rates::{item_id, Item, Limits};
 use core::ffi::{c_char, c_void};
@@ -23,12 +23,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One `rcdn_guard` directive: per-URL and optional per-client limits.
-pub struct GuardSpec {
-    pub url: Limits,
-    pub client: Option<Limits>,
-}
 
 /// Parses the directive's `key=value` arguments.
 fn parse(a: &[String]) -> Result<GuardSpec, (String, String)> {
@@ -109,7 +103,7 @@ pub unsafe extern "C" fn set_guard(
             Ok(spec) => {
                 lc.attack = Some(Arc::new(spec));
                 // SAFETY: cf is the conf being parsed, inside http{}.
-                if let Some(mc) = crate::Module::main_conf_mut(unsafe { &*cf }) {
+                if let Some(mc) = crate::conf::Module::main_conf_mut(unsafe { &*cf }) {
                     mc.guard.used = true;
                 }
                 NGX_CONF_OK
@@ -205,7 +199,7 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
     }
     // SAFETY: r is live; our loc conf exists for every location.
     let Some(spec) =
-        (unsafe { crate::Module::location_conf(&*r) }).and_then(|lc| lc.attack.clone())
+        (unsafe { crate::conf::Module::location_conf(&*r) }).and_then(|lc| lc.attack.clone())
     else {
         return declined;
     };
@@ -219,7 +213,8 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
     };
     let (rest, token) = split_args(args);
     // SAFETY: r is live.
-    let Some(shared) = crate::Module::main_conf(unsafe { &*r }).and_then(crate::attack_zone::get)
+    let Some(shared) =
+        crate::conf::Module::main_conf(unsafe { &*r }).and_then(crate::attack_zone::get)
     else {
         return declined;
     };

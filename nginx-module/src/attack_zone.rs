@@ -6,15 +6,16 @@
 //! zone (counts, flags and secret) across a reload when its size is
 //! unchanged.
 
-use crate::conf::{args, bad, lossy, MainConf};
-use crate::guard;
+use crate::base::guard;
+use crate::conf::{args, bad, lossy, MainConf, Module};
 use cdncore::policy::rates::{Rates, SharedGuard};
 use cdncore::purge::Words;
 use core::ffi::{c_char, c_void};
-use core::ptr::{self, addr_of_mut};
+use core::ptr;
 use core::sync::atomic::AtomicU64;
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::HttpModule;
 use ngx::{ngx_log_error, ngx_string};
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -27,22 +28,6 @@ const HDR: usize = 6;
 pub const DEFAULT_SIZE: usize = 1 << 20;
 /// Token lifetime.
 pub const TOKEN_TTL_MS: u64 = 60_000;
-
-/// `rcdn_guard_zone` as configured (in the http main conf).
-pub struct GuardZone {
-    pub zone: *mut ngx_shm_zone_t,
-    /// Some location has `rcdn_guard`.
-    pub used: bool,
-}
-
-impl Default for GuardZone {
-    fn default() -> Self {
-        GuardZone {
-            zone: ptr::null_mut(),
-            used: false,
-        }
-    }
-}
 
 struct ShmWords {
     words: *const AtomicU64,
@@ -111,7 +96,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, mc: &mut MainConf, size: usize) -> *
             cf,
             &mut name,
             size,
-            addr_of_mut!(crate::ngx_http_rcdn_module).cast(),
+            ptr::from_ref(Module::module()).cast_mut().cast(),
         )
     };
     if zone.is_null() {

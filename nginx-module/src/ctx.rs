@@ -3,8 +3,8 @@
 //! later (timer, posted event, waiter entry) outlives the request.
 
 use crate::collapse::{self, Outcome};
+use crate::conf::Module;
 use crate::status::CacheStatus;
-use crate::Module;
 use cdncore::{Object, Writer};
 use core::ffi::c_void;
 use nginx_sys::*;
@@ -149,7 +149,7 @@ impl ReqCtx {
         r: *mut ngx_http_request_t,
         job: Box<dyn FnOnce() -> crate::iothread::Done + Send>,
     ) -> bool {
-        let Some(id) = crate::iothread::submit(r, job) else {
+        let Some(id) = crate::iothread::submit(r, io_done, job) else {
             return false;
         };
         // SAFETY: an all-zero ngx_event_t is its documented initial state.
@@ -282,7 +282,7 @@ unsafe extern "C" fn io_timeout(ev: *mut ngx_event_t) {
     // SAFETY: r is live.
     let c = unsafe { (*r).connection };
     // SAFETY: c is live.
-    crate::guard::event(unsafe { (*c).log }, "io timeout", || {
+    crate::base::guard::event(unsafe { (*c).log }, "io timeout", || {
         // SAFETY: r is a live main request with a ReqCtx.
         if let Some(ctx) = unsafe { ReqCtx::get(r) } {
             ctx.io_cancel();
@@ -309,7 +309,7 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
     // SAFETY: r is live (see above).
     let c = unsafe { (*r).connection };
     // SAFETY: c is live.
-    crate::guard::event(unsafe { (*c).log }, "wake", || {
+    crate::base::guard::event(unsafe { (*c).log }, "wake", || {
         // SAFETY: r is a live main request with a ReqCtx (it registered ev).
         if let Some(ctx) = unsafe { ReqCtx::get(r) } {
             ctx.unwait();

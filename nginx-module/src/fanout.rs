@@ -8,8 +8,9 @@
 //! timer (so a graceful shutdown waits for it, and nothing blocks the event
 //! loop), owned by the request pool and removed with it.
 
-use crate::cluster::{self, ClusterConf};
-use crate::guard;
+use crate::base::guard;
+use crate::cluster;
+use crate::conf::ClusterConf;
 use nginx_sys::*;
 use ngx::core::Pool;
 use serde_json::{json, Value};

@@ -3,12 +3,13 @@
 //! client, so a fill completes and is stored even when the client that
 //! triggered it disconnects (a plain proxied response would be cancelled).
 
-use crate::cluster::{self, ClusterConf};
+use crate::cluster;
 use crate::collapse::Outcome;
+use crate::conf::ClusterConf;
 use crate::conf::LocConf;
 use crate::ctx::FillCtx;
 use crate::slicefill::SliceJob;
-use crate::{guard, peer, variant};
+use crate::{base::guard, peer, variant};
 use cdncore::Object;
 use nginx_sys::*;
 use ngx::core::Pool;
@@ -153,7 +154,7 @@ unsafe fn subrequest(
             slice,
             stream_key: None,
             also: None,
-            slow_write: crate::guard::fault_asked(r, "slow-write"),
+            slow_write: crate::base::guard::fault_asked(r, "slow-write"),
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;

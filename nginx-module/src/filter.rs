@@ -6,7 +6,7 @@
 
 use crate::collapse::Outcome;
 use crate::ctx::FillCtx;
-use crate::{guard, store, variant, Module};
+use crate::{base::guard, conf::Module, store, variant};
 use bytes::Bytes;
 use cdncore::fill::wire;
 use cdncore::http::{verdict, HttpPolicy, Verdict};
@@ -185,7 +185,7 @@ unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
 /// `r` must be the live fill subrequest owning `f`.
 unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: r is live.
-    unsafe { crate::guard::fault(r, "filter") };
+    unsafe { crate::base::guard::fault(r, "filter") };
     // SAFETY: r is live.
     let (status, length) = unsafe {
         (

@@ -5,8 +5,8 @@
 //! The policy file is read and compiled while the configuration is parsed,
 //! so a bad file fails `nginx -t` and a reload (HUP) re-reads it.
 
+use crate::base::guard;
 use crate::conf::{args, bad, lossy, LocConf};
-use crate::guard;
 use cdncore::policy::hotlink::{Decision, Hotlink, Request, Unknown};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
@@ -14,31 +14,6 @@ use ngx::core::{Status, NGX_CONF_OK};
 use ngx::http::HttpModuleLocationConf;
 use ngx::ngx_log_error;
 use std::sync::Arc;
-
-/// The hotlink part of a location's configuration.
-#[derive(Default)]
-pub struct HotlinkConf {
-    /// Compiled policies; `None` = no check here.
-    pub policy: Option<Arc<Hotlink>>,
-    /// `rcdn_hotlink_unknown`: `None` = unset (inherit; default allow).
-    pub unknown: Option<Unknown>,
-    /// `rcdn_hotlink_url`: policies of domains not in the file.
-    pub url: Option<Arc<crate::hotlink_url::UrlConf>>,
-}
-
-impl HotlinkConf {
-    pub fn merge(&mut self, prev: &HotlinkConf) {
-        if self.policy.is_none() {
-            self.policy = prev.policy.clone();
-        }
-        if self.unknown.is_none() {
-            self.unknown = prev.unknown;
-        }
-        if self.url.is_none() {
-            self.url = prev.url.clone();
-        }
-    }
-}
 
 /// Reads and compiles a policy file; the error names the file and problem.
 pub fn load(path: &str) -> Result<Hotlink, String> {
@@ -139,7 +114,7 @@ unsafe fn host<'a>(r: *mut ngx_http_request_t) -> &'a [u8] {
         return server.as_bytes();
     }
     // SAFETY: r is live.
-    unsafe { crate::lookup::header_in(r, b"host") }.unwrap_or(b"")
+    unsafe { crate::base::request::header_in(r, b"host") }.unwrap_or(b"")
 }
 
 /// Access phase: judges main requests in locations with `rcdn_hotlink`.
@@ -167,7 +142,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
         return declined;
     }
     // SAFETY: r is live; our loc conf exists for every location.
-    let Some(lc) = (unsafe { crate::Module::location_conf(&*r) }) else {
+    let Some(lc) = (unsafe { crate::conf::Module::location_conf(&*r) }) else {
         return declined;
     };
     if lc.hotlink.policy.is_none() && lc.hotlink.url.is_none() {
@@ -179,7 +154,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
             host(r),
             (*r).uri.as_bytes(),
             (*r).args.as_bytes(),
-            crate::lookup::header_in(r, b"referer"),
+            crate::base::request::header_in(r, b"referer"),
         )
     };
     let host = String::from_utf8_lossy(host);

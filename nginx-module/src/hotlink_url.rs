@@ -12,8 +12,8 @@
 //! domain once, then refreshes it on its own schedule), for at most
 //! `MAX_DOMAINS` Hosts per worker (later new Hosts: the unknown rule).
 
-use crate::conf::{args, bad, lossy, parse_time, LocConf};
-use crate::guard;
+use crate::base::guard;
+use crate::conf::{args, bad, lossy, parse_time, LocConf, UrlConf};
 use cdncore::policy::hotlink_url::{parse_answer, Applied, Lookup, Registry, MAX_DOMAINS};
 use cdncore::policy::PolicyError;
 use core::ffi::{c_char, c_void};
@@ -25,13 +25,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-
-/// One `rcdn_hotlink_url` directive.
-pub struct UrlConf {
-    pub url: String,
-    pub refresh_ms: u64,
-    pub wait_ms: u64,
-}
 
 /// How often a waiting request looks again.
 const POLL_MS: ngx_msec_t = 10;

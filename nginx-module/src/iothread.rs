@@ -5,6 +5,7 @@
 //! `id -> request` in a thread-local table; a request's context removes its
 //! id when it is freed, so a result for a gone request is dropped unread.
 
+use crate::conf::IoMode;
 use core::ffi::c_void;
 use nginx_sys::*;
 use ngx::ngx_log_error;
@@ -22,26 +23,6 @@ const DRAIN_SECS: u64 = 30;
 /// What a job returns to the loop.
 pub type Done = Box<dyn Any + Send>;
 type Job = Box<dyn FnOnce() -> Done + Send>;
-
-/// `rcdn_io_threads`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    #[default]
-    Auto,
-    On,
-    Off,
-}
-
-impl Mode {
-    pub fn parse(s: &[u8]) -> Option<Mode> {
-        match s {
-            b"auto" => Some(Mode::Auto),
-            b"on" => Some(Mode::On),
-            b"off" => Some(Mode::Off),
-            _ => None,
-        }
-    }
-}
 
 /// Queued jobs, and whether the threads must stop.
 type Work = (VecDeque<(u64, Job)>, bool);
@@ -81,7 +62,7 @@ struct Bridge {
 
 thread_local! {
     static BRIDGE: RefCell<Option<Bridge>> = const { RefCell::new(None) };
-    static JOBS: RefCell<HashMap<u64, *mut ngx_http_request_t>> = RefCell::new(HashMap::new());
+    static JOBS: RefCell<HashMap<u64, (*mut ngx_http_request_t, Resume)>> = RefCell::new(HashMap::new());
     static NEXT: Cell<u64> = const { Cell::new(1) };
 }
 
@@ -103,11 +84,11 @@ pub fn on_memory(path: &std::path::Path) -> bool {
 }
 
 /// Whether `mode` wants threads for these tier directories.
-pub fn wanted(mode: Mode, tiers: &[std::path::PathBuf]) -> bool {
+pub fn wanted(mode: IoMode, tiers: &[std::path::PathBuf]) -> bool {
     match mode {
-        Mode::Off => false,
-        Mode::On => !tiers.is_empty(),
-        Mode::Auto => tiers.iter().any(|t| !on_memory(t)),
+        IoMode::Off => false,
+        IoMode::On => !tiers.is_empty(),
+        IoMode::Auto => tiers.iter().any(|t| !on_memory(t)),
     }
 }
 
@@ -212,12 +193,15 @@ fn drain(s: &Shared) -> bool {
     true
 }
 
-/// Runs `job` on a thread; `r` is resumed through its context
-/// ([`crate::ctx::ReqCtx::io_done`]) when it is done. `None`: no bridge
-/// (the caller does the work inline).
-pub fn submit(r: *mut ngx_http_request_t, job: Job) -> Option<u64> {
+/// How a request whose job is done is resumed (the cache's
+/// `ctx::io_done`): passed in, so the engine does not depend on the cache.
+pub type Resume = unsafe fn(*mut ngx_http_request_t, Done);
+
+/// Runs `job` on a thread; `r` is resumed through `resume` when it is
+/// done. `None`: no bridge (the caller does the work inline).
+pub fn submit(r: *mut ngx_http_request_t, resume: Resume, job: Job) -> Option<u64> {
     let id = enqueue(false, job).ok()?;
-    JOBS.with(|j| j.borrow_mut().insert(id, r));
+    JOBS.with(|j| j.borrow_mut().insert(id, (r, resume)));
     Some(id)
 }
 
@@ -339,7 +323,7 @@ fn next(q: &Queue) -> Option<(u64, Job)> {
 unsafe extern "C" fn notified(ev: *mut ngx_event_t) {
     // SAFETY: ev is our eventfd connection's read event.
     let log = unsafe { (*ev).log };
-    crate::guard::event(log, "io", || {
+    crate::base::guard::event(log, "io", || {
         let Some(shared) = BRIDGE.with(|b| b.borrow().as_ref().map(|b| b.shared.clone())) else {
             return;
         };
@@ -354,13 +338,13 @@ unsafe extern "C" fn notified(ev: *mut ngx_event_t) {
             Err(_) => return,
         };
         for (id, out) in done {
-            let Some(r) = JOBS.with(|j| j.borrow_mut().remove(&id)) else {
+            let Some((r, resume)) = JOBS.with(|j| j.borrow_mut().remove(&id)) else {
                 called(id, out); // a `call` job, or a request that is gone
                 continue;
             };
             // SAFETY: r is in the table, so it is live (its context removes
             // it when the request's pool is freed).
-            unsafe { crate::ctx::io_done(r, out) };
+            unsafe { resume(r, out) };
         }
     });
 }

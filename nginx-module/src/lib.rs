@@ -14,6 +14,7 @@
 
 pub mod attack;
 pub mod attack_zone;
+pub mod base;
 pub mod cluster;
 pub mod collapse;
 pub mod conf;
@@ -21,7 +22,6 @@ pub mod ctx;
 pub mod fanout;
 pub mod fill;
 pub mod filter;
-pub mod guard;
 pub mod hotlink;
 pub mod hotlink_url;
 pub mod http_get;
@@ -49,16 +49,14 @@ pub mod store;
 pub mod stream;
 pub mod variant;
 
-use conf::{LocConf, MainConf};
+use base::guard;
+use conf::{LocConf, MainConf, Module};
 use core::ffi::{c_char, c_void};
 use core::ptr::{self, addr_of, addr_of_mut};
 use nginx_sys::*;
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleMainConf};
 use ngx::{ngx_log_error, ngx_string};
-
-/// The module's marker type for the `ngx` traits.
-pub struct Module;
 
 impl HttpModule for Module {
     fn module() -> &'static ngx_module_t {
@@ -133,16 +131,6 @@ impl HttpModule for Module {
         }
         ptr::null_mut()
     }
-}
-
-// SAFETY: MainConf is the type create_main_conf allocates for this module.
-unsafe impl HttpModuleMainConf for Module {
-    type MainConf = MainConf;
-}
-
-// SAFETY: LocConf is the type create_loc_conf allocates for this module.
-unsafe impl HttpModuleLocationConf for Module {
-    type LocationConf = LocConf;
 }
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
@@ -244,7 +232,7 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("cdn_purge"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        conf::set_purge,
+        purge::set_purge,
         LOC,
         0,
     ),

@@ -1,12 +1,13 @@
 //! The precontent phase: look the key up and decide — serve a hit, wait for
 //! a fill, or pass the request to the location's `proxy_pass`.
 
+use crate::base::request::header_in;
 use crate::collapse::{self, Outcome};
 use crate::conf::{LocConf, MainConf};
 use crate::ctx::ReqCtx;
 use crate::slicefill::SliceJob;
 use crate::status::CacheStatus;
-use crate::{fill, guard, serve, slice, sliceserve, store, stream, variant, Module};
+use crate::{base::guard, conf::Module, fill, serve, slice, sliceserve, store, stream, variant};
 use cdncore::{now_ms, Cache, Lookup, Object};
 use nginx_sys::*;
 use ngx::core::Status;
@@ -38,30 +39,6 @@ pub unsafe extern "C" fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
 
 fn declined() -> ngx_int_t {
     Status::NGX_DECLINED.into()
-}
-
-/// Header value of the request, by lower-case name.
-///
-/// # Safety
-/// `r` must be live.
-pub unsafe fn header_in<'a>(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<&'a [u8]> {
-    // SAFETY: headers_in.headers is a list of ngx_table_elt_t.
-    let list = unsafe { &(*r).headers_in.headers };
-    let mut part: *const ngx_list_part_t = &list.part;
-    while !part.is_null() {
-        // SAFETY: each part holds nelts elements.
-        let elts = unsafe {
-            core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts)
-        };
-        for h in elts {
-            if h.hash != 0 && h.key.as_bytes().eq_ignore_ascii_case(lower) {
-                return Some(h.value.as_bytes());
-            }
-        }
-        // SAFETY: the last part's next is null.
-        part = unsafe { (*part).next };
-    }
-    None
 }
 
 /// # Safety

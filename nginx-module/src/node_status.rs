@@ -5,7 +5,7 @@
 //! of its connections in use (a sample of one worker when there are
 //! several).
 
-use crate::guard;
+use crate::base::guard;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
@@ -62,7 +62,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             // SAFETY: r is live; the cycle is the running one.
             let (mc, total, free) = unsafe {
                 (
-                    crate::Module::main_conf(&*r),
+                    crate::conf::Module::main_conf(&*r),
                     (*ngx_cycle).connection_n,
                     (*ngx_cycle).free_connection_n,
                 )

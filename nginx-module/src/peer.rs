@@ -18,12 +18,13 @@
 //! or fills that slice alone (see `lookup::peer_slice`, `peerslice`). The
 //! identity is checked against the origin's 206 when the owner fills it.
 
-use crate::cluster::{self, ClusterConf};
+use crate::base::request::header_in;
+use crate::cluster;
+use crate::conf::ClusterConf;
 use crate::conf::MainConf;
 use crate::ctx::{FillCtx, ReqCtx};
-use crate::lookup::header_in;
 use crate::slice::PeerSlice;
-use crate::{guard, Module};
+use crate::{base::guard, conf::Module};
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use nginx_sys::*;
@@ -74,7 +75,7 @@ pub unsafe fn from_peer(r: *mut ngx_http_request_t) -> bool {
         None => true,
         // SAFETY: as above.
         Some(s) => unsafe { header_in(main, SECRET) }
-            .is_some_and(|given| crate::purge::same(given, s.as_bytes())),
+            .is_some_and(|given| crate::base::request::same(given, s.as_bytes())),
     }
 }
 

@@ -4,12 +4,14 @@
 //! no lock a killed worker could leave held. The zone keeps its size across
 //! reloads, so nginx reuses it (marks are by id hash, not list position).
 
-use crate::guard;
+use crate::base::guard;
+use crate::conf::Module;
 use core::ffi::c_void;
-use core::ptr::addr_of_mut;
+use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use nginx_sys::*;
 use ngx::core::Status;
+use ngx::http::HttpModule;
 use ngx::{ngx_log_error, ngx_string};
 
 /// Counter words at the start of the table.
@@ -37,7 +39,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t) -> usize {
             cf,
             &mut name,
             ZONE_SIZE,
-            addr_of_mut!(crate::ngx_http_rcdn_module).cast(),
+            ptr::from_ref(Module::module()).cast_mut().cast(),
         )
     };
     if zone.is_null() {

@@ -4,7 +4,7 @@
 //! key with the owner's metadata.
 
 use crate::ctx::ReqCtx;
-use crate::{guard, serve};
+use crate::{base::guard, serve};
 use nginx_sys::*;
 use ngx::core::Status;
 

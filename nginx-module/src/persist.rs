@@ -16,7 +16,7 @@ fn run(writes: Vec<WriteThrough>, slow: bool, then: impl FnOnce() + 'static) {
         return then();
     }
     let job = Box::new(move || {
-        crate::guard::injected_delay(slow);
+        crate::base::guard::injected_delay(slow);
         writes.into_iter().for_each(WriteThrough::run)
     });
     crate::iothread::spawn(job, Box::new(then));

@@ -6,12 +6,14 @@
 //! `?group=example.com`, `?regex=\.jpg$`, `?all=1`, `?key=<raw key>`;
 //! `host=` picks the host part of URL keys (default: the request's Host).
 
+use crate::base::request::{header_in, same};
 use crate::conf::LocConf;
-use crate::lookup::header_in;
-use crate::{guard, store, variant, Module};
+use crate::{base::guard, conf::Module, store, variant};
 use cdncore::Purge;
+use core::ffi::{c_char, c_void};
 use nginx_sys::*;
-use ngx::http::HttpModuleLocationConf;
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use serde_json::{json, Value};
 
 /// Header carrying the shared secret of `rcdn_purge_secret`.
@@ -174,11 +176,6 @@ fn url_plan(kind: &str, base: Vec<u8>) -> (Vec<Purge>, Value) {
     (keys.into_iter().map(Purge::Key).collect(), j)
 }
 
-/// Constant-time comparison, so the secret cannot be guessed byte by byte.
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The content handler of a `cdn_purge` location.
 ///
 /// # Safety
@@ -195,6 +192,30 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             unsafe { purge(r) }
         },
     )
+}
+
+/// `cdn_purge;` makes the location the purge endpoint.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn set_purge(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard::conf(cf, "cdn_purge", || {
+        // SAFETY: conf is our LocConf.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        lc.purge = true;
+        // SAFETY: cf is valid during parsing; the core loc conf exists.
+        match NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
+            Some(clcf) => {
+                clcf.handler = Some(handler);
+                NGX_CONF_OK
+            }
+            None => NGX_CONF_ERROR,
+        }
+    })
 }
 
 /// # Safety

@@ -3,11 +3,11 @@
 //! `log_format rcdn_json escape=none '$rcdn_log_json';`. The node name is
 //! `rcdn_node_name` (default: the host name nginx knows).
 
+use crate::base::guard;
+use crate::base::request::header_in;
+use crate::conf::Module;
 use crate::conf::{args, bad, lossy, MainConf};
 use crate::ctx::ReqCtx;
-use crate::guard;
-use crate::lookup::header_in;
-use crate::Module;
 use cdncore::policy::reqlog::{line, Entry};
 use core::ffi::{c_char, c_void};
 use core::ptr;

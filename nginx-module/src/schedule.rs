@@ -14,8 +14,8 @@
 //! it) is the node's load, and nodes at 0.9 or more count as overloaded;
 //! without it nodes count as idle. Health and load are per worker.
 
-use crate::conf::{args, bad, lossy, LocConf};
-use crate::guard;
+use crate::base::guard;
+use crate::conf::{args, bad, lossy, LocConf, SchedConf};
 use cdncore::policy::sched::Scheduler;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
@@ -30,15 +30,6 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// One `rcdn_scheduler` directive.
-pub struct SchedConf {
-    pub table: Scheduler,
-    /// Health check interval; 0 = no checks.
-    pub check_ms: u64,
-    /// `status=<path>`: probe this path and read the node's load there.
-    pub status: Option<String>,
-}
 
 /// Reads and parses a table file; the error names the file and problem.
 pub fn load(path: &str) -> Result<Scheduler, String> {
@@ -304,7 +295,7 @@ unsafe fn schedule(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     // SAFETY: r is live; our loc conf exists for every location.
     let Some(sched) =
-        (unsafe { crate::Module::location_conf(&*r) }).and_then(|lc| lc.sched.clone())
+        (unsafe { crate::conf::Module::location_conf(&*r) }).and_then(|lc| lc.sched.clone())
     else {
         return declined;
     };

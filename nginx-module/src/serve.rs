@@ -8,7 +8,7 @@
 //! done by nginx's own filters below ours.
 
 use crate::ctx::ReqCtx;
-use crate::{guard, variant};
+use crate::{base::guard, variant};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Object};
 use nginx_sys::*;

@@ -37,7 +37,7 @@ pub fn in_memory(cache: &Cache, key: &[u8], len: u64) -> Mem {
 /// (its extent comes with the hit). `slow`: the injected 1 s delay of
 /// `X-Rcdn-Fault: slow-slice-read`.
 pub fn in_blocks(cache: &Cache, key: &[u8], len: u64, slow: bool) -> Option<Block> {
-    crate::guard::injected_delay(slow);
+    crate::base::guard::injected_delay(slow);
     let found = cache.get_block_at(key, now_ms()).unwrap_or(Lookup::Miss);
     let mut b = fresh(cache, key, found, len)?;
     b.ext = crate::serve::extent_of(&b.obj).map(Box::new);

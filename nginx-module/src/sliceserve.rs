@@ -9,14 +9,14 @@
 //! be had (origin down, object changed) closes the connection: the client
 //! sees a short body, never wrong bytes.
 
+use crate::base::request::header_in;
 use crate::collapse;
 use crate::ctx::{ReqCtx, POLL_MS};
 use crate::iothread::Done;
-use crate::lookup::header_in;
 use crate::slice::{self, Manifest, Want};
 use crate::sliceblock::{self, Block, Mem};
 use crate::slicefill::SliceJob;
-use crate::{fill, guard, serve, store, stream, Module};
+use crate::{base::guard, conf::Module, fill, serve, store, stream};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Cache};
 use nginx_sys::*;

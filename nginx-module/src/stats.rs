@@ -9,11 +9,11 @@
 //! (shape of the table) then the words. nginx keeps it across a reload when
 //! its size is unchanged; a changed window shape re-zeroes it.
 
-use crate::conf::{args, bad, lossy, parse_time};
+use crate::base::guard;
+use crate::conf::Module;
+use crate::conf::{args, bad, lossy, parse_time, StatsConf};
 use crate::ctx::ReqCtx;
-use crate::guard;
 use crate::status::CacheStatus;
-use crate::Module;
 use cdncore::policy::traffic::{CacheResult, Sample, Traffic};
 use cdncore::purge::Words;
 use core::ffi::{c_char, c_void};
@@ -21,7 +21,7 @@ use core::ptr::{self, addr_of, addr_of_mut};
 use core::sync::atomic::AtomicU64;
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_log_error, ngx_string};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -33,26 +33,6 @@ const MAGIC: u64 = 0x7263_646e_5354_4154; // "rcdnSTAT"
 const HDR: usize = 6;
 const SHAPE: usize = 5;
 const CLAIM: usize = 5;
-
-/// `rcdn_stats_zone` as configured.
-pub struct StatsConf {
-    pub zone: *mut ngx_shm_zone_t,
-    pub windows: usize,
-    pub window_ms: u64,
-    /// `rcdn_stats_push <url>`: where closed windows are POSTed.
-    pub push: Option<String>,
-}
-
-impl Default for StatsConf {
-    fn default() -> Self {
-        StatsConf {
-            zone: ptr::null_mut(),
-            windows: 12,
-            window_ms: 300_000,
-            push: None,
-        }
-    }
-}
 
 /// The table's words inside the shared zone.
 struct ShmWords {
@@ -136,7 +116,7 @@ pub unsafe extern "C" fn set_zone(
                 cf,
                 &mut zname,
                 size,
-                addr_of_mut!(crate::ngx_http_rcdn_module).cast(),
+                ptr::from_ref(Module::module()).cast_mut().cast(),
             )
         };
         if zone.is_null() {

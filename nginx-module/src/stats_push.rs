@@ -5,8 +5,8 @@
 //! in the zone's claim word (a compare-and-swap) sends it. The thread only
 //! touches the shared table's atomics, never nginx.
 
+use crate::base::guard;
 use crate::conf::{args, bad, lossy, MainConf};
-use crate::guard;
 use cdncore::policy::traffic::Traffic;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;

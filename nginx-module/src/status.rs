@@ -1,8 +1,8 @@
 //! `$rcdn_cache_status`: what the cache did for the (main) request;
 //! `$rcdn_body`: how a hit's body was sent (`memory` or `sendfile`).
 
+use crate::base::guard;
 use crate::ctx::ReqCtx;
-use crate::guard;
 use core::ptr;
 use nginx_sys::*;
 use ngx::core::Status;

@@ -13,7 +13,7 @@
 
 use crate::ctx::ReqCtx;
 use crate::sliceserve::{arm_write, pending};
-use crate::{guard, serve};
+use crate::{base::guard, serve};
 use bytes::Bytes;
 use cdncore::Meta;
 use nginx_sys::*;

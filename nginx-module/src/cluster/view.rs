@@ -2,7 +2,7 @@
 //! (marks shared by the node's workers through `peer_shm`), and the peer
 //! counters.
 
-use super::{ClusterConf, VNODES};
+use crate::conf::{ClusterConf, VNODES};
 use crate::peer_shm;
 use cdncore::fill::{NodeId, Ring};
 use std::cell::RefCell;

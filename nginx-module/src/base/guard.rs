@@ -71,7 +71,7 @@ pub unsafe fn fault(r: *mut ngx_http_request_t, point: &str) {
         // SAFETY: r is live; faults are asked for by the main request.
         let main = unsafe { (*r).main };
         // SAFETY: as above.
-        let asked = unsafe { crate::lookup::header_in(main, b"x-rcdn-fault") };
+        let asked = unsafe { crate::base::request::header_in(main, b"x-rcdn-fault") };
         if asked == Some(point.as_bytes()) {
             panic!("injected fault at {point}");
         }
@@ -90,7 +90,7 @@ pub unsafe fn fault_asked(r: *mut ngx_http_request_t, point: &str) -> bool {
         // SAFETY: r is live; faults are asked for by the main request.
         let main = unsafe { (*r).main };
         // SAFETY: as above.
-        return unsafe { crate::lookup::header_in(main, b"x-rcdn-fault") }
+        return unsafe { crate::base::request::header_in(main, b"x-rcdn-fault") }
             == Some(point.as_bytes());
     }
     #[allow(unreachable_code)]

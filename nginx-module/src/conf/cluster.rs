@@ -1,24 +1,6 @@
-//! A cluster of nodes (issue 6): which node fills a key, by the engine's
-//! consistent-hash ring over node ids (`cdncore::fill::Ring`).
-//!
-//! Directives (http): `rcdn_node <id>`, `rcdn_peer <id> <host:port>`
-//! (repeated, this node included), `rcdn_origin <upstream | host:port>`,
-//! `rcdn_peer_timeout <time>`, `rcdn_peer_down <time>`, `rcdn_drain on|off`.
-//! A reload changes them (new workers build a new ring).
-//!
-//! Each worker keeps its own view of the ring; the peers found down, and
-//! until when, are shared by the node's workers (`peer_shm`). A down peer's keys go to their next live node on the ring
-//! (every node that saw it down computes the same successor), so a dead
-//! node costs the origin one fetch per key, not one per asking node.
-//!
-//! Here: the configuration and its checks; `directives`: the setters;
-//! `view`: each worker's ring view, routing and down marks.
-
-mod directives;
-mod view;
-
-pub use directives::*;
-pub use view::*;
+//! The cluster directives as configured (`rcdn_node`, `rcdn_peer`,
+//! `rcdn_origin`, ...) and their checks; the setters, the ring and the peer
+//! protocol are in `crate::cluster`.
 
 use cdncore::fill::Ring;
 use std::collections::HashMap;
