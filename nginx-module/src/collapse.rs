@@ -64,7 +64,7 @@ pub fn claim(key: &[u8], ttl_ms: u64) -> Start {
     if !try_start(key) {
         return Start::Local;
     }
-    let Some(locks) = crate::store::locks() else {
+    let Some(locks) = crate::engine::store::locks() else {
         return Start::Fill(None);
     };
     match locks.claim(KeyHash::of(key).0, ttl_ms) {
@@ -79,7 +79,7 @@ pub fn claim(key: &[u8], ttl_ms: u64) -> Start {
 
 /// Releases the shared marker of a fill (if it held one).
 pub fn release_shared(key: &[u8], token: Option<u64>) {
-    if let (Some(t), Some(locks)) = (token, crate::store::locks()) {
+    if let (Some(t), Some(locks)) = (token, crate::engine::store::locks()) {
         locks.release(KeyHash::of(key).0, t);
     }
 }

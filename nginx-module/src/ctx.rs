@@ -93,7 +93,7 @@ pub struct ReqCtx {
     /// A peer's request for one slice (the owner side): `key` is its
     /// slice key.
     pub peer_slice: Option<crate::slice::PeerSlice>,
-    /// A block-tier lookup running on an io thread (`crate::iothread`).
+    /// A block-tier lookup running on an io thread (`crate::engine::iothread`).
     io: Option<IoWait>,
     /// Its result, taken by the lookup when the phases re-run.
     pub io_result: Option<cdncore::Lookup>,
@@ -147,9 +147,9 @@ impl ReqCtx {
     pub unsafe fn start_io(
         &mut self,
         r: *mut ngx_http_request_t,
-        job: Box<dyn FnOnce() -> crate::iothread::Done + Send>,
+        job: Box<dyn FnOnce() -> crate::engine::iothread::Done + Send>,
     ) -> bool {
-        let Some(id) = crate::iothread::submit(r, io_done, job) else {
+        let Some(id) = crate::engine::iothread::submit(r, io_done, job) else {
             return false;
         };
         // SAFETY: an all-zero ngx_event_t is its documented initial state.
@@ -168,7 +168,7 @@ impl ReqCtx {
     /// Forgets the io job (its result is dropped) and stops its timer.
     fn io_cancel(&mut self) {
         if let Some(mut w) = self.io.take() {
-            crate::iothread::forget(w.id);
+            crate::engine::iothread::forget(w.id);
             // SAFETY: our live timer event; this only unlinks it.
             unsafe {
                 if w.ev.timer_set() != 0 {
@@ -256,7 +256,7 @@ impl Drop for ReqCtx {
 ///
 /// # Safety
 /// `r` must be a live main request whose job was still registered.
-pub unsafe fn io_done(r: *mut ngx_http_request_t, out: crate::iothread::Done) {
+pub unsafe fn io_done(r: *mut ngx_http_request_t, out: crate::engine::iothread::Done) {
     // SAFETY: r is live (see above).
     let c = unsafe { (*r).connection };
     // SAFETY: r is a live main request with a ReqCtx (it submitted the job).

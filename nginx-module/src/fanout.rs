@@ -210,7 +210,7 @@ unsafe extern "C" fn poll(ev: *mut ngx_event_t) {
         }
         job.body["peers"] = Value::Object(peers);
         // SAFETY: r is live.
-        rc = Some(unsafe { crate::purge::respond(r, job.status, &job.body) });
+        rc = Some(unsafe { crate::http::reply::respond(r, job.status, &job.body) });
     });
     let Some(rc) = rc.or_else(|| {
         // A panic above: answer 500 rather than leave the client hanging.

@@ -6,7 +6,7 @@
 
 use crate::collapse::Outcome;
 use crate::ctx::FillCtx;
-use crate::{base::guard, conf::Module, store, variant};
+use crate::{base::guard, conf::Module, engine::store, variant};
 use bytes::Bytes;
 use cdncore::fill::wire;
 use cdncore::http::{verdict, HttpPolicy, Verdict};

@@ -7,7 +7,9 @@ use crate::conf::{LocConf, MainConf};
 use crate::ctx::ReqCtx;
 use crate::slicefill::SliceJob;
 use crate::status::CacheStatus;
-use crate::{base::guard, conf::Module, fill, serve, slice, sliceserve, store, stream, variant};
+use crate::{
+    base::guard, conf::Module, engine::store, fill, serve, slice, sliceserve, stream, variant,
+};
 use cdncore::{now_ms, Cache, Lookup, Object};
 use nginx_sys::*;
 use ngx::core::Status;
@@ -149,7 +151,7 @@ unsafe fn find(
     }
     // SAFETY: r is live.
     let slow = unsafe { guard::fault_asked(r, SLOW_READ) };
-    if !crate::iothread::enabled() {
+    if !crate::engine::iothread::enabled() {
         guard::injected_delay(slow); // on the event loop (io threads off)
         return Some(resolve(cache, &ctx.key, coding));
     }
@@ -241,7 +243,7 @@ unsafe fn start_block(
     let slow = unsafe { guard::fault_asked(r, SLOW_READ) };
     let job = move || {
         guard::injected_delay(slow);
-        Box::new(resolve(&cache, &key, coding)) as crate::iothread::Done
+        Box::new(resolve(&cache, &key, coding)) as crate::engine::iothread::Done
     };
     // SAFETY: forwarded.
     unsafe { ctx.start_io(r, Box::new(job)) }

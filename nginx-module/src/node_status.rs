@@ -71,7 +71,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             let body = document(&name, total.saturating_sub(free), total);
             // SAFETY: r is live.
             unsafe {
-                crate::reply::send(
+                crate::http::reply::send(
                     r,
                     NGX_HTTP_OK,
                     body.as_bytes(),

@@ -101,7 +101,7 @@ pub unsafe fn owner_checks(
     }
     if cc.draining() {
         // SAFETY: r is live.
-        unsafe { crate::serve::push_header(r, DRAINING, b"1") };
+        unsafe { crate::http::reply::push_header(r, DRAINING, b"1") };
         return Err(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
     }
     // SAFETY: r is live.
@@ -131,7 +131,7 @@ pub unsafe fn owner_checks(
         cdncore::fill::peer::encode_key(key)
     );
     // SAFETY: r is live.
-    unsafe { crate::serve::push_header(r, ERROR, b"key mismatch") };
+    unsafe { crate::http::reply::push_header(r, ERROR, b"key mismatch") };
     Err(NGX_HTTP_BAD_REQUEST as ngx_int_t)
 }
 
@@ -309,7 +309,7 @@ unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             let text = format!("{body}\n");
             // SAFETY: r is live.
             unsafe {
-                crate::reply::send(
+                crate::http::reply::send(
                     r,
                     NGX_HTTP_OK,
                     text.as_bytes(),

@@ -47,7 +47,7 @@ unsafe fn send(r: *mut ngx_http_request_t) -> ngx_int_t {
     // its pool.
     unsafe {
         if !serve::put_headers(r, obj.meta())
-            || serve::push_header(r, b"Content-Range", range.as_bytes()).is_none()
+            || crate::http::reply::push_header(r, b"Content-Range", range.as_bytes()).is_none()
         {
             return Status::NGX_ERROR.into();
         }

@@ -19,7 +19,7 @@ fn run(writes: Vec<WriteThrough>, slow: bool, then: impl FnOnce() + 'static) {
         crate::base::guard::injected_delay(slow);
         writes.into_iter().for_each(WriteThrough::run)
     });
-    crate::iothread::spawn(job, Box::new(then));
+    crate::engine::iothread::spawn(job, Box::new(then));
 }
 
 /// Runs a fill's `writes` and keeps its shared "fill in progress" markers

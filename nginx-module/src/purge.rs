@@ -8,7 +8,8 @@
 
 use crate::base::request::{header_in, same};
 use crate::conf::LocConf;
-use crate::{base::guard, conf::Module, store, variant};
+use crate::http::reply::respond;
+use crate::{base::guard, conf::Module, engine::store, variant};
 use cdncore::Purge;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
@@ -252,7 +253,7 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let (status, body) = match parse(&args) {
         Err(e) => (NGX_HTTP_BAD_REQUEST, json!({"ok": false, "error": e})),
-        Ok((target, host)) if crate::iothread::enabled() => {
+        Ok((target, host)) if crate::engine::iothread::enabled() => {
             let host = host.unwrap_or_else(|| server.to_vec());
             // SAFETY: r is live.
             return unsafe { run_off_loop(r, target, host, peers, args) };
@@ -285,17 +286,17 @@ unsafe fn run_off_loop(
     let slow = unsafe { crate::sliceserve::slow_read_asked(r) };
     let job = move || {
         guard::injected_delay(slow);
-        Box::new(run(c, t, &h)) as crate::iothread::Done
+        Box::new(run(c, t, &h)) as crate::engine::iothread::Done
     };
     // SAFETY: `then` runs only while the job is registered, i.e. before
     // r's pool is freed (its cleanup cancels the job).
-    let then = move |out: crate::iothread::Done| unsafe { purged(r, out, peers, &a) };
+    let then = move |out: crate::engine::iothread::Done| unsafe { purged(r, out, peers, &a) };
     // SAFETY: r is live.
     let cln = unsafe { ngx_pool_cleanup_add((*r).pool, core::mem::size_of::<u64>()) };
     if cln.is_null() {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
-    let Some(id) = crate::iothread::call(Box::new(job), Box::new(then)) else {
+    let Some(id) = crate::engine::iothread::call(Box::new(job), Box::new(then)) else {
         // No thread after all: purge here (the cleanup stays unset).
         let (status, body) = run(cache, target, &host);
         // SAFETY: r is live.
@@ -316,14 +317,19 @@ unsafe fn run_off_loop(
 unsafe extern "C" fn cancel_job(data: *mut core::ffi::c_void) {
     // SAFETY: data is the 8 bytes `run_off_loop` wrote the job id into.
     let id = unsafe { data.cast::<u64>().read_unaligned() };
-    crate::iothread::cancel(id);
+    crate::engine::iothread::cancel(id);
 }
 
 /// The purge job is done: answer (or fan out) and finalize.
 ///
 /// # Safety
 /// `r` must be the live request whose job this was.
-unsafe fn purged(r: *mut ngx_http_request_t, out: crate::iothread::Done, peers: bool, args: &[u8]) {
+unsafe fn purged(
+    r: *mut ngx_http_request_t,
+    out: crate::engine::iothread::Done,
+    peers: bool,
+    args: &[u8],
+) {
     let (status, body) = match out.downcast::<(u32, Value)>() {
         Ok(b) => *b,
         Err(_) => (
@@ -446,22 +452,4 @@ fn run(cache: Option<cdncore::Cache>, target: Target, host: &[u8]) -> (u32, Valu
         body["removed"] = json!(removed);
     }
     (NGX_HTTP_OK, body)
-}
-
-/// Sends a JSON response.
-///
-/// # Safety
-/// `r` must be live.
-pub unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &Value) -> ngx_int_t {
-    let mut text = body.to_string();
-    text.push('\n');
-    // SAFETY: r is live.
-    unsafe {
-        crate::reply::send(
-            r,
-            status,
-            text.as_bytes(),
-            ngx::ngx_string!("application/json"),
-        )
-    }
 }

@@ -8,6 +8,7 @@
 //! done by nginx's own filters below ours.
 
 use crate::ctx::ReqCtx;
+use crate::http::reply::push_header;
 use crate::{base::guard, variant};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Object};
@@ -54,24 +55,6 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             unsafe { send(r, obj) }
         },
     )
-}
-
-/// Pushes one response header.
-///
-/// # Safety
-/// `r` must be live.
-pub unsafe fn push_header(
-    r: *mut ngx_http_request_t,
-    name: &[u8],
-    value: &[u8],
-) -> Option<*mut ngx_table_elt_t> {
-    // SAFETY: headers_out.headers is a list of ngx_table_elt_t in r's pool.
-    unsafe {
-        let h = ngx_list_push(&mut (*r).headers_out.headers).cast::<ngx_table_elt_t>();
-        add_to_ngx_table(h, (*r).pool, name, value)?;
-        (*h).next = core::ptr::null_mut();
-        Some(h)
-    }
 }
 
 /// Sends `obj` as the response of `r`.

@@ -1,5 +1,5 @@
 //! Reading a slice from the block tiers, which may wait on the disk: run
-//! on an io thread ([`crate::iothread::call`]) when there are io threads,
+//! on an io thread ([`crate::engine::iothread::call`]) when there are io threads,
 //! inline otherwise. The memory tier is asked first, on the loop.
 
 use cdncore::block::Extent;

@@ -12,11 +12,11 @@
 use crate::base::request::header_in;
 use crate::collapse;
 use crate::ctx::{ReqCtx, POLL_MS};
-use crate::iothread::Done;
+use crate::engine::iothread::Done;
 use crate::slice::{self, Manifest, Want};
 use crate::sliceblock::{self, Block, Mem};
 use crate::slicefill::SliceJob;
-use crate::{base::guard, conf::Module, fill, serve, store, stream};
+use crate::{base::guard, conf::Module, engine::store, fill, serve, stream};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Cache};
 use nginx_sys::*;
@@ -110,10 +110,10 @@ impl Run {
     /// Forgets the io jobs (their results are dropped unread).
     fn stop_io(&mut self) {
         if let Some((id, _)) = self.io.take() {
-            crate::iothread::cancel(id);
+            crate::engine::iothread::cancel(id);
         }
         if let Some(id) = self.ahead.take() {
-            crate::iothread::cancel(id);
+            crate::engine::iothread::cancel(id);
         }
     }
 
@@ -218,11 +218,11 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
         };
         if let Some(cr) = cr {
-            if serve::push_header(r, b"Content-Range", cr.as_bytes()).is_none() {
+            if crate::http::reply::push_header(r, b"Content-Range", cr.as_bytes()).is_none() {
                 return Status::NGX_ERROR.into();
             }
         }
-        if serve::push_header(r, b"Accept-Ranges", b"bytes").is_none() {
+        if crate::http::reply::push_header(r, b"Accept-Ranges", b"bytes").is_none() {
             return Status::NGX_ERROR.into();
         }
         let rc = ngx_http_send_header(r);
@@ -424,7 +424,7 @@ unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) ->
     let Some(cache) = cache else {
         return Look::Miss;
     };
-    let threads = crate::iothread::enabled();
+    let threads = crate::engine::iothread::enabled();
     match sliceblock::in_memory(&cache, key, run.len(i)) {
         Mem::Hit(b) => Look::Hit(b),
         Mem::Miss => Look::Miss,
@@ -460,7 +460,7 @@ unsafe fn read_block(
     // SAFETY: `then` runs only while the job is registered, i.e. while
     // the run (and so its request) lives: Run::drop cancels it.
     let then = move |out: Done| unsafe { block_read(r, i, out) };
-    let Some(id) = crate::iothread::call(Box::new(job), Box::new(then)) else {
+    let Some(id) = crate::engine::iothread::call(Box::new(job), Box::new(then)) else {
         return false;
     };
     let p: *mut ngx_event_t = &mut *run.ev;
@@ -521,7 +521,7 @@ unsafe fn look_ahead(r: *mut ngx_http_request_t, run: &mut Run, cache: &Cache, a
     // SAFETY: `then` runs only while the job is registered, i.e. while
     // the run (and so its request) lives: Run::drop cancels it.
     let then = move |out: Done| unsafe { looked_ahead(r, out) };
-    run.ahead = crate::iothread::call(Box::new(job), Box::new(then));
+    run.ahead = crate::engine::iothread::call(Box::new(job), Box::new(then));
 }
 
 /// Prefetch's look at the block tiers is done.
@@ -609,7 +609,7 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
     let Some(cache) = store::get() else {
         return;
     };
-    let threads = crate::iothread::enabled();
+    let threads = crate::engine::iothread::enabled();
     let mut ask = Vec::new();
     for j in lo..=hi {
         let key = slice::key(&run.base, run.m.size, run.m.ident, j);
@@ -884,7 +884,7 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
         if let Some(run) = ReqCtx::get(r).and_then(|c| c.slices.as_deref_mut()) {
             if let Some((id, i)) = run.io.take() {
                 // The block read is late: treat it as a miss (refill).
-                crate::iothread::cancel(id);
+                crate::engine::iothread::cancel(id);
                 run.found.push((i, None));
             }
             run.unwait();

@@ -570,7 +570,7 @@ unsafe fn serve(r: *mut ngx_http_request_t, prom: bool) -> ngx_int_t {
                 (s, ngx_string!("application/json"))
             };
             // SAFETY: r is live.
-            unsafe { crate::reply::send(r, NGX_HTTP_OK, body.as_bytes(), ct) }
+            unsafe { crate::http::reply::send(r, NGX_HTTP_OK, body.as_bytes(), ct) }
         },
     )
 }

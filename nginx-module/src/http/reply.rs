@@ -1,8 +1,10 @@
 //! Small generated responses (purge results, statistics): the body is copied
-//! into the request pool and sent as one memory buffer.
+//! into the request pool and sent as one memory buffer. Also one more
+//! response header for any reply.
 
 use nginx_sys::*;
 use ngx::core::{Pool, Status};
+use serde_json::Value;
 
 /// Sends `status` with `body` (copied into the request pool) as
 /// `content_type`.
@@ -47,5 +49,41 @@ pub unsafe fn send(
             next: core::ptr::null_mut(),
         };
         ngx_http_output_filter(r, &mut chain)
+    }
+}
+
+/// Sends a JSON response.
+///
+/// # Safety
+/// `r` must be live.
+pub unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &Value) -> ngx_int_t {
+    let mut text = body.to_string();
+    text.push('\n');
+    // SAFETY: r is live.
+    unsafe {
+        send(
+            r,
+            status,
+            text.as_bytes(),
+            ngx::ngx_string!("application/json"),
+        )
+    }
+}
+
+/// Pushes one response header.
+///
+/// # Safety
+/// `r` must be live.
+pub unsafe fn push_header(
+    r: *mut ngx_http_request_t,
+    name: &[u8],
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
+    // SAFETY: headers_out.headers is a list of ngx_table_elt_t in r's pool.
+    unsafe {
+        let h = ngx_list_push(&mut (*r).headers_out.headers).cast::<ngx_table_elt_t>();
+        add_to_ngx_table(h, (*r).pool, name, value)?;
+        (*h).next = core::ptr::null_mut();
+        Some(h)
     }
 }
