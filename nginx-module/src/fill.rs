@@ -9,7 +9,7 @@ use crate::conf::ClusterConf;
 use crate::conf::LocConf;
 use crate::ctx::FillCtx;
 use crate::slicefill::SliceJob;
-use crate::{base::guard, peer, variant};
+use crate::{base::guard, cluster::peer, variant};
 use cdncore::Object;
 use nginx_sys::*;
 use ngx::core::Pool;

@@ -208,7 +208,7 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     let slice_answer = status == 206 || f.slice.as_ref().is_some_and(|j| j.expect.is_some());
     if let (Some(job), true) = (f.slice.clone(), slice_answer) {
         // A slice from its owner carries the owner's metadata.
-        let wire = match header(&h, crate::peer::META).filter(|_| f.peer.is_some()) {
+        let wire = match header(&h, crate::cluster::peer::META).filter(|_| f.peer.is_some()) {
             Some(v) => match wire::decode(v, now_ms()) {
                 Ok(m) => Some(m),
                 Err(e) => {
@@ -343,7 +343,7 @@ unsafe fn from_owner(
     if unsafe { owner_failed(r, f, status, h) } {
         return true;
     }
-    let Some(value) = header(h, crate::peer::META) else {
+    let Some(value) = header(h, crate::cluster::peer::META) else {
         return false;
     };
     let meta = match wire::decode(value, now_ms()) {

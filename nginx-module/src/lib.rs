@@ -20,7 +20,6 @@ pub mod collapse;
 pub mod conf;
 pub mod ctx;
 pub mod engine;
-pub mod fanout;
 pub mod fill;
 pub mod filter;
 pub mod hotlink;
@@ -29,8 +28,7 @@ pub mod http;
 pub mod http_get;
 pub mod lookup;
 pub mod node_status;
-pub mod peer;
-pub mod peer_shm;
+pub mod peer_vars;
 pub mod peerslice;
 pub mod persist;
 pub mod purge;
@@ -71,7 +69,7 @@ impl HttpModule for Module {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
-        if unsafe { peer::register_variables(cf) } != NGX_OK as ngx_int_t {
+        if unsafe { peer_vars::register_variables(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
@@ -115,7 +113,7 @@ impl HttpModule for Module {
         }
         if mc.cluster.enabled() {
             // SAFETY: cf is the http block's conf being parsed.
-            mc.cluster.zone = unsafe { peer_shm::add_zone(cf) };
+            mc.cluster.zone = unsafe { cluster::add_zone(cf) };
             if mc.cluster.zone == 0 {
                 return ngx::core::NGX_CONF_ERROR;
             }
@@ -365,7 +363,7 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("rcdn_peer_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        peer::set_status,
+        cluster::peer::set_status,
         LOC,
         0,
     ),

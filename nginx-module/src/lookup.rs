@@ -90,7 +90,11 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
         }
         // SAFETY: r is a live main request.
-        match unsafe { crate::peer::owner_checks(r, &ctx.key) } {
+        let key = &ctx.key;
+        let slice_of = |given: &[u8], m: Option<&[u8]>, range: Option<&[u8]>| {
+            slice::PeerSlice::verify(key, given, m, range)
+        };
+        match unsafe { crate::cluster::peer::owner_checks(r, key, slice_of) } {
             Err(rc) => return rc,
             Ok(Some(ps)) => {
                 // A peer asks for one slice: this request is keyed on it.

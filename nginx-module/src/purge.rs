@@ -366,14 +366,14 @@ unsafe fn answer(
     // SAFETY: r is live.
     let server = unsafe { (*r).headers_in.server.as_bytes() };
     // SAFETY: r is live.
-    let cc = unsafe { crate::peer::conf(r) };
+    let cc = unsafe { crate::cluster::peer::conf(r) };
     // A purge that came from a peer is never fanned out again.
     // SAFETY: r is live.
-    if peers && status == NGX_HTTP_OK && !unsafe { crate::peer::from_peer(r) } {
+    if peers && status == NGX_HTTP_OK && !unsafe { crate::cluster::peer::from_peer(r) } {
         if let Some(cc) = cc.filter(|c| c.enabled()) {
             // SAFETY: r is live.
             let path = unsafe { (*r).uri.as_bytes() };
-            let f = crate::fanout::Fanout {
+            let f = crate::cluster::fanout::Fanout {
                 target: format!(
                     "{}?{}",
                     String::from_utf8_lossy(path),
@@ -385,7 +385,7 @@ unsafe fn answer(
                 peer_secret: cc.secret.clone(),
             };
             // SAFETY: r is a live main request in its content handler.
-            return unsafe { crate::fanout::start(r, cc, f, status, body) };
+            return unsafe { crate::cluster::fanout::start(r, cc, f, status, body) };
         }
     }
     // SAFETY: r is live.

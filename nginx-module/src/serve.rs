@@ -126,9 +126,10 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
         }
         // To a peer (a hit, or a fill streaming to it): the asking node
         // stores the body with the owner's metadata.
-        if crate::peer::from_peer(r) {
+        if crate::cluster::peer::from_peer(r) {
             let wire = cdncore::fill::wire::encode(meta, now_ms());
-            return push_header(r, crate::peer::META.as_bytes(), wire.as_bytes()).is_some();
+            return push_header(r, crate::cluster::peer::META.as_bytes(), wire.as_bytes())
+                .is_some();
         }
         true
     }

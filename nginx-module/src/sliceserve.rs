@@ -597,7 +597,7 @@ unsafe fn start_fill(
 unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
     // A peer asks for the slices it needs itself (from their owners).
     // SAFETY: r is live.
-    if unsafe { crate::peer::from_peer(r) } {
+    if unsafe { crate::cluster::peer::from_peer(r) } {
         return;
     }
     if run.ahead.is_some() {

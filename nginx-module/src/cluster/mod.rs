@@ -7,16 +7,22 @@
 //! A reload changes them (new workers build a new ring).
 //!
 //! Each worker keeps its own view of the ring; the peers found down, and
-//! until when, are shared by the node's workers (`peer_shm`). A down peer's keys go to their next live node on the ring
+//! until when, are shared by the node's workers (`shm`). A down peer's keys go to their next live node on the ring
 //! (every node that saw it down computes the same successor), so a dead
 //! node costs the origin one fetch per key, not one per asking node.
 //!
 //! Here: `directives`: the setters (the configuration and its checks are
 //! `crate::conf::ClusterConf`); `view`: each worker's ring view, routing
-//! and down marks.
+//! and down marks; `shm`: the peer-health zone; `peer`: the peer protocol
+//! (headers, owner checks, `rcdn_peer_status`); `fanout`: purges sent on
+//! to every peer.
 
 mod directives;
+pub mod fanout;
+pub mod peer;
+mod shm;
 mod view;
 
 pub use directives::*;
+pub use shm::add_zone;
 pub use view::*;

@@ -15,18 +15,15 @@
 //! Slices: `X-Rcdn-Key` may also name one slice of the owner's key
 //! (`<key> slice=<size>:<ident>:<index>`, with the asking node's manifest in
 //! `X-Rcdn-Slice` and exactly that slice's `Range`); the owner then serves
-//! or fills that slice alone (see `lookup::peer_slice`, `peerslice`). The
+//! or fills that slice alone (see the cache's `lookup::peer_slice`, `slice::peer`). The
 //! identity is checked against the origin's 206 when the owner fills it.
 
 use crate::base::request::header_in;
 use crate::cluster;
 use crate::conf::ClusterConf;
 use crate::conf::MainConf;
-use crate::ctx::{FillCtx, ReqCtx};
-use crate::slice::PeerSlice;
 use crate::{base::guard, conf::Module};
 use core::ffi::{c_char, c_void};
-use core::ptr;
 use nginx_sys::*;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -81,14 +78,17 @@ pub unsafe fn from_peer(r: *mut ngx_http_request_t) -> bool {
 
 /// Owner-side checks of a main request, once its key is known: `Err(rc)`
 /// ends the request (503 while draining, 400 on a key mismatch);
-/// `Ok(Some(_))` is a peer's request for one slice of the object.
+/// `Ok(Some(_))` is a peer's request for one slice of the object, as
+/// `slice_of(given key, X-Rcdn-Slice, Range)` verified it (the cache's
+/// `PeerSlice::verify`, passed in: the protocol knows no slice layout).
 ///
 /// # Safety
 /// `r` must be a live main request.
-pub unsafe fn owner_checks(
+pub unsafe fn owner_checks<T>(
     r: *mut ngx_http_request_t,
     key: &[u8],
-) -> Result<Option<PeerSlice>, ngx_int_t> {
+    slice_of: impl FnOnce(&[u8], Option<&[u8]>, Option<&[u8]>) -> Option<T>,
+) -> Result<Option<T>, ngx_int_t> {
     // SAFETY: r is live.
     let Some(cc) = (unsafe { conf(r) }) else {
         return Ok(None);
@@ -117,7 +117,7 @@ pub unsafe fn owner_checks(
     if let Some(d) = &decoded {
         // SAFETY: r is live.
         let (m, range) = unsafe { (header_in(r, SLICE), header_in(r, b"range")) };
-        if let Some(ps) = PeerSlice::verify(key, d, m, range) {
+        if let Some(ps) = slice_of(d, m, range) {
             return Ok(Some(ps));
         }
     }
@@ -151,108 +151,6 @@ pub fn fill_headers(cc: &ClusterConf, key: &[u8]) -> Vec<(&'static [u8], Vec<u8>
         h.push((&b"X-Rcdn-Peer-Secret"[..], s.clone().into_bytes()));
     }
     h
-}
-
-const UPSTREAM: usize = 0;
-const OWNER: usize = 1;
-const SOURCE: usize = 2;
-
-/// `$rcdn_upstream`, `$rcdn_owner`, `$rcdn_source`.
-///
-/// # Safety
-/// `cf` must be the configuration being parsed (preconfiguration).
-pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut names = [
-        (ngx_string!("rcdn_upstream"), UPSTREAM),
-        (ngx_string!("rcdn_owner"), OWNER),
-        (ngx_string!("rcdn_source"), SOURCE),
-    ];
-    let flags = (NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_NOHASH) as ngx_uint_t;
-    for (name, which) in names.iter_mut() {
-        // SAFETY: cf is the conf being parsed; nginx copies the name.
-        let v = unsafe { ngx_http_add_variable(cf, name, flags) };
-        if v.is_null() {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: v is the variable nginx just added.
-        unsafe {
-            (*v).get_handler = Some(get_variable);
-            (*v).data = *which;
-        }
-    }
-    Status::NGX_OK.into()
-}
-
-unsafe extern "C" fn get_variable(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_variable_value_t,
-    which: usize,
-) -> ngx_int_t {
-    // SAFETY: nginx passes a live request and a value slot.
-    let log = unsafe { (*(*r).connection).log };
-    guard::request(log, "$rcdn_upstream", Status::NGX_ERROR.into(), || {
-        // SAFETY: r is live for the call.
-        let value = unsafe { value_of(r, which) };
-        // SAFETY: v is a valid slot; the bytes live in conf, the request
-        // pool or a FillCtx (pool-owned), all outliving the request's use.
-        unsafe {
-            match value {
-                Some(s) if s.len > 0 => {
-                    (*v).data = s.data;
-                    (*v).set_len(s.len as u32);
-                    (*v).set_valid(1);
-                    (*v).set_no_cacheable(1);
-                    (*v).set_not_found(0);
-                }
-                _ => {
-                    (*v).set_not_found(1);
-                    (*v).data = ptr::null_mut();
-                    (*v).set_len(0);
-                }
-            }
-        }
-        Status::NGX_OK.into()
-    })
-}
-
-fn borrowed(s: &str) -> ngx_str_t {
-    ngx_str_t {
-        len: s.len(),
-        data: s.as_ptr().cast_mut(),
-    }
-}
-
-/// # Safety
-/// `r` must be live.
-unsafe fn value_of(r: *mut ngx_http_request_t, which: usize) -> Option<ngx_str_t> {
-    // SAFETY: r is live.
-    let cc = unsafe { conf(r) }?;
-    // SAFETY: r is live.
-    let main = unsafe { (*r).main };
-    match which {
-        UPSTREAM => {
-            // A fill subrequest routed to a peer goes there; everything else
-            // (local fills, passes, hits' revalidations) to the origin.
-            // SAFETY: subrequest slots hold a FillCtx or null.
-            let fill = (main != r).then(|| unsafe { FillCtx::get(r) }).flatten();
-            match fill.and_then(|f| f.peer.as_ref()) {
-                Some(t) => Some(borrowed(&t.via)),
-                None => cc.origin.as_deref().map(borrowed),
-            }
-        }
-        OWNER => {
-            // SAFETY: main is live; its slot holds a ReqCtx or null.
-            let key = unsafe { ReqCtx::get(main) }.map(|c| c.key.clone())?;
-            let owner = cluster::owner(cc, &key)?;
-            // SAFETY: r is live; the copy lives in its pool.
-            unsafe { ngx_str_t::from_bytes((*r).pool, owner.as_bytes()) }
-        }
-        _ => {
-            // SAFETY: main is live.
-            let s = unsafe { ReqCtx::get(main) }.map_or("", |c| c.source);
-            Some(borrowed(s))
-        }
-    }
 }
 
 /// `rcdn_peer_status;` (location): this worker's view of the cluster, JSON.
