@@ -2,48 +2,28 @@
 //!
 //! A thin adapter over the `cdncore` engine: nginx parses directives, runs
 //! the request phases and talks to the origin (`proxy_pass`); the engine
-//! stores, looks up, judges freshness and purges. See `docs/nginx.md`.
+//! stores, looks up, judges freshness and purges. See `docs/nginx.md`
+//! ("Code map") for the folders and the one direction of their imports.
 //!
-//! Request flow (main requests in a location with `rcdn_cache on`):
-//! - precontent phase ([`lookup`]): evaluate the key, look it up; a hit swaps
-//!   the content handler for [`serve`]; a miss starts one background fill
-//!   subrequest per key ([`fill`]) and waits for it ([`collapse`]);
-//! - the fill subrequest runs the location's `proxy_pass`; the filters in
-//!   [`filter`] stream its body into an engine `Writer` and commit it;
-//! - waiters wake and are served from the cache.
+//! This file only wires the module together: the module static, the
+//! directive table, the phase handlers and filters, the process hooks.
 
 pub mod attack;
 pub mod attack_zone;
 pub mod base;
+pub mod cache;
 pub mod cluster;
-pub mod collapse;
 pub mod conf;
-pub mod ctx;
 pub mod engine;
-pub mod fill;
-pub mod filter;
 pub mod hotlink;
 pub mod hotlink_url;
 pub mod http;
 pub mod http_get;
-pub mod lookup;
 pub mod node_status;
-pub mod peer_vars;
-pub mod peerslice;
-pub mod persist;
-pub mod purge;
 pub mod reqlog;
 pub mod schedule;
-pub mod serve;
-pub mod slice;
-pub mod sliceblock;
-pub mod slicefill;
-pub mod sliceserve;
 pub mod stats;
 pub mod stats_push;
-pub mod status;
-pub mod stream;
-pub mod variant;
 
 use base::guard;
 use conf::{LocConf, MainConf, Module};
@@ -65,11 +45,11 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the http block's conf.
-        if unsafe { status::register_variables(cf) } != NGX_OK as ngx_int_t {
+        if unsafe { cache::register_variables(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
-        if unsafe { peer_vars::register_variables(cf) } != NGX_OK as ngx_int_t {
+        if unsafe { cache::register_peer_variables(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
@@ -78,10 +58,7 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let handlers: [(ngx_http_phases, phase::Handler); 5] = [
-            (
-                ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-                lookup::precontent,
-            ),
+            (ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, cache::precontent),
             (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, hotlink::access),
             (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, attack::access),
             (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, schedule::access),
@@ -94,7 +71,7 @@ impl HttpModule for Module {
             }
         }
         // SAFETY: called once per configuration, single-threaded.
-        unsafe { filter::install() };
+        unsafe { cache::install_filters() };
         Status::NGX_OK.into()
     }
 
@@ -230,7 +207,7 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("cdn_purge"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        purge::set_purge,
+        cache::set_purge,
         LOC,
         0,
     ),

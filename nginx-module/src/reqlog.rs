@@ -5,9 +5,9 @@
 
 use crate::base::guard;
 use crate::base::request::header_in;
+use crate::cache::ReqCtx;
 use crate::conf::Module;
 use crate::conf::{args, bad, lossy, MainConf};
-use crate::ctx::ReqCtx;
 use cdncore::policy::reqlog::{line, Entry};
 use core::ffi::{c_char, c_void};
 use core::ptr;

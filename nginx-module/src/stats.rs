@@ -10,10 +10,10 @@
 //! its size is unchanged; a changed window shape re-zeroes it.
 
 use crate::base::guard;
+use crate::cache::CacheStatus;
+use crate::cache::ReqCtx;
 use crate::conf::Module;
 use crate::conf::{args, bad, lossy, parse_time, StatsConf};
-use crate::ctx::ReqCtx;
-use crate::status::CacheStatus;
 use cdncore::policy::traffic::{CacheResult, Sample, Traffic};
 use cdncore::purge::Words;
 use core::ffi::{c_char, c_void};

@@ -2,7 +2,7 @@
 //! `$rcdn_body`: how a hit's body was sent (`memory` or `sendfile`).
 
 use crate::base::guard;
-use crate::ctx::ReqCtx;
+use crate::cache::ReqCtx;
 use core::ptr;
 use nginx_sys::*;
 use ngx::core::Status;

@@ -4,9 +4,9 @@
 //! `Writer` and swallowed (nobody reads a background subrequest's output);
 //! every other request passes through untouched.
 
-use crate::collapse::Outcome;
-use crate::ctx::FillCtx;
-use crate::{base::guard, conf::Module, engine::store, variant};
+use crate::cache::collapse::Outcome;
+use crate::cache::ctx::FillCtx;
+use crate::{base::guard, cache::variant, conf::Module, engine::store};
 use bytes::Bytes;
 use cdncore::fill::wire;
 use cdncore::http::{verdict, HttpPolicy, Verdict};
@@ -160,7 +160,7 @@ pub(crate) fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
             .collect();
     }
     if let Some(v) = header(h, "x-rcdn-mask") {
-        meta.mask = crate::purge::parse_u64(&String::from_utf8_lossy(v)).unwrap_or(0);
+        meta.mask = crate::cache::purge::parse_u64(&String::from_utf8_lossy(v)).unwrap_or(0);
     }
     if let Some(v) = header(h, "x-rcdn-group").filter(|v| !v.is_empty()) {
         meta.group = Some(Bytes::copy_from_slice(v));
@@ -213,13 +213,15 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     // SAFETY: r owns f and is live.
-                    unsafe { crate::fill::peer_failed(r, f, &format!("sent bad metadata ({e})")) };
+                    unsafe {
+                        crate::cache::fill::peer_failed(r, f, &format!("sent bad metadata ({e})"))
+                    };
                     return;
                 }
             },
             None => None,
         };
-        if crate::slicefill::judge(f, &job, status, &h, &cache, lc, wire) {
+        if crate::cache::slice::fill::judge(f, &job, status, &h, &cache, lc, wire) {
             return;
         }
     }
@@ -227,7 +229,7 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
         return;
     }
     if let Some(job) = f.slice.clone() {
-        if crate::slicefill::judge(f, &job, status, &h, &cache, lc, None) {
+        if crate::cache::slice::fill::judge(f, &job, status, &h, &cache, lc, None) {
             return;
         }
     }
@@ -285,9 +287,9 @@ fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKi
             // Known length within the store's limit: readers in this worker
             // can take the body as it arrives.
             if let Some(len) = size {
-                crate::stream::open(&f.base, shared, len, f.coding, f.marker.is_some());
+                crate::cache::stream::open(&f.base, shared, len, f.coding, f.marker.is_some());
                 f.stream_key = Some(f.base.clone());
-                crate::collapse::notify(&f.base);
+                crate::cache::collapse::notify(&f.base);
             }
         }
         Err(e) => {
@@ -319,7 +321,7 @@ unsafe fn owner_failed(
         None => format!("answered {status}"),
     };
     // SAFETY: r owns f and is live (caller's contract).
-    unsafe { crate::fill::peer_failed(r, f, &why) };
+    unsafe { crate::cache::fill::peer_failed(r, f, &why) };
     true
 }
 
@@ -350,7 +352,7 @@ unsafe fn from_owner(
         Ok(m) => m,
         Err(e) => {
             // SAFETY: as above.
-            unsafe { crate::fill::peer_failed(r, f, &format!("sent bad metadata ({e})")) };
+            unsafe { crate::cache::fill::peer_failed(r, f, &format!("sent bad metadata ({e})")) };
             return true;
         }
     };
@@ -406,7 +408,7 @@ fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(Stri
 fn refreshed(cache: &Cache, f: &mut FillCtx, old: &cdncore::Object, meta: Meta) {
     if let Ok((_, through)) = cache.insert_deferred(old.key(), meta, old.body().clone()) {
         f.outcome = Some(Outcome::Refreshed);
-        crate::persist::fill_writes(f, through.into_iter().collect());
+        crate::cache::persist::fill_writes(f, through.into_iter().collect());
     }
 }
 
@@ -450,10 +452,10 @@ fn write(f: &mut FillCtx, data: &[u8]) {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
             f.writer = None;
             if let Some(k) = f.stream_key.take() {
-                crate::stream::end(&k, false);
+                crate::cache::stream::end(&k, false);
             }
         } else if let Some(k) = &f.stream_key {
-            crate::stream::push(k, data);
+            crate::cache::stream::push(k, data);
         }
     }
 }
@@ -492,7 +494,7 @@ fn commit(f: &mut FillCtx) {
         Ok((_, through)) => {
             f.outcome = Some(Outcome::Stored);
             if let Some(k) = f.stream_key.take() {
-                crate::stream::end(&k, true);
+                crate::cache::stream::end(&k, true);
             }
             let mut writes: Vec<_> = through.into_iter().collect();
             if let (Some(m), Some(cache)) = (f.marker.take(), store::get()) {
@@ -500,12 +502,12 @@ fn commit(f: &mut FillCtx) {
                     writes.extend(t);
                 }
             }
-            crate::persist::fill_writes(f, writes);
+            crate::cache::persist::fill_writes(f, writes);
         }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
             if let Some(k) = f.stream_key.take() {
-                crate::stream::end(&k, false);
+                crate::cache::stream::end(&k, false);
             }
         }
     }

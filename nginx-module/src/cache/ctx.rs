@@ -2,9 +2,9 @@
 //! pool: its `Drop` runs when the request is freed, so nothing that can fire
 //! later (timer, posted event, waiter entry) outlives the request.
 
-use crate::collapse::{self, Outcome};
+use crate::cache::collapse::{self, Outcome};
+use crate::cache::CacheStatus;
 use crate::conf::Module;
-use crate::status::CacheStatus;
 use cdncore::{Object, Writer};
 use core::ffi::c_void;
 use nginx_sys::*;
@@ -68,10 +68,10 @@ pub struct ReqCtx {
     /// Registered as a waiter on a fill of `key`.
     wait: Option<Box<ngx_event_t>>,
     /// The manifest of a sliced hit, and the run that sends its slices.
-    pub manifest: Option<crate::slice::Manifest>,
-    pub slices: Option<Box<crate::sliceserve::Run>>,
+    pub manifest: Option<crate::cache::slice::Manifest>,
+    pub slices: Option<Box<crate::cache::slice::serve::Run>>,
     /// Reading a fill's body as it arrives (read-while-writer).
-    pub stream: Option<Box<crate::stream::Reader>>,
+    pub stream: Option<Box<crate::cache::stream::Reader>>,
     /// Set by the wake-up: the fill ended (or the wait timed out).
     pub woken: bool,
     pub timed_out: bool,
@@ -92,7 +92,7 @@ pub struct ReqCtx {
     pub source: &'static str,
     /// A peer's request for one slice (the owner side): `key` is its
     /// slice key.
-    pub peer_slice: Option<crate::slice::PeerSlice>,
+    pub peer_slice: Option<crate::cache::slice::PeerSlice>,
     /// A block-tier lookup running on an io thread (`crate::engine::iothread`).
     io: Option<IoWait>,
     /// Its result, taken by the lookup when the phases re-run.
@@ -321,7 +321,7 @@ unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
             }
             ctx.woken = true;
             ctx.timed_out = timed_out;
-            ctx.outcome = if timed_out || crate::stream::exists(&ctx.key) {
+            ctx.outcome = if timed_out || crate::cache::stream::exists(&ctx.key) {
                 None
             } else {
                 collapse::recent(&ctx.key, collapse::PASS_MS)
@@ -358,8 +358,8 @@ pub struct FillCtx {
     pub timer: Option<Box<ngx_event_t>>,
     /// The slice this fill fetches (`rcdn_slice`); `base` is then the
     /// slice's key, or the URL's base key for the first slice fetched.
-    pub slice: Option<crate::slicefill::SliceJob>,
-    /// The key this fill's body streams under (`crate::stream`), if any.
+    pub slice: Option<crate::cache::slice::fill::SliceJob>,
+    /// The key this fill's body streams under (`crate::cache::stream`), if any.
     pub stream_key: Option<Vec<u8>>,
     /// A second key this fill claimed (a first slice's own key), with its
     /// shared marker token: released and finished with the fill.
@@ -404,7 +404,7 @@ impl FillCtx {
         }
         let outcome = self.outcome.unwrap_or(Outcome::Error);
         if let Some(k) = self.stream_key.take() {
-            crate::stream::end(&k, false);
+            crate::cache::stream::end(&k, false);
         }
         if let Some((k, token)) = self.also.take() {
             collapse::release_shared(&k, token);

@@ -40,7 +40,7 @@ pub fn in_blocks(cache: &Cache, key: &[u8], len: u64, slow: bool) -> Option<Bloc
     crate::base::guard::injected_delay(slow);
     let found = cache.get_block_at(key, now_ms()).unwrap_or(Lookup::Miss);
     let mut b = fresh(cache, key, found, len)?;
-    b.ext = crate::serve::extent_of(&b.obj).map(Box::new);
+    b.ext = crate::cache::serve::extent_of(&b.obj).map(Box::new);
     Some(b)
 }
 

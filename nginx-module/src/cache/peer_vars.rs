@@ -3,8 +3,8 @@
 //! object came from): read from the cache's request and fill contexts.
 
 use crate::base::guard;
+use crate::cache::ctx::{FillCtx, ReqCtx};
 use crate::cluster::{self, peer};
-use crate::ctx::{FillCtx, ReqCtx};
 use core::ptr;
 use nginx_sys::*;
 use ngx::core::Status;

@@ -3,8 +3,8 @@
 //! [`serve::put_headers`]), so the asking node stores it under the slice
 //! key with the owner's metadata.
 
-use crate::ctx::ReqCtx;
-use crate::{base::guard, serve};
+use crate::cache::ReqCtx;
+use crate::{base::guard, cache::serve};
 use nginx_sys::*;
 use ngx::core::Status;
 

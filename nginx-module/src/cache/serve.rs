@@ -7,9 +7,9 @@
 //! `If-Modified-Since` (304) and single or multiple `Range`s (206/416) are
 //! done by nginx's own filters below ours.
 
-use crate::ctx::ReqCtx;
+use crate::cache::ReqCtx;
 use crate::http::reply::push_header;
-use crate::{base::guard, variant};
+use crate::{base::guard, cache::variant};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Object};
 use nginx_sys::*;
@@ -30,7 +30,7 @@ const SKIP: &[&str] = &[
     "age",
     "content-range",
     variant::MARKER,
-    crate::slice::MARKER,
+    crate::cache::slice::MARKER,
 ];
 
 /// The content handler that replaces `proxy_pass` on a hit.

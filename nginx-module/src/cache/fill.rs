@@ -3,13 +3,13 @@
 //! client, so a fill completes and is stored even when the client that
 //! triggered it disconnects (a plain proxied response would be cancelled).
 
+use crate::cache::collapse::Outcome;
+use crate::cache::ctx::FillCtx;
+use crate::cache::slice::fill::SliceJob;
 use crate::cluster;
-use crate::collapse::Outcome;
 use crate::conf::ClusterConf;
 use crate::conf::LocConf;
-use crate::ctx::FillCtx;
-use crate::slicefill::SliceJob;
-use crate::{base::guard, cluster::peer, variant};
+use crate::{base::guard, cluster::peer};
 use cdncore::Object;
 use nginx_sys::*;
 use ngx::core::Pool;
@@ -79,7 +79,7 @@ unsafe fn target_of(
     if slice.is_some_and(|j| j.expect.is_some()) {
         // SAFETY: r is a live main request.
         let owner_side =
-            unsafe { crate::ctx::ReqCtx::get(r) }.is_some_and(|c| c.peer_slice.is_some());
+            unsafe { crate::cache::ReqCtx::get(r) }.is_some_and(|c| c.peer_slice.is_some());
         return cluster::route(cc, key, owner_side);
     }
     cluster::route(cc, key, from_peer)
@@ -373,9 +373,4 @@ unsafe extern "C" fn done(
         }
     });
     rc
-}
-
-/// Keys a URL purge must name (used by the purge handler).
-pub fn url_keys(base: &[u8]) -> Vec<Vec<u8>> {
-    variant::all_keys(base)
 }

@@ -2,8 +2,8 @@
 //! loop: the object is served from memory at once, and the write runs on
 //! the io write thread (in commit order) when io threads are on.
 
-use crate::collapse;
-use crate::ctx::FillCtx;
+use crate::cache::collapse;
+use crate::cache::ctx::FillCtx;
 use cdncore::WriteThrough;
 
 /// Runs `writes`, then `then` on the loop (inline without io threads).

@@ -9,7 +9,7 @@
 use crate::base::request::{header_in, same};
 use crate::conf::LocConf;
 use crate::http::reply::respond;
-use crate::{base::guard, conf::Module, engine::store, variant};
+use crate::{base::guard, cache::variant, conf::Module, engine::store};
 use cdncore::Purge;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
@@ -260,7 +260,7 @@ unsafe fn purge(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         Ok((target, host)) => {
             // SAFETY: r is live.
-            guard::injected_delay(unsafe { crate::sliceserve::slow_read_asked(r) });
+            guard::injected_delay(unsafe { crate::cache::slice::serve::slow_read_asked(r) });
             run(store::get(), target, host.as_deref().unwrap_or(server))
         }
     };
@@ -283,7 +283,7 @@ unsafe fn run_off_loop(
     let cache = store::get();
     let (t, h, c, a) = (target.clone(), host.clone(), cache.clone(), args.clone());
     // SAFETY: r is live.
-    let slow = unsafe { crate::sliceserve::slow_read_asked(r) };
+    let slow = unsafe { crate::cache::slice::serve::slow_read_asked(r) };
     let job = move || {
         guard::injected_delay(slow);
         Box::new(run(c, t, &h)) as crate::engine::iothread::Done
@@ -420,7 +420,7 @@ fn run(cache: Option<cdncore::Cache>, target: Target, host: &[u8]) -> (u32, Valu
     let slices: Vec<Purge> = purges
         .iter()
         .filter_map(|p| match p {
-            Purge::Key(k) => Some(crate::slice::stored_keys(&cache, k)),
+            Purge::Key(k) => Some(crate::cache::slice::stored_keys(&cache, k)),
             _ => None,
         })
         .flatten()

@@ -96,10 +96,6 @@ pub fn try_start(key: &[u8]) -> bool {
     })
 }
 
-pub fn filling(key: &[u8]) -> bool {
-    TABLE.with(|t| t.borrow().fills.contains_key(key))
-}
-
 /// Registers a waiter; with no fill running it is woken at once.
 pub fn wait(key: &[u8], ev: *mut ngx_event_t) {
     let queued = TABLE.with(|t| match t.borrow_mut().fills.get_mut(key) {

@@ -10,12 +10,12 @@
 //! changed on the origin: nothing is stored, the manifest is dropped (the
 //! next request refetches) and the fill fails, so its reader aborts.
 
-use crate::collapse::{self, Outcome};
+use crate::cache::collapse::{self, Outcome};
+use crate::cache::ctx::FillCtx;
+use crate::cache::filter::{apply_extras, header, pairs};
+use crate::cache::slice::{self, Manifest};
+use crate::cache::stream;
 use crate::conf::LocConf;
-use crate::ctx::FillCtx;
-use crate::filter::{apply_extras, header, pairs};
-use crate::slice::{self, Manifest};
-use crate::stream;
 use bytes::Bytes;
 use cdncore::http::{verdict, HttpPolicy, Verdict};
 use cdncore::{now_ms, Cache};
@@ -146,7 +146,7 @@ pub fn judge(
             .push((slice::MARKER.to_string(), Bytes::from(m.encode())));
         match cache.insert_deferred(&job.base, mm, Bytes::new()) {
             // Queued before the slice's own write, which lands after it.
-            Ok((_, t)) => crate::persist::later(t.into_iter().collect(), || {}),
+            Ok((_, t)) => crate::cache::persist::later(t.into_iter().collect(), || {}),
             Err(_) => {
                 f.outcome = Some(Outcome::Error);
                 return true;

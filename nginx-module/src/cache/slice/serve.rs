@@ -1,4 +1,4 @@
-//! Serving a sliced object (see [`crate::slice`]): the content handler
+//! Serving a sliced object (see [`crate::cache::slice`]): the content handler
 //! sends the header from the manifest (200, 206 for one client range, 416,
 //! HEAD, 304 through nginx's not-modified filter), then the body slice by
 //! slice. Each slice is a cache hit (memory buf, or sendfile from a block
@@ -10,13 +10,13 @@
 //! sees a short body, never wrong bytes.
 
 use crate::base::request::header_in;
-use crate::collapse;
-use crate::ctx::{ReqCtx, POLL_MS};
+use crate::cache::collapse;
+use crate::cache::ctx::{ReqCtx, POLL_MS};
+use crate::cache::slice::block::{self, Block, Mem};
+use crate::cache::slice::fill::SliceJob;
+use crate::cache::slice::{self, Manifest, Want};
 use crate::engine::iothread::Done;
-use crate::slice::{self, Manifest, Want};
-use crate::sliceblock::{self, Block, Mem};
-use crate::slicefill::SliceJob;
-use crate::{base::guard, conf::Module, engine::store, fill, serve, stream};
+use crate::{base::guard, cache::fill, cache::serve, cache::stream, conf::Module, engine::store};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Cache};
 use nginx_sys::*;
@@ -416,7 +416,7 @@ unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) ->
         }
         // A miss seen on a thread may be out of date: a fill may have
         // stored the slice since.
-        return match cache.map(|c| sliceblock::in_memory(&c, key, run.len(i))) {
+        return match cache.map(|c| block::in_memory(&c, key, run.len(i))) {
             Some(Mem::Hit(b)) => Look::Hit(b),
             _ => Look::Miss,
         };
@@ -425,7 +425,7 @@ unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) ->
         return Look::Miss;
     };
     let threads = crate::engine::iothread::enabled();
-    match sliceblock::in_memory(&cache, key, run.len(i)) {
+    match block::in_memory(&cache, key, run.len(i)) {
         Mem::Hit(b) => Look::Hit(b),
         Mem::Miss => Look::Miss,
         // Being filled here: not in a block tier yet, read the fill.
@@ -435,7 +435,7 @@ unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) ->
         // No io thread: read it here.
         Mem::AskBlocks => {
             // SAFETY: r is live.
-            sliceblock::in_blocks(&cache, key, run.len(i), unsafe { slow_read_asked(r) })
+            block::in_blocks(&cache, key, run.len(i), unsafe { slow_read_asked(r) })
                 .map_or(Look::Miss, Look::Hit)
         }
     }
@@ -456,7 +456,7 @@ unsafe fn read_block(
     let (cache, key, len) = (cache.clone(), key.to_vec(), run.len(i));
     // SAFETY: r is live.
     let slow = unsafe { slow_read_asked(r) };
-    let job = move || Box::new(sliceblock::in_blocks(&cache, &key, len, slow)) as Done;
+    let job = move || Box::new(block::in_blocks(&cache, &key, len, slow)) as Done;
     // SAFETY: `then` runs only while the job is registered, i.e. while
     // the run (and so its request) lives: Run::drop cancels it.
     let then = move |out: Done| unsafe { block_read(r, i, out) };
@@ -514,7 +514,7 @@ unsafe fn look_ahead(r: *mut ngx_http_request_t, run: &mut Run, cache: &Cache, a
     let job = move || {
         let got: Vec<(u64, Option<Block>)> = keys
             .iter()
-            .map(|(j, k, len)| (*j, sliceblock::in_blocks(&cache, k, *len, slow)))
+            .map(|(j, k, len)| (*j, block::in_blocks(&cache, k, *len, slow)))
             .collect();
         Box::new(got) as Done
     };
@@ -553,7 +553,7 @@ unsafe fn looked_ahead(r: *mut ngx_http_request_t, out: Done) {
             continue; // `fetch` reads or fills the slice being sent
         }
         let key = slice::key(&run.base, run.m.size, run.m.ident, j);
-        if matches!(sliceblock::in_memory(&cache, &key, run.len(j)), Mem::Hit(_)) {
+        if matches!(block::in_memory(&cache, &key, run.len(j)), Mem::Hit(_)) {
             continue; // filled while we looked
         }
         if let collapse::Start::Fill(token) = collapse::claim(&key, run.lock_timeout) {
@@ -613,7 +613,7 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
     let mut ask = Vec::new();
     for j in lo..=hi {
         let key = slice::key(&run.base, run.m.size, run.m.ident, j);
-        let have = match sliceblock::in_memory(&cache, &key, run.len(j)) {
+        let have = match block::in_memory(&cache, &key, run.len(j)) {
             Mem::Hit(_) => true,
             Mem::Miss => false,
             Mem::AskBlocks if threads => {
@@ -622,8 +622,7 @@ unsafe fn prefetch(r: *mut ngx_http_request_t, run: &mut Run, i: u64) {
             }
             Mem::AskBlocks => {
                 // SAFETY: r is live.
-                sliceblock::in_blocks(&cache, &key, run.len(j), unsafe { slow_read_asked(r) })
-                    .is_some()
+                block::in_blocks(&cache, &key, run.len(j), unsafe { slow_read_asked(r) }).is_some()
             }
         };
         if have {

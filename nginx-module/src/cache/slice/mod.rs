@@ -10,6 +10,15 @@
 //! origin's validators and total length, so any node computes the same
 //! slice keys from the base key, the index and the validators, and a new
 //! version on the origin gets new keys (old and new slices never mix).
+//!
+//! Here: those pure parts; `fill`: judging a slice fill's 206; `serve`:
+//! sending a sliced object slice by slice; `block`: reading a slice from
+//! the block tiers; `peer`: the owner's answer to a peer's slice request.
+
+pub mod block;
+pub mod fill;
+pub mod peer;
+pub mod serve;
 
 /// Meta header marking a manifest (never sent to clients).
 pub const MARKER: &str = "x-rcdn-slice";

@@ -11,9 +11,9 @@
 //! their connections (a short body, never wrong bytes). Other workers'
 //! waiters are served once the object is stored, as before.
 
-use crate::ctx::ReqCtx;
-use crate::sliceserve::{arm_write, pending};
-use crate::{base::guard, serve};
+use crate::cache::slice::serve::{arm_write, pending};
+use crate::cache::ReqCtx;
+use crate::{base::guard, cache::serve};
 use bytes::Bytes;
 use cdncore::Meta;
 use nginx_sys::*;

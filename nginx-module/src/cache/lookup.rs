@@ -2,13 +2,14 @@
 //! a fill, or pass the request to the location's `proxy_pass`.
 
 use crate::base::request::header_in;
-use crate::collapse::{self, Outcome};
+use crate::cache::collapse::{self, Outcome};
+use crate::cache::slice::fill::SliceJob;
+use crate::cache::CacheStatus;
+use crate::cache::ReqCtx;
 use crate::conf::{LocConf, MainConf};
-use crate::ctx::ReqCtx;
-use crate::slicefill::SliceJob;
-use crate::status::CacheStatus;
 use crate::{
-    base::guard, conf::Module, engine::store, fill, serve, slice, sliceserve, stream, variant,
+    base::guard, cache::fill, cache::serve, cache::slice, cache::stream, cache::variant,
+    conf::Module, engine::store,
 };
 use cdncore::{now_ms, Cache, Lookup, Object};
 use nginx_sys::*;
@@ -164,7 +165,7 @@ unsafe fn find(
     }
     // Being filled and streamed here: not on disk yet; `decide` attaches
     // to the stream.
-    if crate::stream::exists(&ctx.key) {
+    if crate::cache::stream::exists(&ctx.key) {
         return Some(Lookup::Miss);
     }
     // An injected slow read always takes the thread.
@@ -282,7 +283,7 @@ unsafe fn decide(
                 ctx.status = st;
                 ctx.hit = Some(o);
                 // SAFETY: r is live; a sliced hit has its own content handler.
-                unsafe { (*r).content_handler = Some(sliceserve::handler) };
+                unsafe { (*r).content_handler = Some(slice::serve::handler) };
                 declined()
             }
             // An expired manifest is fetched again (its slices are keyed
@@ -372,7 +373,7 @@ unsafe fn peer_slice(
                 ctx.source = "cache";
             }
             // SAFETY: r is live; the slice goes out as a 206 of its range.
-            unsafe { (*r).content_handler = Some(crate::peerslice::handler) };
+            unsafe { (*r).content_handler = Some(crate::cache::slice::peer::handler) };
             declined()
         }
         // SAFETY: forwarded.
