@@ -8,22 +8,13 @@
 //! This file only wires the module together: the module static, the
 //! directive table, the phase handlers and filters, the process hooks.
 
-pub mod attack;
-pub mod attack_zone;
 pub mod base;
 pub mod cache;
 pub mod cluster;
 pub mod conf;
 pub mod engine;
-pub mod hotlink;
-pub mod hotlink_url;
 pub mod http;
-pub mod http_get;
-pub mod node_status;
-pub mod reqlog;
-pub mod schedule;
-pub mod stats;
-pub mod stats_push;
+pub mod policy;
 
 use base::guard;
 use conf::{LocConf, MainConf, Module};
@@ -53,16 +44,22 @@ impl HttpModule for Module {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
-        unsafe { reqlog::register(cf) }
+        unsafe { policy::register_reqlog(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let handlers: [(ngx_http_phases, phase::Handler); 5] = [
             (ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, cache::precontent),
-            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, hotlink::access),
-            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, attack::access),
-            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, schedule::access),
-            (ngx_http_phases_NGX_HTTP_LOG_PHASE, stats::log_phase),
+            (
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                policy::hotlink_access,
+            ),
+            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, policy::guard_access),
+            (
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                policy::schedule_access,
+            ),
+            (ngx_http_phases_NGX_HTTP_LOG_PHASE, policy::stats_log_phase),
         ];
         for (p, h) in handlers {
             // SAFETY: cf is the http block's conf, in postconfiguration.
@@ -72,6 +69,8 @@ impl HttpModule for Module {
         }
         // SAFETY: called once per configuration, single-threaded.
         unsafe { cache::install_filters() };
+        // The statistics count each fill's origin fetch.
+        cache::on_fill_done(policy::count_fill);
         Status::NGX_OK.into()
     }
 
@@ -102,7 +101,7 @@ impl HttpModule for Module {
         }
         if mc.guard.used && mc.guard.zone.is_null() {
             // SAFETY: cf is the http block's conf, still being configured.
-            return unsafe { attack_zone::add_zone(cf, mc, attack_zone::DEFAULT_SIZE) };
+            return unsafe { policy::add_guard_zone(cf, mc, policy::GUARD_ZONE_SIZE) };
         }
         ptr::null_mut()
     }
@@ -214,56 +213,56 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("rcdn_hotlink"),
         ANY_LEVEL | NGX_CONF_TAKE1,
-        hotlink::set_hotlink,
+        policy::set_hotlink,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_hotlink_unknown"),
         ANY_LEVEL | NGX_CONF_TAKE1,
-        hotlink::set_unknown,
+        policy::set_hotlink_unknown,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_stats_zone"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
-        stats::set_zone,
+        policy::set_stats_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
         ngx_string!("rcdn_stats"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-        stats::set_stats,
+        policy::set_stats,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_node_name"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        reqlog::set_node_name,
+        policy::set_node_name,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
         ngx_string!("rcdn_guard"),
         ANY_LEVEL | NGX_CONF_1MORE,
-        attack::set_guard,
+        policy::set_guard,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_scheduler"),
         ANY_LEVEL | NGX_CONF_TAKE123,
-        schedule::set_scheduler,
+        policy::set_scheduler,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_stats_push"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        stats_push::set_push,
+        policy::set_stats_push,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
@@ -277,14 +276,14 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("rcdn_guard_zone"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        attack_zone::set_zone,
+        policy::set_guard_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
         ngx_string!("rcdn_hotlink_url"),
         ANY_LEVEL | NGX_CONF_TAKE123,
-        hotlink_url::set_url,
+        policy::set_hotlink_url,
         LOC,
         0,
     ),
@@ -347,7 +346,7 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("rcdn_node_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        node_status::set_status,
+        policy::set_node_status,
         LOC,
         0,
     ),

@@ -14,7 +14,7 @@ use cdncore::Object;
 use nginx_sys::*;
 use ngx::core::Pool;
 use ngx::ngx_log_error;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Client headers a fill must not forward: it fetches the whole object,
 /// unconditionally (or conditionally on the cached copy's validators).
@@ -346,6 +346,16 @@ unsafe fn rebuild_headers(
     }
 }
 
+/// What runs first when a fill subrequest ends (the traffic statistics
+/// count its origin fetch); set once by `lib.rs`, so the cache does not
+/// depend on the policies above it.
+static ON_DONE: OnceLock<unsafe fn(*mut ngx_http_request_t)> = OnceLock::new();
+
+/// Sets [`ON_DONE`]; later calls (configuration reloads) keep the first.
+pub fn on_done(f: unsafe fn(*mut ngx_http_request_t)) {
+    let _ = ON_DONE.set(f);
+}
+
 /// Post-subrequest handler: the fill ended (nginx may call it twice).
 unsafe extern "C" fn done(
     sr: *mut ngx_http_request_t,
@@ -355,8 +365,10 @@ unsafe extern "C" fn done(
     // SAFETY: nginx passes the live subrequest.
     let log = unsafe { (*(*sr).connection).log };
     guard::event(log, "fill done", || {
-        // SAFETY: sr is live; its upstream is finalized by now.
-        unsafe { crate::stats::fill_done(sr) };
+        if let Some(counted) = ON_DONE.get() {
+            // SAFETY: sr is live; its upstream is finalized by now.
+            unsafe { counted(sr) };
+        }
         // SAFETY: sr is one of our fills.
         if let Some(f) = unsafe { FillCtx::get(sr) } {
             let broken = f.outcome.is_none() || f.writer.is_some();

@@ -26,6 +26,7 @@ mod stream;
 mod variant;
 
 pub use ctx::ReqCtx;
+pub use fill::on_done as on_fill_done;
 pub use filter::install as install_filters;
 pub use lookup::precontent;
 pub use peer_vars::register_variables as register_peer_variables;

@@ -14,7 +14,8 @@ pub fn get(url: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// URL: {url}"))?;
-    let (host, port) = crate::schedule::authority(url).ok_or_else(|| format!("bad URL: {url}"))?;
+    let (host, port) =
+        crate::policy::schedule::authority(url).ok_or_else(|| format!("bad URL: {url}"))?;
     let path = rest.find('/').map_or("/", |i| &rest[i..]);
     let addrs: Vec<SocketAddr> = (host.as_str(), port)
         .to_socket_addrs()

@@ -179,10 +179,10 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     let decision = match (file, &lc.hotlink.url) {
         (Some(p), _) if p.knows(&host) => p.check(&req, now_secs()),
         // SAFETY: r is a live main request in the access phase.
-        (_, Some(u)) => match unsafe { crate::hotlink_url::lookup(r, u, &host) } {
-            crate::hotlink_url::Answer::Policy(p) => p.check(&req, now_secs()),
-            crate::hotlink_url::Answer::Unknown => unknown(),
-            crate::hotlink_url::Answer::Wait => return Status::NGX_AGAIN.into(),
+        (_, Some(u)) => match unsafe { crate::policy::hotlink_url::lookup(r, u, &host) } {
+            crate::policy::hotlink_url::Answer::Policy(p) => p.check(&req, now_secs()),
+            crate::policy::hotlink_url::Answer::Unknown => unknown(),
+            crate::policy::hotlink_url::Answer::Wait => return Status::NGX_AGAIN.into(),
         },
         _ => unknown(),
     };
@@ -207,7 +207,7 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
         Decision::Forbidden(why) => {
             ngx_log_error!(NGX_LOG_INFO, log, "rcdn: hotlink refused: {why}");
             // SAFETY: r is live.
-            unsafe { crate::stats::mark(r, crate::stats::Mark::Denied) };
+            unsafe { crate::policy::stats::mark(r, crate::policy::stats::Mark::Denied) };
             NGX_HTTP_FORBIDDEN as ngx_int_t
         }
         Decision::Expired => {
@@ -220,7 +220,7 @@ unsafe fn act(r: *mut ngx_http_request_t, log: *mut ngx_log_t, d: Decision) -> n
         }
         Decision::Redirect(url) => {
             // SAFETY: r is live.
-            unsafe { crate::stats::mark(r, crate::stats::Mark::Denied) };
+            unsafe { crate::policy::stats::mark(r, crate::policy::stats::Mark::Denied) };
             // SAFETY: r is live.
             unsafe { redirect(r, &url) }
         }

@@ -216,7 +216,7 @@ pub(crate) fn authority(url: &str) -> Option<(String, u16)> {
 /// A status probe: healthy on any answer below 500 within a second; the
 /// load is the JSON body's `"load"` (0.0 when absent or unreadable).
 fn probe_status(url: &str) -> (bool, f64) {
-    match crate::http_get::get(url, Duration::from_secs(1)) {
+    match crate::policy::http_get::get(url, Duration::from_secs(1)) {
         Ok((status, body)) if status < 500 => (true, load_of(&body)),
         _ => (false, 0.0),
     }
@@ -318,5 +318,5 @@ unsafe fn schedule(r: *mut ngx_http_request_t) -> ngx_int_t {
         String::from_utf8_lossy(uri)
     );
     // SAFETY: r is live.
-    unsafe { crate::hotlink::redirect(r, &url) }
+    unsafe { crate::policy::hotlink::redirect(r, &url) }
 }

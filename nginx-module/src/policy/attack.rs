@@ -214,7 +214,7 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
     let (rest, token) = split_args(args);
     // SAFETY: r is live.
     let Some(shared) =
-        crate::conf::Module::main_conf(unsafe { &*r }).and_then(crate::attack_zone::get)
+        crate::conf::Module::main_conf(unsafe { &*r }).and_then(crate::policy::attack_zone::get)
     else {
         return declined;
     };
@@ -238,12 +238,12 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
         Verdict::Block => {
             ngx_log_error!(NGX_LOG_INFO, log, "rcdn: guard blocked the request");
             // SAFETY: r is live.
-            unsafe { crate::stats::mark(r, crate::stats::Mark::Blocked) };
+            unsafe { crate::policy::stats::mark(r, crate::policy::stats::Mark::Blocked) };
             NGX_HTTP_FORBIDDEN as ngx_int_t
         }
         Verdict::Challenge(t) => {
             // SAFETY: r is live.
-            unsafe { crate::stats::mark(r, crate::stats::Mark::Challenged) };
+            unsafe { crate::policy::stats::mark(r, crate::policy::stats::Mark::Challenged) };
             // The raw (still encoded) path the client sent.
             // SAFETY: r is live.
             let raw = unsafe { (*r).unparsed_uri.as_bytes() };
@@ -257,7 +257,7 @@ unsafe fn check(r: *mut ngx_http_request_t, log: *mut ngx_log_t) -> ngx_int_t {
             url.push_str("rcdn_challenge=");
             url.push_str(&t);
             // SAFETY: r is live.
-            unsafe { crate::hotlink::redirect(r, &url) }
+            unsafe { crate::policy::hotlink::redirect(r, &url) }
         }
     }
 }

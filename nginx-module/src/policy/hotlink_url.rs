@@ -58,7 +58,7 @@ pub unsafe extern "C" fn set_url(
 
 fn parse(a: &[String]) -> Result<UrlConf, (String, String)> {
     let url = a[0].clone();
-    if !url.starts_with("http://") || crate::schedule::authority(&url).is_none() {
+    if !url.starts_with("http://") || crate::policy::schedule::authority(&url).is_none() {
         return Err((url, "expected http://host:port/path".into()));
     }
     let mut u = UrlConf {
@@ -161,7 +161,7 @@ fn run(f: &Fetcher, base: &str) {
         };
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}domain={}", encode(&domain));
-        let result = crate::http_get::get(&url, Duration::from_secs(2))
+        let result = crate::policy::http_get::get(&url, Duration::from_secs(2))
             .map_err(|e| PolicyError::new(format!("policy for {domain:?}"), e))
             .and_then(|(status, body)| parse_answer(&domain, status, &body));
         let mut h = std::hash::DefaultHasher::new();

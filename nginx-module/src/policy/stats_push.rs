@@ -34,7 +34,7 @@ pub unsafe extern "C" fn set_push(
         }
         // SAFETY: called by nginx while parsing this directive.
         let url = lossy(&unsafe { args(cf) }[0]);
-        if !url.starts_with("http://") || crate::schedule::authority(&url).is_none() {
+        if !url.starts_with("http://") || crate::policy::schedule::authority(&url).is_none() {
             return bad(
                 cf,
                 "rcdn_stats_push",
@@ -83,7 +83,7 @@ pub fn start(
 
 /// One POST; failures are dropped (the collector misses that window).
 fn post(url: &str, body: &[u8]) {
-    let Some((host, port)) = crate::schedule::authority(url) else {
+    let Some((host, port)) = crate::policy::schedule::authority(url) else {
         return;
     };
     let path = url

@@ -67,7 +67,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                     (*ngx_cycle).free_connection_n,
                 )
             };
-            let name = mc.map(crate::stats::node_name).unwrap_or_default();
+            let name = mc.map(crate::policy::stats::node_name).unwrap_or_default();
             let body = document(&name, total.saturating_sub(free), total);
             // SAFETY: r is live.
             unsafe {

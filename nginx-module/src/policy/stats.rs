@@ -245,7 +245,13 @@ fn table(mc: &crate::conf::MainConf) -> Option<Arc<Traffic>> {
         if let Some(url) = &mc.stats.push {
             // SAFETY: the claim word is in the header, mapped while we live.
             let claim = unsafe { &*data.add(CLAIM).cast::<AtomicU64>() };
-            crate::stats_push::start(tr.clone(), claim, url.clone(), node_name(mc), window_ms);
+            crate::policy::stats_push::start(
+                tr.clone(),
+                claim,
+                url.clone(),
+                node_name(mc),
+                window_ms,
+            );
         }
         Some(tr)
     })
@@ -544,7 +550,7 @@ unsafe fn serve(r: *mut ngx_http_request_t, prom: bool) -> ngx_int_t {
             let Some(t) = mc.and_then(table) else {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             };
-            let guard = mc.and_then(crate::attack_zone::get);
+            let guard = mc.and_then(crate::policy::attack_zone::get);
             let (body, ct) = if prom {
                 let mut s = t.to_prometheus();
                 if let Some(g) = guard {
