@@ -8,13 +8,13 @@
 //! This file only wires the module together: the module static, the
 //! directive table, the phase handlers and filters, the process hooks.
 
-pub mod base;
-pub mod cache;
-pub mod cluster;
-pub mod conf;
-pub mod engine;
-pub mod http;
-pub mod policy;
+mod base;
+mod cache;
+mod cluster;
+mod conf;
+mod engine;
+mod http;
+mod policy;
 
 use base::guard;
 use conf::{LocConf, MainConf, Module};

@@ -256,7 +256,7 @@ impl Drop for ReqCtx {
 ///
 /// # Safety
 /// `r` must be a live main request whose job was still registered.
-pub unsafe fn io_done(r: *mut ngx_http_request_t, out: crate::engine::iothread::Done) {
+unsafe fn io_done(r: *mut ngx_http_request_t, out: crate::engine::iothread::Done) {
     // SAFETY: r is live (see above).
     let c = unsafe { (*r).connection };
     // SAFETY: r is a live main request with a ReqCtx (it submitted the job).

@@ -197,7 +197,7 @@ pub fn resolve(cache: &Cache, base: &[u8], coding: &str) -> Lookup {
 
 /// [`resolve`] in the memory tier only: `None` when the block tiers must
 /// be asked (on an io thread: they may read from disk).
-pub fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
+fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
     let now = now_ms();
     match cache.get_mem_at(base, now) {
         Ok(Some(l)) => match l.object() {
@@ -217,7 +217,7 @@ pub fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
 /// [`resolve`] when it reads only memory: the object (and its variant)
 /// are in the memory tier or in page-cache pages of the first block tier
 /// (`mincore`). `None`: a read might wait for the disk.
-pub fn resolve_resident(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
+fn resolve_resident(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
     let now = now_ms();
     let l = cache.get_resident_at(base, now).ok()??;
     match l.object() {

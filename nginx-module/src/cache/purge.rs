@@ -18,7 +18,7 @@ use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use serde_json::{json, Value};
 
 /// Header carrying the shared secret of `rcdn_purge_secret`.
-pub const SECRET_HEADER: &[u8] = b"x-rcdn-purge-secret";
+const SECRET_HEADER: &[u8] = b"x-rcdn-purge-secret";
 
 /// A parsed purge request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ fn unhex(c: u8) -> Option<u8> {
 }
 
 /// Percent-decodes a query component (`+` stays `+`).
-pub fn percent_decode(s: &[u8]) -> Result<Vec<u8>, String> {
+fn percent_decode(s: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -393,7 +393,7 @@ unsafe fn answer(
 }
 
 /// Takes `peers=1|0` out of a purge query: (the rest, fan out?).
-pub fn split_peers(query: &[u8]) -> Result<(Vec<u8>, bool), String> {
+fn split_peers(query: &[u8]) -> Result<(Vec<u8>, bool), String> {
     let mut rest: Vec<&[u8]> = Vec::new();
     let mut peers = false;
     for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {

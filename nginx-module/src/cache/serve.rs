@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// Block-tier bodies at least this large go out with sendfile; smaller
 /// ones are written from the mapping (one syscall either way, and a memory
 /// buf spares nginx the file bookkeeping).
-pub const SENDFILE_MIN: usize = 32 << 10;
+const SENDFILE_MIN: usize = 32 << 10;
 
 /// Headers we set through `headers_out` fields or never replay.
 const SKIP: &[&str] = &[

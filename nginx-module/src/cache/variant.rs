@@ -7,7 +7,7 @@
 //! most that many variants and a purge of the URL can name every one.
 
 /// Normalised codings, best first; `identity` means "none".
-pub const CODINGS: &[&str] = &["br", "gzip", "identity"];
+const CODINGS: &[&str] = &["br", "gzip", "identity"];
 /// Meta header marking a variant marker object (never sent to clients).
 pub const MARKER: &str = "x-rcdn-vary";
 

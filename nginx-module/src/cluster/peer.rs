@@ -31,20 +31,20 @@ use ngx::{ngx_log_error, ngx_string};
 use serde_json::json;
 
 /// Request header of a peer fill (lower case, for lookups).
-pub const HOP: &[u8] = b"x-rcdn-hop";
+const HOP: &[u8] = b"x-rcdn-hop";
 /// Request header with the asking node's key, base64url.
-pub const KEY: &[u8] = b"x-rcdn-key";
+const KEY: &[u8] = b"x-rcdn-key";
 /// Request header with `rcdn_peer_secret`.
-pub const SECRET: &[u8] = b"x-rcdn-peer-secret";
+const SECRET: &[u8] = b"x-rcdn-peer-secret";
 /// Request header of a slice request: the asking node's manifest
 /// (`<size> <total> <ident>`).
-pub const SLICE: &[u8] = b"x-rcdn-slice";
+const SLICE: &[u8] = b"x-rcdn-slice";
 /// Response header with the owner's metadata.
 pub const META: &str = cdncore::fill::wire::META_HEADER;
 /// Response header of a draining node's 503.
-pub const DRAINING: &[u8] = b"X-Rcdn-Draining";
+const DRAINING: &[u8] = b"X-Rcdn-Draining";
 /// Response header naming why a peer request was refused.
-pub const ERROR: &[u8] = b"X-Rcdn-Error";
+const ERROR: &[u8] = b"X-Rcdn-Error";
 
 /// The cluster configuration of the request's http block.
 ///

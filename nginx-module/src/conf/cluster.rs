@@ -28,8 +28,8 @@ pub struct ClusterConf {
     pub secret: Option<String>,
 }
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
-pub const DEFAULT_DOWN_MS: u64 = 10_000;
+const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_DOWN_MS: u64 = 10_000;
 
 impl ClusterConf {
     pub fn enabled(&self) -> bool {

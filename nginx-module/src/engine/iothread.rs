@@ -67,7 +67,7 @@ thread_local! {
 }
 
 /// Whether a tier directory is memory (tmpfs, ramfs): no need for threads.
-pub fn on_memory(path: &std::path::Path) -> bool {
+fn on_memory(path: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;

@@ -27,7 +27,7 @@ const HDR: usize = 6;
 /// Zone size when `rcdn_guard` is used without `rcdn_guard_zone`.
 pub const DEFAULT_SIZE: usize = 1 << 20;
 /// Token lifetime.
-pub const TOKEN_TTL_MS: u64 = 60_000;
+const TOKEN_TTL_MS: u64 = 60_000;
 
 struct ShmWords {
     words: *const AtomicU64,

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Largest body read (policies and status documents are small).
-pub const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 
 /// `GET url` (http only) with `timeout` per connect/read/write; returns the
 /// status and body.

@@ -34,7 +34,7 @@ pub unsafe extern "C" fn set_status(
 }
 
 /// The status document.
-pub fn document(node: &str, used: usize, total: usize) -> String {
+fn document(node: &str, used: usize, total: usize) -> String {
     let load = if total == 0 {
         1.0
     } else {

@@ -223,7 +223,7 @@ fn probe_status(url: &str) -> (bool, f64) {
 }
 
 /// `{"load": 0.42, ...}` -> 0.42 (clamped to 0..1 by the engine).
-pub fn load_of(body: &[u8]) -> f64 {
+fn load_of(body: &[u8]) -> f64 {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("load").and_then(|l| l.as_f64()))
