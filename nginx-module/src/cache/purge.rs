@@ -76,7 +76,17 @@ fn path(v: Vec<u8>, what: &str) -> Result<Vec<u8>, String> {
     if v.first() != Some(&b'/') {
         return Err(format!("{what} must start with '/'"));
     }
-    Ok(v)
+    plain(v, what)
+}
+
+/// A value that becomes part of a key: a control byte (NUL, CR, LF, DEL,
+/// ...) cannot be in a key nginx evaluates, and would reach logs and peers
+/// as is, so it is refused like any other malformed purge.
+fn plain(v: Vec<u8>, what: &str) -> Result<Vec<u8>, String> {
+    match v.iter().find(|&&b| b < 0x20 || b == 0x7f) {
+        Some(b) => Err(format!("{what} contains the control byte {b:#04x}")),
+        None => Ok(v),
+    }
 }
 
 /// Parses the query string into (target, host override).
@@ -91,7 +101,7 @@ pub fn parse(query: &[u8]) -> Result<(Target, Option<Vec<u8>>), String> {
         let v = percent_decode(raw)?;
         let t = match name {
             b"host" => {
-                host = Some(v);
+                host = Some(plain(v, "host")?);
                 continue;
             }
             b"url" => match v.strip_suffix(b"*") {
@@ -109,9 +119,9 @@ pub fn parse(query: &[u8]) -> Result<(Target, Option<Vec<u8>>), String> {
                 Some(m) if m != 0 => Target::Mask(m),
                 _ => return Err("mask must be a non-zero integer (decimal or 0x hex)".into()),
             },
-            b"group" if !v.is_empty() => Target::Group(v),
+            b"group" if !v.is_empty() => Target::Group(plain(v, "group")?),
             b"regex" if !v.is_empty() => Target::Regex(text(v, "regex")?),
-            b"key" if !v.is_empty() => Target::Key(v),
+            b"key" if !v.is_empty() => Target::Key(plain(v, "key")?),
             b"all" if matches!(v.as_slice(), b"" | b"1" | b"true") => Target::All,
             _ => {
                 return Err(format!(
