@@ -15,8 +15,9 @@
 //! Slices: `X-Rcdn-Key` may also name one slice of the owner's key
 //! (`<key> slice=<size>:<ident>:<index>`, with the asking node's manifest in
 //! `X-Rcdn-Slice` and exactly that slice's `Range`); the owner then serves
-//! or fills that slice alone (see the cache's `lookup::peer_slice`, `slice::peer`). The
-//! identity is checked against the origin's 206 when the owner fills it.
+//! or fills that slice alone (see the cache's `lookup::peer_slice` and
+//! `slice::peer`). The identity is checked against the origin's 206 when
+//! the owner fills it.
 
 use crate::base::request::header_in;
 use crate::cluster;

@@ -62,7 +62,8 @@ struct Bridge {
 
 thread_local! {
     static BRIDGE: RefCell<Option<Bridge>> = const { RefCell::new(None) };
-    static JOBS: RefCell<HashMap<u64, (*mut ngx_http_request_t, Resume)>> = RefCell::new(HashMap::new());
+    static JOBS: RefCell<HashMap<u64, (*mut ngx_http_request_t, Resume)>> =
+        RefCell::new(HashMap::new());
     static NEXT: Cell<u64> = const { Cell::new(1) };
 }
 
