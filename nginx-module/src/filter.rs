@@ -253,6 +253,7 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     }
     let policy = HttpPolicy {
         fallback: vec![FallbackTtl::any(ttl)],
+        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
         cache_set_cookie: cache.config().cache_set_cookie,
         ..HttpPolicy::from_config(cache.config())
     };
@@ -394,6 +395,7 @@ fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(Stri
     };
     let policy = HttpPolicy {
         fallback: vec![FallbackTtl::any(ttl)],
+        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
         cache_set_cookie: cache.config().cache_set_cookie,
         ..HttpPolicy::from_config(cache.config())
     };

@@ -194,6 +194,7 @@ fn slice_meta(h: &[(String, Vec<u8>)], cache: &Cache, lc: &LocConf) -> Option<cd
     let ttl = lc.ttl_for(200, cache.config().default_ttl_ms)?;
     let policy = HttpPolicy {
         fallback: vec![FallbackTtl::any(ttl)],
+        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
         cache_set_cookie: cache.config().cache_set_cookie,
         ..HttpPolicy::from_config(cache.config())
     };
