@@ -589,3 +589,68 @@ fn validators_windows_tags_and_unstored_fields_rfc9111_3_1() {
         ]
     );
 }
+
+/// Random header values (ASCII with quotes, commas, `=` and some UTF-8)
+/// through every function of the module: answers, never panics.
+#[test]
+fn random_header_values_never_panic() {
+    const ALPHABET: &[&str] = &[
+        "\"", ",", "=", " ", "\t", "\\", "/", ":", "?", "#", "W/", "*", ";", "+", "-", "0", "9",
+        "max-age", "no-cache", "private", "s-maxage", "GMT", "Sun", "Nov", "é", "\u{7f}", "..",
+    ];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let names = [
+        "Cache-Control",
+        "CDN-Cache-Control",
+        "Surrogate-Control",
+        "Expires",
+        "Date",
+        "Age",
+        "Last-Modified",
+        "ETag",
+        "Vary",
+        "Connection",
+        "Location",
+        "Content-Location",
+        "If-None-Match",
+        "If-Match",
+        "If-Modified-Since",
+        "If-Unmodified-Since",
+        "Content-Length",
+    ];
+    for _ in 0..3000 {
+        let h: Vec<(&str, String)> = (0..next(5))
+            .map(|_| {
+                let v: String = (0..next(12))
+                    .map(|_| ALPHABET[next(ALPHABET.len())])
+                    .collect();
+                (names[next(names.len())], v)
+            })
+            .collect();
+        let owned = heads(&h);
+        let refs: Vec<(&str, &[u8])> = owned.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        let status = [200, 206, 304, 404, 599, 0][next(6)];
+        let p = HttpPolicy {
+            authorization: next(2) == 0,
+            ..HttpPolicy::default()
+        };
+        let meta = match verdict(status, &refs, NOW, &p) {
+            Verdict::Store(m) => m,
+            Verdict::Skip(_) => store(200, &[("ETag", "\"e\"")]),
+        };
+        let _ = conditional::answer("GET", &refs, &meta, NOW);
+        let _ = revalidate::freshen_304(&meta, &refs, NOW, &p);
+        let _ = revalidate::freshen_head(&meta, 200, &refs, NOW, &p);
+        let _ = revalidate::validator_headers(&meta);
+        let _ = invalidate::invalidated_paths("POST", 201, "h", "/a/b?c", &refs);
+        for (_, v) in &refs {
+            let _ = date::parse_http_date(v, NOW_S);
+        }
+    }
+}
