@@ -28,7 +28,7 @@ pub type Headers<'a> = &'a [(&'a str, &'a [u8])];
 
 /// Fields never stored (RFC 9111 §3.1): hop-by-hop fields, the proxy's own
 /// fields, `Set-Cookie` (one client's), `Age` and `Date` (kept in [`Meta`]
-/// and regenerated), and `Surrogate-Control` (consumed by this cache).
+/// and regenerated).
 const NOT_STORED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -44,8 +44,13 @@ const NOT_STORED: &[&str] = &[
     "set-cookie2",
     "age",
     "date",
-    "surrogate-control",
 ];
+
+/// A targeted field this cache consumes rather than forwards, when it is on
+/// the target list (Edge Architecture 1.0 §3: a surrogate removes it).
+/// `CDN-Cache-Control` is forwarded (RFC 9213 §3), as is any field off the
+/// list (§2.2).
+const CONSUMED_TARGET: &str = "surrogate-control";
 
 /// The target list when none is configured (RFC 9213 §2.2, §3).
 pub const DEFAULT_TARGETS: &[&str] = &["CDN-Cache-Control", "Surrogate-Control"];
@@ -229,9 +234,16 @@ fn split_tags(v: &[u8], seps: &[char], out: &mut Vec<String>) {
 }
 
 /// The fields to store and replay: all but [`NOT_STORED`], those named in
-/// `Connection`, and those named by `no-cache="…"` / `private="…"`.
-fn stored_fields(headers: Headers, d: &Directives) -> Vec<(String, Bytes)> {
-    let connection = members(headers, "connection");
+/// `Connection`, those named by `no-cache="…"` / `private="…"`, and
+/// `Surrogate-Control` when this cache acts on it.
+fn stored_fields(headers: Headers, d: &Directives, p: &HttpPolicy) -> Vec<(String, Bytes)> {
+    let mut connection = members(headers, "connection");
+    if p.targets
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(CONSUMED_TARGET))
+    {
+        connection.push(CONSUMED_TARGET.to_string());
+    }
     let named = |n: &str| {
         connection
             .iter()
@@ -284,7 +296,7 @@ pub fn verdict(status: u16, headers: Headers, now: UnixMs, policy: &HttpPolicy) 
         date,
         initial_age,
         no_stale,
-        headers: stored_fields(headers, &d),
+        headers: stored_fields(headers, &d, policy),
         ..Meta::default()
     };
     for (name, value) in headers {
