@@ -9,7 +9,7 @@ use crate::cache::ctx::FillCtx;
 use crate::{base::guard, cache::variant, conf::Module, engine::store};
 use bytes::Bytes;
 use cdncore::fill::wire;
-use cdncore::http::{verdict, HttpPolicy, Verdict};
+use cdncore::http::{verdict, FallbackTtl, HttpPolicy, Verdict};
 use cdncore::{now_ms, Cache, Meta};
 use nginx_sys::*;
 use ngx::core::Status;
@@ -254,8 +254,10 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
         return;
     }
     let policy = HttpPolicy {
-        default_ttl_ms: ttl,
+        fallback: vec![FallbackTtl::any(ttl)],
+        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
         cache_set_cookie: cache.config().cache_set_cookie,
+        ..HttpPolicy::from_config(cache.config())
     };
     let Verdict::Store(mut meta) = verdict(status, &pairs(&h), now_ms(), &policy) else {
         return;
@@ -394,8 +396,10 @@ fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(Stri
         return;
     };
     let policy = HttpPolicy {
-        default_ttl_ms: ttl,
+        fallback: vec![FallbackTtl::any(ttl)],
+        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
         cache_set_cookie: cache.config().cache_set_cookie,
+        ..HttpPolicy::from_config(cache.config())
     };
     let Verdict::Store(mut meta) = verdict(status, &pairs(&merged), now_ms(), &policy) else {
         return;
