@@ -279,11 +279,11 @@ static void test_wire(cdn_cache *c) {
   CHECK_ST(cdn_object_meta_header(o, now_ms(), NULL, 0, &need), CDN_BUFFER_TOO_SMALL);
   char *hdr = malloc(need);
   CHECK_OK(cdn_object_meta_header(o, now_ms(), (uint8_t *)hdr, need, &n));
-  CHECK(n + 1 == need && strncmp(hdr, "1.", 2) == 0);
+  CHECK(n + 1 == need && strncmp(hdr, "2.", 2) == 0);
   CHECK_ST(cdn_object_meta_header(NULL, 0, (uint8_t *)hdr, need, &n), CDN_INVALID_ARGUMENT);
   cdn_writer *w = NULL;
   CHECK_OK(cdn_writer_new(c, S("w/2"), 1000, &w));
-  CHECK_ST(cdn_writer_set_meta_header(w, S("2.AAAA"), 0), CDN_INVALID_ARGUMENT);
+  CHECK_ST(cdn_writer_set_meta_header(w, S("3.AAAA"), 0), CDN_INVALID_ARGUMENT);
   CHECK(last_error_has("version"));
   CHECK_ST(cdn_writer_set_meta_header(w, (const uint8_t *)hdr, n - 3, 0), CDN_INVALID_ARGUMENT);
   char saved = hdr[5];

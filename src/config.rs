@@ -7,6 +7,7 @@
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
 //! promote_max=8m              # largest block-tier hit copied into RAM
+//! heuristic_max=1d            # cap of Last-Modified heuristic freshness
 //! tier=/var/cache/rcdn,size=100g,region=64m   # block tiers, fastest first;
 //! tier=/mnt/hdd/rcdn,size=2t                  # `tier` may be repeated
 //! ram=/dev/shm/rcdn ram_region=16m            # the shared RAM tier (with tiers)
@@ -47,6 +48,9 @@ pub struct Config {
     pub default_ttl_ms: u64,
     /// Store responses with `Set-Cookie` (the cookie itself is never replayed).
     pub cache_set_cookie: bool,
+    /// Cap of heuristic freshness (a tenth of `Date − Last-Modified`, RFC
+    /// 9111 §4.2.2), in ms; 0 turns the heuristic off.
+    pub heuristic_max_ms: u64,
     /// Slots of the purge generation table (prefix, group, surrogate key).
     pub purge_slots: usize,
     /// Slots of the ban list (regex, mask, non-directory prefix purges).
@@ -73,6 +77,7 @@ impl Default for Config {
             max_key: DEFAULT_MAX_KEY,
             default_ttl_ms: 120_000,
             cache_set_cookie: false,
+            heuristic_max_ms: 86_400_000,
             purge_slots: 1 << 16,
             ban_slots: 64,
             sweeper: true,
@@ -91,6 +96,7 @@ const KEYS: &[&str] = &[
     "max_key",
     "default_ttl",
     "cache_set_cookie",
+    "heuristic_max",
     "purge_slots",
     "ban_slots",
     "sweeper",
@@ -137,6 +143,7 @@ impl Config {
             "max_key" => self.max_key = parse_size(key, v)? as usize,
             "default_ttl" => self.default_ttl_ms = parse_duration_ms(key, v)?,
             "cache_set_cookie" => self.cache_set_cookie = parse_bool(key, v)?,
+            "heuristic_max" => self.heuristic_max_ms = parse_duration_ms(key, v)?,
             "purge_slots" => self.purge_slots = parse_count(key, v)?,
             "ban_slots" => self.ban_slots = parse_count(key, v)?,
             "sweeper" => self.sweeper = parse_bool(key, v)?,
@@ -389,7 +396,7 @@ mod tests {
         let c = Config::parse(
             "mem=64m shards=4 # comment\n max_object=1m;max_key=8k\n\
              default_ttl=1h30m cache_set_cookie=on purge_slots=1024 ban_slots=8 sweeper=off\n\
-             promote_max=32k",
+             promote_max=32k heuristic_max=1h",
         )
         .unwrap();
         assert_eq!(c.mem, 64 << 20);
@@ -400,6 +407,12 @@ mod tests {
         assert_eq!(c.max_key, 8192);
         assert_eq!(c.default_ttl_ms, 5_400_000);
         assert!(c.cache_set_cookie);
+        assert_eq!(c.heuristic_max_ms, 3_600_000);
+        assert_eq!(
+            Config::default().heuristic_max_ms,
+            86_400_000,
+            "a day, as ATS"
+        );
         assert_eq!((c.purge_slots, c.ban_slots), (1024, 8));
         assert!(!c.sweeper);
         assert_eq!(Config::parse("").unwrap(), Config::default());

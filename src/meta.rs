@@ -45,6 +45,15 @@ pub struct Meta {
     pub size: u64,
     /// xxh3-64 of the body, filled in at commit.
     pub checksum: u64,
+    /// The origin's `Date`, unix seconds (the receive time if it sent
+    /// none), replayed unchanged; 0 for objects stored before it was kept.
+    pub date: u64,
+    /// Age in seconds when stored: RFC 9111 §4.2.3 `corrected_initial_age`
+    /// (saturating: 136 years).
+    pub initial_age: u32,
+    /// Never served stale (`must-revalidate`, `proxy-revalidate`,
+    /// `s-maxage`, `no-cache`; RFC 9111 §4.2.4): no stale windows apply.
+    pub no_stale: bool,
 }
 
 /// How a stored object stands at a given instant.
@@ -75,19 +84,34 @@ impl Meta {
         }
     }
 
-    /// Seconds since the object was stored (the `Age` header).
+    /// The `Age` to send at `now`, seconds: the age it had when stored
+    /// plus the time it has been resident (RFC 9111 §4.2.3).
     pub fn age_secs(&self, now: UnixMs) -> u64 {
-        now.saturating_sub(self.stored_at) / 1000
+        u64::from(self.initial_age).saturating_add(now.saturating_sub(self.stored_at) / 1000)
+    }
+
+    /// The `Date` to replay, unix seconds: the origin's, else when stored.
+    pub fn date_secs(&self) -> u64 {
+        match self.date {
+            0 => self.stored_at / 1000,
+            d => d,
+        }
+    }
+
+    /// May an expired copy be served within `window_ms` after expiry (an
+    /// operator's stale window)? Never when the response forbids it.
+    pub fn within_stale_window(&self, now: UnixMs, window_ms: u64) -> bool {
+        !self.no_stale && now < self.expires_at.saturating_add(window_ms)
     }
 
     /// May an expired copy be served while it is refreshed in the background?
     pub fn within_stale_while_revalidate(&self, now: UnixMs) -> bool {
-        now < self.expires_at + u64::from(self.stale_while_revalidate) * 1000
+        self.within_stale_window(now, u64::from(self.stale_while_revalidate) * 1000)
     }
 
     /// May an expired copy be served because the origin failed?
     pub fn within_stale_if_error(&self, now: UnixMs) -> bool {
-        now < self.expires_at + u64::from(self.stale_if_error) * 1000
+        self.within_stale_window(now, u64::from(self.stale_if_error) * 1000)
     }
 
     /// First value of a replayed header, by case-insensitive name.
@@ -131,6 +155,42 @@ mod tests {
         assert!(m.within_stale_if_error(70_999));
         assert!(!m.within_stale_if_error(71_000));
         assert_eq!(m.age_secs(4_500), 3);
+    }
+
+    #[test]
+    fn age_grows_from_the_initial_age_rfc9111_4_2_3() {
+        let mut m = Meta::with_ttl(10_000, 60_000);
+        m.initial_age = 30;
+        assert_eq!(m.age_secs(10_000), 30);
+        assert_eq!(m.age_secs(12_999), 32);
+        assert_eq!(m.age_secs(5_000), 30, "clock went back");
+        m.initial_age = u32::MAX;
+        assert_eq!(m.age_secs(99_000), u64::from(u32::MAX) + 89);
+    }
+
+    #[test]
+    fn date_is_the_origins_or_the_store_time() {
+        let mut m = Meta::with_ttl(1_700_000_000_900, 0);
+        assert_eq!(m.date_secs(), 1_700_000_000);
+        m.date = 42;
+        assert_eq!(m.date_secs(), 42);
+    }
+
+    #[test]
+    fn no_stale_closes_every_stale_window_rfc9111_4_2_4() {
+        let mut m = Meta::with_ttl(1_000, 10_000);
+        m.stale_while_revalidate = 5;
+        m.stale_if_error = 60;
+        assert!(m.within_stale_window(20_000, 10_000));
+        m.no_stale = true;
+        assert!(!m.within_stale_while_revalidate(11_000));
+        assert!(!m.within_stale_if_error(11_000));
+        assert!(!m.within_stale_window(11_000, 10_000));
+        assert_eq!(
+            m.freshness(10_999),
+            Freshness::Fresh,
+            "fresh is still fresh"
+        );
     }
 
     #[test]

@@ -2,63 +2,30 @@
 //!
 //! A thin adapter over the `cdncore` engine: nginx parses directives, runs
 //! the request phases and talks to the origin (`proxy_pass`); the engine
-//! stores, looks up, judges freshness and purges. See `docs/nginx.md`.
+//! stores, looks up, judges freshness and purges. See `docs/nginx.md`
+//! ("Code map") for the folders and the one direction of their imports.
 //!
-//! Request flow (main requests in a location with `rcdn_cache on`):
-//! - precontent phase ([`lookup`]): evaluate the key, look it up; a hit swaps
-//!   the content handler for [`serve`]; a miss starts one background fill
-//!   subrequest per key ([`fill`]) and waits for it ([`collapse`]);
-//! - the fill subrequest runs the location's `proxy_pass`; the filters in
-//!   [`filter`] stream its body into an engine `Writer` and commit it;
-//! - waiters wake and are served from the cache.
+//! This file only wires the module together: the module static, the
+//! directive table, the phase handlers and filters, the process hooks.
 
-pub mod attack;
-pub mod attack_zone;
-pub mod cluster;
-pub mod collapse;
-pub mod conf;
-pub mod ctx;
-pub mod fanout;
-pub mod fill;
-pub mod filter;
-pub mod guard;
-pub mod hotlink;
-pub mod hotlink_url;
-pub mod http_get;
-pub mod iothread;
-pub mod lookup;
-pub mod node_status;
-pub mod peer;
-pub mod peer_shm;
-pub mod peerslice;
-pub mod persist;
-pub mod phase;
-pub mod purge;
-pub mod reply;
-pub mod reqlog;
-pub mod schedule;
-pub mod serve;
-pub mod slice;
-pub mod sliceblock;
-pub mod slicefill;
-pub mod sliceserve;
-pub mod stats;
-pub mod stats_push;
-pub mod status;
-pub mod store;
-pub mod stream;
-pub mod variant;
+mod base;
+mod cache;
+mod cluster;
+mod conf;
+mod engine;
+mod http;
+mod policy;
 
-use conf::{LocConf, MainConf};
+use base::guard;
+use conf::{LocConf, MainConf, Module};
 use core::ffi::{c_char, c_void};
 use core::ptr::{self, addr_of, addr_of_mut};
+use engine::{iothread, store};
+use http::phase;
 use nginx_sys::*;
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleMainConf};
 use ngx::{ngx_log_error, ngx_string};
-
-/// The module's marker type for the `ngx` traits.
-pub struct Module;
 
 impl HttpModule for Module {
     fn module() -> &'static ngx_module_t {
@@ -69,27 +36,30 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the http block's conf.
-        if unsafe { status::register_variables(cf) } != NGX_OK as ngx_int_t {
+        if unsafe { cache::register_variables(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
-        if unsafe { peer::register_variables(cf) } != NGX_OK as ngx_int_t {
+        if unsafe { cache::register_peer_variables(cf) } != NGX_OK as ngx_int_t {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: as above.
-        unsafe { reqlog::register(cf) }
+        unsafe { policy::register_reqlog(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let handlers: [(ngx_http_phases, phase::Handler); 5] = [
+            (ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, cache::precontent),
             (
-                ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-                lookup::precontent,
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                policy::hotlink_access,
             ),
-            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, hotlink::access),
-            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, attack::access),
-            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, schedule::access),
-            (ngx_http_phases_NGX_HTTP_LOG_PHASE, stats::log_phase),
+            (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, policy::guard_access),
+            (
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                policy::schedule_access,
+            ),
+            (ngx_http_phases_NGX_HTTP_LOG_PHASE, policy::stats_log_phase),
         ];
         for (p, h) in handlers {
             // SAFETY: cf is the http block's conf, in postconfiguration.
@@ -98,7 +68,9 @@ impl HttpModule for Module {
             }
         }
         // SAFETY: called once per configuration, single-threaded.
-        unsafe { filter::install() };
+        unsafe { cache::install_filters() };
+        // The statistics count each fill's origin fetch.
+        cache::on_fill_done(policy::count_fill);
         Status::NGX_OK.into()
     }
 
@@ -117,7 +89,7 @@ impl HttpModule for Module {
         }
         if mc.cluster.enabled() {
             // SAFETY: cf is the http block's conf being parsed.
-            mc.cluster.zone = unsafe { peer_shm::add_zone(cf) };
+            mc.cluster.zone = unsafe { cluster::add_zone(cf) };
             if mc.cluster.zone == 0 {
                 return ngx::core::NGX_CONF_ERROR;
             }
@@ -129,20 +101,10 @@ impl HttpModule for Module {
         }
         if mc.guard.used && mc.guard.zone.is_null() {
             // SAFETY: cf is the http block's conf, still being configured.
-            return unsafe { attack_zone::add_zone(cf, mc, attack_zone::DEFAULT_SIZE) };
+            return unsafe { policy::add_guard_zone(cf, mc, policy::GUARD_ZONE_SIZE) };
         }
         ptr::null_mut()
     }
-}
-
-// SAFETY: MainConf is the type create_main_conf allocates for this module.
-unsafe impl HttpModuleMainConf for Module {
-    type MainConf = MainConf;
-}
-
-// SAFETY: LocConf is the type create_loc_conf allocates for this module.
-unsafe impl HttpModuleLocationConf for Module {
-    type LocationConf = LocConf;
 }
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
@@ -244,63 +206,63 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("cdn_purge"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        conf::set_purge,
+        cache::set_purge,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_hotlink"),
         ANY_LEVEL | NGX_CONF_TAKE1,
-        hotlink::set_hotlink,
+        policy::set_hotlink,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_hotlink_unknown"),
         ANY_LEVEL | NGX_CONF_TAKE1,
-        hotlink::set_unknown,
+        policy::set_hotlink_unknown,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_stats_zone"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
-        stats::set_zone,
+        policy::set_stats_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
         ngx_string!("rcdn_stats"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-        stats::set_stats,
+        policy::set_stats,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_node_name"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        reqlog::set_node_name,
+        policy::set_node_name,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
         ngx_string!("rcdn_guard"),
         ANY_LEVEL | NGX_CONF_1MORE,
-        attack::set_guard,
+        policy::set_guard,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_scheduler"),
         ANY_LEVEL | NGX_CONF_TAKE123,
-        schedule::set_scheduler,
+        policy::set_scheduler,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_stats_push"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        stats_push::set_push,
+        policy::set_stats_push,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
@@ -314,14 +276,14 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("rcdn_guard_zone"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        attack_zone::set_zone,
+        policy::set_guard_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
         0,
     ),
     command(
         ngx_string!("rcdn_hotlink_url"),
         ANY_LEVEL | NGX_CONF_TAKE123,
-        hotlink_url::set_url,
+        policy::set_hotlink_url,
         LOC,
         0,
     ),
@@ -377,14 +339,14 @@ static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("rcdn_peer_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        peer::set_status,
+        cluster::peer::set_status,
         LOC,
         0,
     ),
     command(
         ngx_string!("rcdn_node_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        node_status::set_status,
+        policy::set_node_status,
         LOC,
         0,
     ),

@@ -182,7 +182,15 @@ impl RegionHead {
     }
 }
 
-/// Compact binary metadata: fixed fields, then length-prefixed lists.
+/// Version of the metadata tail written after the version-1 fields.
+/// Version 1 had no tail; its records still decode, with the tail's fields
+/// at their defaults, and version-1 readers ignore the tail.
+const META_VERSION: u8 = 2;
+/// `no_stale` in the tail's flag byte.
+const FLAG_NO_STALE: u8 = 1;
+
+/// Compact binary metadata: fixed fields, then length-prefixed lists, then
+/// (version 2) a tail: version byte, `date`, `initial_age`, flags.
 pub fn encode_meta(m: &Meta) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + m.footprint() / 2);
     b.extend_from_slice(&m.status.to_le_bytes());
@@ -207,6 +215,10 @@ pub fn encode_meta(m: &Meta) -> Vec<u8> {
         put_opt(&mut b, Some(n.as_bytes()));
         put_opt(&mut b, Some(v));
     }
+    b.push(META_VERSION);
+    b.extend_from_slice(&m.date.to_le_bytes());
+    b.extend_from_slice(&m.initial_age.to_le_bytes());
+    b.push(if m.no_stale { FLAG_NO_STALE } else { 0 });
     b
 }
 
@@ -293,11 +305,25 @@ pub fn decode_meta(b: &[u8]) -> Result<Meta> {
         let value = Bytes::copy_from_slice(r.opt()?.unwrap_or_default());
         m.headers.push((name, value));
     }
+    if !r.0.is_empty() {
+        decode_tail(&mut r, &mut m)?;
+    }
     Ok(m)
 }
 
+/// The version-2 tail; later versions may append more, which is skipped.
+fn decode_tail(r: &mut Rd, m: &mut Meta) -> Result<()> {
+    if r.take(1)?[0] < META_VERSION {
+        return Err(Error::InvalidMeta("bad record metadata version".into()));
+    }
+    m.date = r.u64()?;
+    m.initial_age = r.u32()?;
+    m.no_stale = r.take(1)?[0] & FLAG_NO_STALE != 0;
+    Ok(())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -310,14 +336,74 @@ mod tests {
         m.surrogate_keys = vec!["a".into(), "bb".into()];
         m.group = Some(Bytes::from_static(b"g"));
         m.mask = 9;
+        m.date = 1_600_000_000;
+        m.initial_age = 42;
+        m.no_stale = true;
         let enc = encode_meta(&m);
         assert_eq!(decode_meta(&enc).unwrap(), m);
-        for cut in 0..enc.len() {
+        // Cut exactly before the tail, it is a valid version-1 encoding
+        // (the record checksum, not the codec, catches such a cut).
+        let v1_len = enc.len() - 14;
+        for cut in (0..enc.len()).filter(|&c| c != v1_len) {
             assert!(decode_meta(&enc[..cut]).is_err(), "cut at {cut}");
         }
+        let mut v1 = m.clone();
+        (v1.date, v1.initial_age, v1.no_stale) = (0, 0, false);
+        assert_eq!(decode_meta(&enc[..v1_len]).unwrap(), v1);
+        let mut old_tail = enc.clone();
+        old_tail[v1_len] = 1;
+        assert!(
+            decode_meta(&old_tail).is_err(),
+            "a tail must be version 2 or later"
+        );
+        let mut newer = enc.clone();
+        newer[v1_len] = 3;
+        newer.extend_from_slice(b"future fields");
+        assert_eq!(decode_meta(&newer).unwrap(), m, "later tails are skipped");
         let mut bad = enc.clone();
         bad[63..67].copy_from_slice(&u32::MAX.to_le_bytes()[..4]);
         let _ = decode_meta(&bad); // must not panic
+    }
+
+    /// Bytes of the version-1 encoder (before `date`, `initial_age` and
+    /// `no_stale` were kept), captured from it: old records still decode.
+    pub(crate) const V1_META: &str =
+        "94010068e5cf8b0100006052e6cf8b01000005000000000000000b0000000000\
+        0000efcdab00000000001e0000005802000000105e5f000000000400000022763122010000006701000000\
+        070001000000010000006b010000000c000000436f6e74656e742d547970650a000000746578742f706c61696e";
+
+    /// The metadata `V1_META` encodes.
+    pub(crate) fn v1_sample() -> Meta {
+        let mut m = Meta::with_ttl(1_700_000_000_000, 60_000);
+        m.status = 404;
+        m.headers = vec![("Content-Type".into(), Bytes::from_static(b"text/plain"))];
+        m.etag = Some(Bytes::from_static(b"\"v1\""));
+        m.last_modified = Some(1_600_000_000);
+        m.stale_while_revalidate = 30;
+        m.stale_if_error = 600;
+        m.tags = vec![7];
+        m.surrogate_keys = vec!["k".into()];
+        m.group = Some(Bytes::from_static(b"g"));
+        m.mask = 5;
+        m.size = 11;
+        m.checksum = 0xabcdef;
+        m
+    }
+
+    #[test]
+    fn version_1_records_still_decode_with_defaults() {
+        let hex: String = V1_META.split_whitespace().collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let m = decode_meta(&bytes).unwrap();
+        assert_eq!(m, v1_sample());
+        assert_eq!((m.date, m.initial_age, m.no_stale), (0, 0, false));
+        // And a version-1 reader (which stops after the headers) reads a
+        // version-2 encoding: the old fields come first, unchanged.
+        let v2 = encode_meta(&v1_sample());
+        assert_eq!(&v2[..bytes.len()], &bytes[..]);
     }
 
     #[test]

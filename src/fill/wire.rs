@@ -3,8 +3,12 @@
 //! stale windows) in one header value (`X-Rcdn-Meta`), so the asking node
 //! caches the body exactly as the owner does.
 //!
-//! Value: `1.` then base64url (no padding) of: the sender's clock (u64 LE),
+//! Value: `2.` then base64url (no padding) of: the sender's clock (u64 LE),
 //! the block record codec's metadata encoding, and an xxh3-64 of both.
+//! Version 2 carries the metadata tail (`date`, `initial_age`, `no_stale`);
+//! `1.` values from older peers still decode, those fields defaulted. An
+//! older peer refuses `2.` (it treats the owner as failed and loads from
+//! the origin), so a cluster upgrades all nodes before relying on peers.
 //! The receiver shifts `stored_at`/`expires_at` by the clock difference, so
 //! a TTL survives skew between nodes. Anything else is a clear error.
 
@@ -17,7 +21,9 @@ use crate::meta::{Meta, UnixMs};
 
 /// Response header carrying the encoded metadata.
 pub const META_HEADER: &str = "X-Rcdn-Meta";
-const PREFIX: &str = "1.";
+const PREFIX: &str = "2.";
+/// Versions accepted: the current one and version 1 (no metadata tail).
+const ACCEPTED: [&str; 2] = [PREFIX, "1."];
 /// Longest value accepted (the encoded form of 48 KiB of metadata).
 pub const MAX_VALUE: usize = 64 << 10;
 
@@ -26,7 +32,7 @@ pub const MAX_VALUE: usize = 64 << 10;
 pub enum WireError {
     #[error("meta header is {0} bytes, over the limit of {MAX_VALUE}")]
     TooLong(usize),
-    #[error("meta header has an unknown version (expected \"1.\" prefix)")]
+    #[error("meta header has an unknown version (expected a \"2.\" or \"1.\" prefix)")]
     Version,
     #[error("meta header is not base64url: {0}")]
     Base64(String),
@@ -52,8 +58,9 @@ pub fn decode(value: &[u8], now: UnixMs) -> Result<Meta, WireError> {
     if value.len() > MAX_VALUE {
         return Err(WireError::TooLong(value.len()));
     }
-    let body = value
-        .strip_prefix(PREFIX.as_bytes())
+    let body = ACCEPTED
+        .iter()
+        .find_map(|p| value.strip_prefix(p.as_bytes()))
         .ok_or(WireError::Version)?;
     let b = URL_SAFE_NO_PAD
         .decode(body)
@@ -106,7 +113,25 @@ mod tests {
         m.surrogate_keys = vec!["brand".into(), "product-9".into()];
         m.group = Some(Bytes::from_static(b"img"));
         m.mask = 0b1010;
+        m.date = 999;
+        m.initial_age = 7;
+        m.no_stale = true;
         m
+    }
+
+    /// A value of the version-1 encoder, captured from it (sender clock
+    /// 1_700_000_000_500, metadata `record::tests::v1_sample`).
+    const V1_VALUE: &str =
+        "1.9Gnlz4sBAACUAQBo5c-LAQAAYFLmz4sBAAAFAAAAAAAAAAsAAAAAAAAA782rAAAAAAAeA\
+        AAAWAIAAAAQXl8AAAAABAAAACJ2MSIBAAAAZwEAAAAHAAEAAAABAAAAawEAAAAMAAAAQ29udGVudC1UeXBlCgAAAHR\
+        leHQvcGxhaW4eimL8gPVtfg";
+
+    #[test]
+    fn version_1_values_from_older_peers_still_decode() {
+        let m = decode(V1_VALUE.as_bytes(), 1_700_000_000_500).unwrap();
+        assert_eq!(m, crate::block::record::tests::v1_sample());
+        assert_eq!((m.date, m.initial_age, m.no_stale), (0, 0, false));
+        assert!(encode(&m, 5).starts_with("2."));
     }
 
     #[test]
@@ -132,8 +157,10 @@ mod tests {
     fn garbage_is_a_clear_error() {
         let v = encode(&sample(), 5);
         assert_eq!(decode(b"", 5), Err(WireError::Version));
-        assert_eq!(decode(b"2.AAAA", 5), Err(WireError::Version));
-        assert!(matches!(decode(b"1.!!!", 5), Err(WireError::Base64(_))));
+        assert_eq!(decode(b"3.AAAA", 5), Err(WireError::Version));
+        assert_eq!(decode(b"AAAA", 5), Err(WireError::Version));
+        assert!(matches!(decode(b"2.!!!", 5), Err(WireError::Base64(_))));
+        assert_eq!(decode(b"2.AAAA", 5), Err(WireError::Truncated));
         assert_eq!(decode(b"1.AAAA", 5), Err(WireError::Truncated));
         let long = vec![b'A'; MAX_VALUE + 1];
         assert_eq!(decode(&long, 5), Err(WireError::TooLong(MAX_VALUE + 1)));
@@ -142,7 +169,7 @@ mod tests {
         b.extend_from_slice(&[0xff; 40]);
         let sum = xxh3_64(&b);
         b.extend_from_slice(&sum.to_le_bytes());
-        let forged = format!("1.{}", URL_SAFE_NO_PAD.encode(&b));
+        let forged = format!("2.{}", URL_SAFE_NO_PAD.encode(&b));
         assert!(matches!(
             decode(forged.as_bytes(), 5),
             Err(WireError::Meta(_))
@@ -174,7 +201,7 @@ mod tests {
     fn random_bytes_never_panic() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         for len in 0..400 {
-            let mut b = b"1.".to_vec();
+            let mut b = b"2.".to_vec();
             for _ in 0..len {
                 x ^= x << 13;
                 x ^= x >> 7;

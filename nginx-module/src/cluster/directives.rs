@@ -1,9 +1,9 @@
 //! The cluster directives (http): `rcdn_node`, `rcdn_peer`, `rcdn_origin`,
 //! `rcdn_peer_timeout`, `rcdn_peer_down`, `rcdn_peer_secret`, `rcdn_drain`.
 
-use super::{check_addr, ClusterConf};
+use crate::base::guard;
 use crate::conf::{args, bad, lossy, parse_time, MainConf};
-use crate::guard;
+use crate::conf::{check_addr, ClusterConf};
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
 use ngx::core::NGX_CONF_OK;

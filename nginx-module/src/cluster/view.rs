@@ -1,9 +1,9 @@
 //! Each worker's view of the ring: who owns a key, which peers are down
-//! (marks shared by the node's workers through `peer_shm`), and the peer
+//! (marks shared by the node's workers through `shm`), and the peer
 //! counters.
 
-use super::{ClusterConf, VNODES};
-use crate::peer_shm;
+use super::shm;
+use crate::conf::{ClusterConf, VNODES};
 use cdncore::fill::{NodeId, Ring};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -58,7 +58,7 @@ impl View {
             live: full.clone(),
             full,
             down: HashMap::new(),
-            shared: peer_shm::table(cc.zone),
+            shared: shm::table(cc.zone),
             local: PeerCounters::default(),
         })
     }
@@ -68,7 +68,7 @@ impl View {
         let mut down = HashMap::new();
         for id in self.full.nodes() {
             let until = match self.shared {
-                Some(t) => peer_shm::down_until(t, id),
+                Some(t) => shm::down_until(t, id),
                 None => self.down.get(id).copied().unwrap_or(0),
             };
             if now < until && *id != self.me {
@@ -97,10 +97,10 @@ impl View {
 
     fn count(&mut self, which: usize) {
         match self.shared {
-            Some(t) => peer_shm::add(t, which),
+            Some(t) => shm::add(t, which),
             None => match which {
-                peer_shm::PEER_FILLS => self.local.peer_fills += 1,
-                peer_shm::PEER_FAILURES => self.local.peer_failures += 1,
+                shm::PEER_FILLS => self.local.peer_fills += 1,
+                shm::PEER_FAILURES => self.local.peer_failures += 1,
                 _ => self.local.marked_down += 1,
             },
         }
@@ -139,7 +139,7 @@ pub fn route(cc: &ClusterConf, key: &[u8], from_peer: bool) -> Option<Target> {
             return None;
         }
         let (addr, via) = v.addrs.get(&owner)?.clone();
-        v.count(peer_shm::PEER_FILLS);
+        v.count(shm::PEER_FILLS);
         Some(Target {
             id: owner,
             addr,
@@ -159,19 +159,19 @@ pub fn mark_down(cc: &ClusterConf, id: &str) {
     let now = cdncore::now_ms();
     let until = now + cc.down_ms();
     with_view(cc, |v| {
-        v.count(peer_shm::PEER_FAILURES);
+        v.count(shm::PEER_FAILURES);
         if id == v.me {
             return;
         }
         let fresh = match v.shared {
-            Some(t) => peer_shm::set_down(t, id, now, until),
+            Some(t) => shm::set_down(t, id, now, until),
             None => v
                 .down
                 .insert(id.to_string(), until)
                 .is_none_or(|u| u <= now),
         };
         if fresh {
-            v.count(peer_shm::MARKED_DOWN);
+            v.count(shm::MARKED_DOWN);
         }
         v.refresh(now);
     });
@@ -192,9 +192,9 @@ pub fn down_now(cc: &ClusterConf) -> Vec<String> {
 pub fn counters(cc: &ClusterConf) -> PeerCounters {
     with_view(cc, |v| match v.shared {
         Some(t) => PeerCounters {
-            peer_fills: peer_shm::get(t, peer_shm::PEER_FILLS),
-            peer_failures: peer_shm::get(t, peer_shm::PEER_FAILURES),
-            marked_down: peer_shm::get(t, peer_shm::MARKED_DOWN),
+            peer_fills: shm::get(t, shm::PEER_FILLS),
+            peer_failures: shm::get(t, shm::PEER_FAILURES),
+            marked_down: shm::get(t, shm::MARKED_DOWN),
         },
         None => v.local,
     })

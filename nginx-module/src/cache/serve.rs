@@ -1,0 +1,224 @@
+//! Serving an object from the cache. The body is not copied: an object in
+//! this worker's memory goes out as a memory buf pointing into the cached
+//! `Bytes` (the request pool holds an `Arc` to the object until nginx has
+//! sent it); one found in a block tier goes out as a file buf over its
+//! region file, so nginx uses `sendfile` (the pool holds the `Extent`, which
+//! keeps the region file open even if the region is recycled meanwhile). HEAD, `If-None-Match` /
+//! `If-Modified-Since` (304) and single or multiple `Range`s (206/416) are
+//! done by nginx's own filters below ours.
+
+use crate::cache::ReqCtx;
+use crate::http::reply::push_header;
+use crate::{base::guard, cache::variant};
+use cdncore::block::Extent;
+use cdncore::{now_ms, Object};
+use nginx_sys::*;
+use ngx::core::{Pool, Status};
+use std::sync::Arc;
+
+/// Block-tier bodies at least this large go out with sendfile; smaller
+/// ones are written from the mapping (one syscall either way, and a memory
+/// buf spares nginx the file bookkeeping).
+const SENDFILE_MIN: usize = 32 << 10;
+
+/// Headers we set through `headers_out` fields or never replay.
+const SKIP: &[&str] = &[
+    "content-type",
+    "content-length",
+    "last-modified",
+    "accept-ranges",
+    "age",
+    "content-range",
+    variant::MARKER,
+    crate::cache::slice::MARKER,
+];
+
+/// The content handler that replaces `proxy_pass` on a hit.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx passes a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard::request(
+        log,
+        "serve",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is live.
+            unsafe { guard::fault(r, "serve") };
+            // SAFETY: r is the live main request whose lookup chose this handler.
+            let Some(obj) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.hit.clone()) else {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            };
+            // SAFETY: r is live.
+            unsafe { send(r, obj) }
+        },
+    )
+}
+
+/// Sends `obj` as the response of `r`.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
+    // SAFETY: r is live.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let meta = obj.meta();
+    let body = obj.body();
+    // SAFETY: r is live.
+    if !unsafe { put_headers(r, meta) } {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: r is live.
+    unsafe {
+        (*r).headers_out.content_length_n = body.len() as off_t;
+        if meta.status == 200 {
+            (*r).set_allow_ranges(1);
+        }
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+            return rc;
+        }
+        if body.is_empty() {
+            return ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
+        }
+        send_body(r, obj)
+    }
+}
+
+/// Sets status, validators, the stored headers and `Age` (not the length).
+///
+/// # Safety
+/// `r` must be a live main request whose header was not sent.
+pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> bool {
+    // SAFETY: r is live; every string set below is copied into its pool.
+    unsafe {
+        let out = &mut (*r).headers_out;
+        out.status = ngx_uint_t::from(meta.status);
+        out.last_modified_time = meta.last_modified.map_or(-1, |t| t as time_t);
+        for (name, value) in &meta.headers {
+            let lower = name.to_ascii_lowercase();
+            if lower == "content-type" {
+                let Some(ct) = ngx_str_t::from_bytes((*r).pool, value) else {
+                    return false;
+                };
+                out.content_type = ct;
+                out.content_type_len = ct.len;
+                continue;
+            }
+            if SKIP.contains(&lower.as_str()) {
+                continue;
+            }
+            let Some(h) = push_header(r, name.as_bytes(), value) else {
+                return false;
+            };
+            if lower == "etag" {
+                (*r).headers_out.etag = h;
+            }
+        }
+        let age = meta.age_secs(now_ms()).to_string();
+        if push_header(r, b"Age", age.as_bytes()).is_none() {
+            return false;
+        }
+        // To a peer (a hit, or a fill streaming to it): the asking node
+        // stores the body with the owner's metadata.
+        if crate::cluster::peer::from_peer(r) {
+            let wire = cdncore::fill::wire::encode(meta, now_ms());
+            return push_header(r, crate::cluster::peer::META.as_bytes(), wire.as_bytes())
+                .is_some();
+        }
+        true
+    }
+}
+
+/// The region-file extent of a block-tier hit large enough for `sendfile`
+/// (the lookup found and verified it: no second lookup).
+pub fn extent_of(obj: &Object) -> Option<Extent> {
+    if obj.body().len() < SENDFILE_MIN {
+        return None;
+    }
+    obj.extent()
+}
+
+/// # Safety
+/// `r` must be a live main request whose header was sent.
+unsafe fn send_file(r: *mut ngx_http_request_t, ext: Extent) -> ngx_int_t {
+    // SAFETY: r is live.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let (fd, off, len) = (ext.fd(), ext.offset, ext.len);
+    // The pool keeps the extent (and so the open region file) until the
+    // request is freed, after all output is written.
+    if pool.allocate(ext).is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    let b = pool.calloc_type::<ngx_buf_t>();
+    let file = pool.calloc_type::<ngx_file_t>();
+    if b.is_null() || file.is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: b and file are zeroed pool objects; fd stays open while the
+    // pool holds the extent; off..off+len is the verified body.
+    unsafe {
+        (*file).fd = fd;
+        (*file).name = ngx::ngx_string!("rcdn region");
+        (*file).log = (*(*r).connection).log;
+        (*b).file = file;
+        (*b).file_pos = off as off_t;
+        (*b).file_last = (off + len) as off_t;
+        (*b).set_in_file(1);
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        let mut out = ngx_chain_t {
+            buf: b,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut out)
+    }
+}
+
+/// # Safety
+/// `r` must be a live main request whose header was sent.
+pub(crate) unsafe fn send_body(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
+    let ext = extent_of(&obj);
+    // SAFETY: r is the live main request being served.
+    if let Some(ctx) = unsafe { ReqCtx::get(r) } {
+        ctx.body = if ext.is_some() { "sendfile" } else { "memory" };
+    }
+    if let Some(ext) = ext {
+        // SAFETY: forwarded.
+        return unsafe { send_file(r, ext) };
+    }
+    // SAFETY: r is live.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let (start, len) = (obj.body().as_ptr(), obj.body().len());
+    // The pool keeps the object (and so the bytes) alive until the request
+    // is freed, which nginx does only after all output is written.
+    if pool.allocate(obj).is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    let b = pool.calloc_type::<ngx_buf_t>();
+    if b.is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: b is a zeroed buf from the pool; the bytes are immutable and
+    // pinned (above) for the buf's lifetime. `memory` tells nginx not to
+    // write into them.
+    unsafe {
+        (*b).start = start.cast_mut();
+        (*b).pos = start.cast_mut();
+        (*b).last = start.add(len).cast_mut();
+        (*b).end = (*b).last;
+        (*b).set_memory(1);
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        let mut out = ngx_chain_t {
+            buf: b,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut out)
+    }
+}

@@ -1,0 +1,393 @@
+//! Read-while-writer inside one worker: the body of a cacheable fill is
+//! shared with this worker's requests for the key as it arrives.
+//!
+//! When a fill's response is judged storable (and its length is known and
+//! fits the store), the filter opens a [`Stream`] under the fill key and
+//! wakes the key's waiters: the request that started the fill and the
+//! collapsed ones. Each becomes a reader: it sends the stored headers at
+//! once, then every chunk the filter appends (a memory buf into the
+//! chunk's `Bytes`, which the reader's `Rc` keeps alive until the request
+//! is freed). The fill's end completes the readers; a failed fill closes
+//! their connections (a short body, never wrong bytes). Other workers'
+//! waiters are served once the object is stored, as before.
+
+use crate::cache::slice::serve::{arm_write, pending};
+use crate::cache::ReqCtx;
+use crate::{base::guard, cache::serve};
+use bytes::Bytes;
+use cdncore::Meta;
+use nginx_sys::*;
+use ngx::core::{Pool, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A fill's response as far as it has arrived.
+pub struct Stream {
+    meta: Meta,
+    pub(crate) len: u64,
+    /// The coding the fill asked for, and whether the response varies on it.
+    coding: &'static str,
+    varies: bool,
+    pub(crate) chunks: Vec<Bytes>,
+    /// `Some(true)`: complete and stored; `Some(false)`: the fill failed.
+    pub(crate) done: Option<bool>,
+    /// Events posted on every change.
+    pub(crate) readers: Vec<*mut ngx_event_t>,
+}
+
+pub type Shared = Rc<RefCell<Stream>>;
+
+thread_local! {
+    static OPEN: RefCell<HashMap<Vec<u8>, Shared>> = RefCell::new(HashMap::new());
+}
+
+fn notify(s: &Stream) {
+    for &ev in &s.readers {
+        // SAFETY: a registered reader's live event (Reader::drop removes
+        // it first); we run on the event loop.
+        unsafe { ngx_post_event(ev, core::ptr::addr_of_mut!(ngx_posted_events)) };
+    }
+}
+
+/// Opens the stream of the fill of `key` (storable, `len` bytes).
+pub fn open(key: &[u8], meta: Meta, len: u64, coding: &'static str, varies: bool) {
+    let s = Stream {
+        meta,
+        len,
+        coding,
+        varies,
+        chunks: Vec::new(),
+        done: None,
+        readers: Vec::new(),
+    };
+    OPEN.with(|o| {
+        o.borrow_mut()
+            .insert(key.to_vec(), Rc::new(RefCell::new(s)))
+    });
+}
+
+/// Appends a chunk of the fill of `key` and wakes its readers.
+pub fn push(key: &[u8], data: &[u8]) {
+    if let Some(s) = OPEN.with(|o| o.borrow().get(key).cloned()) {
+        let mut s = s.borrow_mut();
+        s.chunks.push(Bytes::copy_from_slice(data));
+        notify(&s);
+    }
+}
+
+/// Ends the stream of `key` (stored or failed) and wakes its readers.
+pub fn end(key: &[u8], stored: bool) {
+    if let Some(s) = OPEN.with(|o| o.borrow_mut().remove(key)) {
+        let mut s = s.borrow_mut();
+        let sent: u64 = s.chunks.iter().map(|c| c.len() as u64).sum();
+        s.done = Some(stored && sent == s.len);
+        notify(&s);
+    }
+}
+
+pub fn exists(key: &[u8]) -> bool {
+    OPEN.with(|o| o.borrow().contains_key(key))
+}
+
+/// The open stream of `key`, if a reader of `coding` may share it.
+pub fn find(key: &[u8], coding: &str) -> Option<Shared> {
+    let s = OPEN.with(|o| o.borrow().get(key).cloned())?;
+    let ok = {
+        let b = s.borrow();
+        !b.varies || b.coding == coding
+    };
+    ok.then_some(s)
+}
+
+/// A request reading a stream.
+pub struct Reader {
+    s: Shared,
+    /// Chunks handed to nginx so far.
+    next: usize,
+    ev: Box<ngx_event_t>,
+    /// The client is gone; wait for the fill's end before finalizing (so
+    /// the fill this request may own is not torn down under other readers).
+    dead: bool,
+}
+
+impl Reader {
+    /// Stops the wake-ups (the response is over); the chunks stay pinned
+    /// until the request is freed, as nginx may still be writing them.
+    fn detach(&mut self) {
+        let p: *mut ngx_event_t = &mut *self.ev;
+        if let Ok(mut s) = self.s.try_borrow_mut() {
+            s.readers.retain(|&e| e != p);
+        }
+        // SAFETY: p is our live event; this only unlinks it.
+        unsafe {
+            if self.ev.posted() != 0 {
+                ngx_delete_posted_event(p);
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Ends the wake-ups of `r`'s reader.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn detach(r: *mut ngx_http_request_t) {
+    // SAFETY: r is a live main request.
+    if let Some(reader) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.stream.as_deref_mut()) {
+        reader.detach();
+    }
+}
+
+/// Makes `r` a reader of the running fill of `key`, if it can share it;
+/// the caller then lets the content phase run [`handler`].
+///
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+pub unsafe fn attach(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReqCtx,
+    key: &[u8],
+    coding: &str,
+) -> bool {
+    let Some(s) = find(key, coding) else {
+        return false;
+    };
+    // SAFETY: an all-zero ngx_event_t is its documented initial state.
+    let mut ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+    ev.data = r.cast();
+    ev.handler = Some(wake);
+    // SAFETY: r and its connection are live.
+    ev.log = unsafe { (*(*r).connection).log };
+    let p: *mut ngx_event_t = &mut *ev;
+    s.borrow_mut().readers.push(p);
+    ctx.stream = Some(Box::new(Reader {
+        s,
+        next: 0,
+        ev,
+        dead: false,
+    }));
+    ctx.body = "stream";
+    // SAFETY: r is live; the content phase serves it from the stream.
+    unsafe { (*r).content_handler = Some(handler) };
+    true
+}
+
+/// The content handler of a reader: headers now, then the body.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx passes a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard::request(
+        log,
+        "stream",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: r is the live main request that attached a reader.
+            let rc = unsafe { start(r) };
+            if rc != NGX_DONE as ngx_int_t {
+                // SAFETY: as above.
+                unsafe { detach(r) }; // HEAD, 304, error: no body to follow
+            }
+            rc
+        },
+    )
+}
+
+/// # Safety
+/// `r` must be a live main request with a reader.
+unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is live.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: r is a live main request.
+    let Some(reader) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.stream.as_deref_mut()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let (meta, len) = {
+        let s = reader.s.borrow();
+        (s.meta.clone(), s.len)
+    };
+    // SAFETY: r is live, its header not sent.
+    unsafe {
+        if !serve::put_headers(r, &meta) {
+            return Status::NGX_ERROR.into();
+        }
+        (*r).headers_out.content_length_n = len as off_t;
+        if meta.status == 200 {
+            // The range filter cuts one range from a streamed body; several
+            // would need the whole body in one buffer.
+            (*r).set_allow_ranges(1);
+            (*r).set_single_range(1);
+        }
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+            return rc;
+        }
+        if len == 0 {
+            return ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
+        }
+        (*r).write_event_handler = Some(write_handler);
+        let main = (*r).main;
+        (*main).set_count((*main).count() + 1);
+        if let Some(rc) = drive(r) {
+            detach(r);
+            ngx_http_finalize_request(r, rc);
+        }
+    }
+    Status::NGX_DONE.into()
+}
+
+/// Hands nginx the chunks that arrived. `Some(rc)`: the response is over.
+///
+/// # Safety
+/// `r` must be a live main request with a reader whose header was sent.
+unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
+    let err = Some(NGX_ERROR as ngx_int_t);
+    // SAFETY: r is a live main request.
+    let Some(reader) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.stream.as_deref_mut()) else {
+        return err;
+    };
+    let s = reader.s.clone();
+    let s = s.borrow();
+    if reader.dead {
+        return s.done.map(|_| NGX_ERROR as ngx_int_t);
+    }
+    // SAFETY: r is live.
+    let c = unsafe { (*r).connection };
+    let chain = (reader.next < s.chunks.len())
+        .then(|| {
+            // SAFETY: r is live.
+            unsafe { chain_of(r, &s.chunks[reader.next..]) }
+        })
+        .flatten();
+    reader.next = s.chunks.len();
+    // SAFETY: r is live; the chain's bufs point into chunks our `Rc`
+    // keeps until the request is freed.
+    let rc = unsafe { ngx_http_output_filter(r, chain.unwrap_or(core::ptr::null_mut())) };
+    // SAFETY: c is live.
+    if rc == NGX_ERROR as ngx_int_t || unsafe { (*c).error() } != 0 {
+        if s.done.is_some() {
+            return err;
+        }
+        reader.dead = true; // keep the request (and its fill) until the end
+        return None;
+    }
+    match s.done {
+        Some(true) => {
+            // SAFETY: r is live; finalize writes what is still buffered.
+            return Some(unsafe { ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t) });
+        }
+        Some(false) => return err,
+        None => {}
+    }
+    // SAFETY: r is live.
+    if unsafe { pending(r) } && !unsafe { arm_write(r) } {
+        return err;
+    }
+    None
+}
+
+/// Memory bufs over `chunks`, flushed at once.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn chain_of(r: *mut ngx_http_request_t, chunks: &[Bytes]) -> Option<*mut ngx_chain_t> {
+    // SAFETY: r is live.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let mut head: *mut ngx_chain_t = core::ptr::null_mut();
+    let mut tail: *mut *mut ngx_chain_t = &mut head;
+    for ch in chunks.iter().filter(|c| !c.is_empty()) {
+        let b = pool.calloc_type::<ngx_buf_t>();
+        // SAFETY: the pool is live.
+        let cl = unsafe { ngx_alloc_chain_link(pool.as_ptr()) };
+        if b.is_null() || cl.is_null() {
+            return None;
+        }
+        // SAFETY: b is a zeroed pool buf over immutable pinned bytes; cl is
+        // a fresh link; tail points at the last `next` slot.
+        unsafe {
+            let start = ch.as_ptr().cast_mut();
+            (*b).start = start;
+            (*b).pos = start;
+            (*b).last = start.add(ch.len());
+            (*b).end = (*b).last;
+            (*b).set_memory(1);
+            (*cl).buf = b;
+            (*cl).next = core::ptr::null_mut();
+            *tail = cl;
+            tail = &mut (*cl).next;
+        }
+    }
+    if head.is_null() {
+        return None;
+    }
+    // SAFETY: tail points at the last link's `next`; step back to its buf.
+    unsafe {
+        let mut last = head;
+        while !(*last).next.is_null() {
+            last = (*last).next;
+        }
+        (*(*last).buf).set_flush(1);
+    }
+    Some(head)
+}
+
+/// # Safety
+/// `r` must be a live main request with a reader.
+unsafe fn step(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live.
+    let log = unsafe { (*(*r).connection).log };
+    let rc = guard::request(log, "stream send", NGX_ERROR as ngx_int_t, || {
+        // SAFETY: forwarded.
+        unsafe { drive(r) }.unwrap_or(NGX_DONE as ngx_int_t)
+    });
+    if rc != NGX_DONE as ngx_int_t {
+        // SAFETY: r is live; this ends the reference taken in `start`.
+        unsafe {
+            detach(r);
+            ngx_http_finalize_request(r, rc);
+        }
+    }
+}
+
+unsafe extern "C" fn write_handler(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with the live main request.
+    unsafe {
+        let c = (*r).connection;
+        let wev = (*c).write;
+        if (*wev).timedout() != 0 {
+            (*c).set_timedout(1);
+            (*c).set_error(1);
+        } else if (*wev).delayed() != 0 {
+            if !arm_write(r) {
+                (*c).set_error(1);
+            }
+            return;
+        } else if (*wev).timer_set() != 0 {
+            ngx_del_timer(wev);
+        }
+        step(r);
+    }
+}
+
+unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
+    // SAFETY: ev is a reader's event; data is its live request (the
+    // reader unlinks the event before the request is freed).
+    unsafe {
+        let r = (*ev).data.cast::<ngx_http_request_t>();
+        let c = (*r).connection;
+        step(r);
+        ngx_http_run_posted_requests(c);
+    }
+}
