@@ -51,7 +51,8 @@ fn hitter(conf: &str, objects: usize, barrier: &Path, procs: usize) {
     // Measure once every hitter has touched every page, and stay until all
     // have measured (Pss divides a page among the processes mapping it).
     let wait_for = |name: &str, count: usize| {
-        std::fs::write(barrier.join(format!("{name}.{}", std::process::id())), b"").expect("barrier");
+        std::fs::write(barrier.join(format!("{name}.{}", std::process::id())), b"")
+            .expect("barrier");
         let end = Instant::now() + Duration::from_secs(60);
         while std::fs::read_dir(barrier).map_or(0, |d| d.count()) < count && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(10));
@@ -88,35 +89,55 @@ fn main() {
         let c = Cache::open_str(&conf).expect("open the store");
         for i in 0..objects {
             let m = Meta::with_ttl(cdncore::now_ms(), 3_600_000);
-            c.insert(format!("share/{i}").as_bytes(), m, body(i, size_kb << 10).into())
-                .expect("insert");
+            c.insert(
+                format!("share/{i}").as_bytes(),
+                m,
+                body(i, size_kb << 10).into(),
+            )
+            .expect("insert");
         }
     }
     let kids: Vec<_> = (0..procs)
         .map(|_| {
             Command::new(std::env::current_exe().expect("exe"))
                 .env("RAM_SHARE_CHILD", &conf)
-                .args([objects.to_string(), barrier.path().display().to_string(), procs.to_string()])
+                .args([
+                    objects.to_string(),
+                    barrier.path().display().to_string(),
+                    procs.to_string(),
+                ])
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("spawn")
         })
         .collect();
     let bodies = (objects * size_kb) as i64;
-    println!("{procs} processes, {objects} x {size_kb} KiB = {} MiB of bodies", bodies / 1024);
+    println!(
+        "{procs} processes, {objects} x {size_kb} KiB = {} MiB of bodies",
+        bodies / 1024
+    );
     println!("| process | heap (RssAnon) + | shared (RssShmem) + | Pss + |");
     println!("|---|---|---|---|");
     let mut pss = 0;
     for (i, k) in kids.into_iter().enumerate() {
         let out = k.wait_with_output().expect("wait");
         let line = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<i64> = line.split_whitespace().take(3).map(|x| x.parse().unwrap_or(0)).collect();
+        let v: Vec<i64> = line
+            .split_whitespace()
+            .take(3)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
         if v.len() < 3 {
             eprintln!("ram_share: child {i} failed: {line}");
             std::process::exit(1);
         }
         pss += v[2];
-        println!("| {i} | {} MiB | {} MiB | {} MiB |", v[0] / 1024, v[1] / 1024, v[2] / 1024);
+        println!(
+            "| {i} | {} MiB | {} MiB | {} MiB |",
+            v[0] / 1024,
+            v[1] / 1024,
+            v[2] / 1024
+        );
     }
     let files: u64 = std::fs::read_dir(shm.path())
         .expect("ram dir")

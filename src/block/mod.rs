@@ -8,8 +8,10 @@
 
 pub(crate) mod engine;
 pub mod index;
+mod ram;
 pub mod record;
 pub mod region;
+mod relocate;
 mod resident;
 mod scan;
 pub mod slice;

@@ -4,6 +4,7 @@
 use super::index::{state_word, Found, Geometry, Index, Loc, CLOSED, WAYS};
 use super::record::{self, Head, Kind, RegionHead, HEAD_LEN, REGION_DATA, UNIT};
 use super::region::{DirLock, RegionMap, Regions};
+use super::relocate::Residency;
 use super::{resident, scan, slice, TierSpec};
 use crate::error::{Error, Result};
 use crate::key::KeyHash;
@@ -21,23 +22,11 @@ pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 /// Decides whether a record found at recycling time was purged.
 pub type PurgedFn = Arc<dyn Fn(&[u8], &Meta, u64) -> bool + Send + Sync>;
 
-/// Decides which live records of a recycled region stay in the tier (the
-/// RAM tier asks its ARC directory); without one, the records hit since
-/// they were written stay, up to half a region.
-pub(crate) trait Residency: Send + Sync {
-    /// For each live record (its object's key hash, its bytes), in file
-    /// order: keep it here? The others move to the next tier. Also returns
-    /// how many resident objects had to go for lack of room.
-    fn keep(&self, records: &[(u128, u64)]) -> (Vec<bool>, u64);
-    /// A record of this object was dropped (purged) at recycling.
-    fn dropped(&self, hash: u128);
-}
-
 /// How long a tier refuses writes after an I/O error before trying again.
 const DEGRADED_MS: u64 = 10_000;
 /// At most this share of a region is refilled with hot records when it is
 /// recycled, so a lap always frees space.
-const HOT_SHARE: u64 = 2;
+pub(crate) const HOT_SHARE: u64 = 2;
 
 /// Counters of one tier in this process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,28 +56,28 @@ pub struct TierStats {
 }
 
 #[derive(Default)]
-struct Ctr {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    inserts: AtomicU64,
-    bytes_written: AtomicU64,
-    corrupt: AtomicU64,
-    reinserted: AtomicU64,
-    demoted: AtomicU64,
-    purged_reclaimed: AtomicU64,
-    recycled: AtomicU64,
-    errors: AtomicU64,
-    body_checks: AtomicU64,
-    forced: AtomicU64,
+pub(super) struct Ctr {
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) inserts: AtomicU64,
+    pub(super) bytes_written: AtomicU64,
+    pub(super) corrupt: AtomicU64,
+    pub(super) reinserted: AtomicU64,
+    pub(super) demoted: AtomicU64,
+    pub(super) purged_reclaimed: AtomicU64,
+    pub(super) recycled: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) body_checks: AtomicU64,
+    pub(super) forced: AtomicU64,
 }
 
 /// Counters striped over cache lines by thread, so that threads hitting the
 /// same tier do not bounce one line between cores on every get.
-struct Striped(Box<[PaddedCtr]>);
+pub(super) struct Striped(Box<[PaddedCtr]>);
 
 #[repr(align(128))]
 #[derive(Default)]
-struct PaddedCtr(Ctr);
+pub(super) struct PaddedCtr(Ctr);
 
 const STRIPES: usize = 16;
 
@@ -97,7 +86,7 @@ impl Striped {
         Striped((0..STRIPES).map(|_| PaddedCtr::default()).collect())
     }
 
-    fn get(&self) -> &Ctr {
+    pub(super) fn get(&self) -> &Ctr {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         thread_local! {
             static STRIPE: usize = NEXT.fetch_add(1, Relaxed) as usize % STRIPES;
@@ -225,10 +214,10 @@ pub(crate) struct Inner {
     log: Log,
     degraded_until: AtomicU64,
     seen_lap: AtomicU64,
-    ctr: Striped,
-    next: RwLock<Option<Tier>>,
-    purged: RwLock<Option<PurgedFn>>,
-    residency: RwLock<Option<Arc<dyn Residency>>>,
+    pub(super) ctr: Striped,
+    pub(super) next: RwLock<Option<Tier>>,
+    pub(super) purged: RwLock<Option<PurgedFn>>,
+    pub(super) residency: RwLock<Option<Arc<dyn Residency>>>,
 }
 
 fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -779,7 +768,7 @@ impl Tier {
     }
 
     /// Reserves space in the head region and writes the record there.
-    fn append(
+    pub(super) fn append(
         &self,
         head: &Head,
         key: &[u8],
@@ -879,101 +868,6 @@ impl Tier {
         Ok(())
     }
 
-    /// Walks a region that was just recycled: the live records the
-    /// residency policy keeps are written again here, the others move to
-    /// the next tier, purged ones are dropped.
-    fn relocate(&self, old: &RegionMap) {
-        let i = &self.inner;
-        let next = i.next.read().clone();
-        let live = self.live_records(old);
-        let residency = i.residency.read().clone();
-        let keep = match &residency {
-            Some(r) => {
-                let recs: Vec<(u128, u64)> = live.iter().map(|l| (l.object, l.len)).collect();
-                let (keep, forced) = r.keep(&recs);
-                i.ctr.get().forced.fetch_add(forced, Relaxed);
-                keep
-            }
-            None => hit_policy(&live, i.spec.region / HOT_SHARE),
-        };
-        for (l, keep) in live.iter().zip(keep) {
-            let bytes = &old.map[l.off as usize..(l.off + l.len) as usize];
-            let head = &l.head;
-            let key = &bytes[HEAD_LEN..HEAD_LEN + head.key_len as usize];
-            let meta_b = &bytes[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
-            let body = &bytes[head.body_offset() as usize..];
-            if keep {
-                if let Ok((loc, _)) = self.append(head, key, meta_b, body) {
-                    if i.index.replace(l.found.slot, l.found.word, loc.pack()) {
-                        i.ctr.get().reinserted.fetch_add(1, Relaxed);
-                    }
-                }
-                continue;
-            }
-            if let Some(n) = &next {
-                if n.write_record(l.hash, *head, key, meta_b, body).is_ok() {
-                    i.index.remove(&l.found);
-                    i.ctr.get().demoted.fetch_add(1, Relaxed);
-                }
-            }
-        }
-    }
-
-    /// The records of a recycled region that the index still points to,
-    /// after dropping the purged ones.
-    fn live_records(&self, old: &RegionMap) -> Vec<Live> {
-        let i = &self.inner;
-        let purged = i.purged.read().clone();
-        let residency = i.residency.read().clone();
-        let region = old_region(old);
-        let mut live = Vec::new();
-        let mut off = REGION_DATA;
-        while off + HEAD_LEN as u64 <= old.map.len() as u64 {
-            let b = &old.map[off as usize..];
-            let Some(head) = record::parse_head(b, i.index.salt, i.spec.region) else {
-                off += UNIT;
-                continue;
-            };
-            let here = Loc {
-                region,
-                epoch16: old.epoch as u16,
-                unit: (off / UNIT) as u32,
-            };
-            let at = off;
-            off += head.units() * UNIT;
-            let key = &b[HEAD_LEN..HEAD_LEN + head.key_len as usize];
-            let h = record_hash(&head, key);
-            let mut cands = Vec::new();
-            i.index.lookup(h, &mut cands);
-            let Some(found) = cands.into_iter().find(|f| f.loc() == here) else {
-                continue; // overwritten or removed since
-            };
-            let object = KeyHash::of(key).0;
-            if let Some(p) = &purged {
-                let meta_b = &b[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
-                let dead = head.kind != Kind::Slice
-                    && record::decode_meta(meta_b).is_ok_and(|m| p(key, &m, head.born));
-                if dead {
-                    i.index.remove(&found);
-                    i.ctr.get().purged_reclaimed.fetch_add(1, Relaxed);
-                    if let Some(r) = &residency {
-                        r.dropped(object);
-                    }
-                    continue;
-                }
-            }
-            live.push(Live {
-                off: at,
-                len: head.rec_len(),
-                head,
-                found,
-                hash: h,
-                object,
-            });
-        }
-        live
-    }
-
     /// Drops this process's mappings of recycled regions now and then.
     fn maybe_prune(&self) {
         let i = &self.inner;
@@ -1017,32 +911,7 @@ impl Tier {
     }
 }
 
-/// A live record of a region being recycled.
-struct Live {
-    off: u64,
-    len: u64,
-    head: Head,
-    found: Found,
-    /// Its index hash (a slice's is not its key's).
-    hash: u128,
-    /// Its object's key hash.
-    object: u128,
-}
-
-/// Without a residency policy: records hit since they were written stay,
-/// while `budget` bytes last (so a lap always frees space).
-fn hit_policy(live: &[Live], budget: u64) -> Vec<bool> {
-    let mut used = 0;
-    live.iter()
-        .map(|l| {
-            let keep = l.found.hit() && used + l.len <= budget;
-            used += if keep { l.len } else { 0 };
-            keep
-        })
-        .collect()
-}
-
-fn old_region(m: &RegionMap) -> u32 {
+pub(crate) fn old_region(m: &RegionMap) -> u32 {
     RegionHead::decode(&m.map[..REGION_DATA as usize]).map_or(u32::MAX, |h| h.region)
 }
 
