@@ -23,17 +23,21 @@ for port in 8080 8081; do
   fi
 done
 
-# The block tier: RAM in /dev/shm if there is one, else a directory under the
-# prefix (init_module creates it and gives it to the worker user).
+# The RAM tier and the block tier: in /dev/shm if there is one, else
+# directories under the prefix (init_module creates them and gives them to
+# the worker user).
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   STORE="/dev/shm/rcdn-demo-$(id -u)"
+  RAM="/dev/shm/rcdn-demo-ram-$(id -u)"
 else
   STORE="$PREFIX/cache"
+  RAM="$PREFIX/ram"
 fi
 mkdir -p "$PREFIX"
 # nginx temp dirs left by an earlier run (maybe as another user) would break fills.
 rm -rf "$PREFIX"/*_temp
-sed "s|/dev/shm/rcdn-demo,|$STORE,|" "$ROOT/examples/nginx/nginx.conf" > "$PREFIX/nginx.conf"
+sed -e "s|/dev/shm/rcdn-demo,|$STORE,|" -e "s|/dev/shm/rcdn-demo-ram|$RAM|" \
+  "$ROOT/examples/nginx/nginx.conf" > "$PREFIX/nginx.conf"
 CONF="$PREFIX/nginx.conf"
 
 mkdir -p "$PREFIX/modules" "$PREFIX/logs" "$PREFIX/origin/news" "$PREFIX/origin/img" "$PREFIX/origin/private"
