@@ -104,9 +104,10 @@ fn a_handle_into_a_recycled_region_is_dropped_and_the_object_found_again() {
             .insert(k.as_bytes(), meta(1), body_for(&k, 5000))
             .unwrap();
     }
-    // Its region was recycled: the sweep drops the handle (so the old
-    // file's pages can go)...
-    assert!(c.reclaim_now() >= 1);
+    // Its region was recycled: the sweep (this one, or the background
+    // sweeper's if it came first) drops the handle, so the old file's pages
+    // can go...
+    c.reclaim_now();
     assert_eq!(c.counters().objects, before - 1);
     // ... and a lookup finds the object where it is now.
     assert_eq!(body_of(&c, k).unwrap(), body_for(k, 10_000));
