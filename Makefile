@@ -66,3 +66,12 @@ bench-io:
 # 1 MiB hits beyond the memory tier vs proxy_cache (default and promote_max=32k).
 bench-big:
 	bash nginx-module/bench/bighits.sh
+
+# The independent HTTP cache test suite (npm http-cache-tests 0.4.5, installed
+# under target/ from the npm registry; needs node and npm) against an rcdn node
+# and nginx proxy_cache: required tests passed per cache, results JSON in
+# target/cache-tests/ (or RESULTS=dir). Another build: RCDN_MODULE=path/to.so.
+# Not part of `make test`. See docs/nginx.md, "HTTP cache test suite".
+.PHONY: cache-tests
+cache-tests:
+	bash nginx-module/bench/cache-tests.sh $(RESULTS)
