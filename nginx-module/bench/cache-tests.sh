@@ -132,6 +132,9 @@ for p in "$OP" "${PORT[@]}"; do
     exit 1
   }
 done
+# Someone listens: make sure it is ours, not another program on that port.
+if grep -hs "bind() to" "$DIR"/*/logs/error.log "$DIR/origin.log" >&2; then exit 1; fi
+if grep -s EADDRINUSE "$DIR/origin.log" >&2; then exit 1; fi
 
 # One run of the suite's CLI against port $2, bounded by TIME_LIMIT.
 run_cli() { # impl port -> $RESULTS/impl.json (or the dump of TEST_ID on stdout)
