@@ -92,6 +92,11 @@ impl Nginx {
     /// Starts nginx with prefix `dir` (whose other files the caller has
     /// prepared) on `conf`, and waits until it listens on `port`.
     pub fn launch(dir: tempfile::TempDir, conf: &str, port: u16) -> Nginx {
+        Nginx::try_launch(dir, conf, port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Nginx::launch`], or why nginx did not come up on `port`.
+    pub fn try_launch(dir: tempfile::TempDir, conf: &str, port: u16) -> Result<Nginx, String> {
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("write conf");
         let child = Command::new(nginx_bin())
@@ -103,36 +108,49 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        let n = Nginx {
+        let mut n = Nginx {
             dir,
             port,
             child: Some(child),
             store: None,
         };
-        n.wait_up();
-        n
+        n.wait_up()?;
+        Ok(n)
     }
 
-    fn wait_up(&self) {
+    /// Waits until this nginx listens on `port`.
+    ///
+    /// A successful connect alone proves nothing: between `free_port` and
+    /// nginx's bind another program can take the port (a test's own
+    /// listener, another engineer's server); nginx then fails to bind and
+    /// exits, while our connect reaches the other listener, usually before
+    /// nginx has even written its bind error, and the test's first request
+    /// is reset or answered by a stranger. nginx writes its pid file only
+    /// after it has bound every listening socket, so the file holding our
+    /// child's PID is the proof that the port is ours.
+    fn wait_up(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = self.pid().map(|p| p.to_string());
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                // Someone listens: make sure it is us, not another program.
-                assert!(
-                    !self.error_log().contains("bind() to"),
-                    "nginx could not bind {}: {}",
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "nginx for port {} exited ({st}) before it was up: {}",
                     self.port,
                     self.error_log()
-                );
-                return;
+                ));
+            }
+            let ours = self.log("logs/nginx.pid").trim() == pid.as_deref().unwrap_or("-");
+            if ours && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
+        Err(format!(
             "nginx did not come up on {}: {}",
             self.port,
             self.error_log()
-        );
+        ))
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -204,6 +222,21 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
+        // A test that fails on a request (a reset, a bad status) drops the
+        // prefix and its logs with it: show the error log, where a worker
+        // crash or an alert would be.
+        if std::thread::panicking() {
+            let log = self.error_log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- error.log of nginx on port {} (last {} lines) ---",
+                self.port,
+                tail.len()
+            );
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
