@@ -253,16 +253,27 @@ fn two_processes_share_one_directory() {
     assert!(a.t1_bytes + a.t2_bytes <= a.capacity, "{st:?}");
     assert!(a.b1_bytes + a.b2_bytes <= a.capacity, "{st:?}");
     assert!(a.t1_len + a.t2_len > 0 && a.t2_len > 0, "{st:?}");
+    // Every object, not a sample: 18 MB fit the disk tier, so each one
+    // evicted from the RAM tier was demoted there. (Records lost while one
+    // process recycled a region and the other inserted failed 7 of 30 runs
+    // with a sample of 62 keys, and 10 of 10 with all 6,000: 12-55 lost.)
+    let mut lost = Vec::new();
     for id in 0..2 {
-        for i in (0..3000).step_by(97) {
+        for i in 0..3000 {
             let k = format!("c.com/{id}/{i}");
             let l = c.get(k.as_bytes()).expect("get");
-            assert_eq!(
-                l.object().expect("kept somewhere").body(),
-                &body_for(&k, 3000)
-            );
+            match l.object() {
+                Some(o) => assert_eq!(o.body(), &body_for(&k, 3000), "{k}"),
+                None => lost.push(k),
+            }
         }
     }
+    assert!(
+        lost.is_empty(),
+        "{} of 6000 lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
     println!("two_processes_share_one_directory: ok {a:?}");
 }
 

@@ -402,6 +402,39 @@ impl Index {
                 && l.compare_exchange(old | HIT, new, AcqRel, Acquire).is_ok())
     }
 
+    /// Replaces the entry of `h` whose location is `old` (hit bit aside)
+    /// by `new`, wherever in `h`'s two buckets it sits now: a publish of
+    /// another key may have moved it to its other bucket (cuckoo kick) since
+    /// it was looked up. Both buckets are locked, as by `publish`, so it
+    /// cannot move meanwhile. False if no slot holds it any more (replaced
+    /// by a newer location of the key, or removed).
+    pub fn replace_entry(&self, h: u128, old: u64, new: u64) -> bool {
+        let tag = tag_of(h);
+        let (b1, b2) = self.pair(h);
+        let _g1 = self.lock_bucket(b1.min(b2));
+        let _g2 = (b1 != b2).then(|| self.lock_bucket(b1.max(b2)));
+        let old = old & !HIT;
+        for slot in self.slots_of(h) {
+            let (t, l) = self.slot(slot);
+            if t.load(Acquire) != tag {
+                continue;
+            }
+            // Only the hit bit changes without the bucket lock.
+            for cur in [old, old | HIT] {
+                if l.compare_exchange(cur, new, AcqRel, Acquire).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Empties the entry of `h` at location `word` wherever it sits in
+    /// `h`'s buckets (see [`Index::replace_entry`]).
+    pub fn remove_entry(&self, h: u128, word: u64) -> bool {
+        self.replace_entry(h, word, 0)
+    }
+
     /// Marks a slot as hit since written (for re-insertion at recycling).
     pub fn mark_hit(&self, f: &Found) {
         if !f.hit() {

@@ -46,20 +46,29 @@ impl Tier {
             let key = &bytes[HEAD_LEN..HEAD_LEN + head.key_len as usize];
             let meta_b = &bytes[HEAD_LEN + head.key_len as usize..head.body_offset() as usize];
             let body = &bytes[head.body_offset() as usize..];
+            // The entry is looked up again by hash, not by slot: another
+            // writer's publish may have moved it to its other bucket.
             if keep {
                 if let Ok((loc, _)) = self.append(head, key, meta_b, body) {
-                    if i.index.replace(l.found.slot, l.found.word, loc.pack()) {
+                    if i.index.replace_entry(l.hash, l.found.word, loc.pack()) {
                         i.ctr.get().reinserted.fetch_add(1, Relaxed);
                     }
+                    continue;
                 }
-                continue;
+                // No room here after all (an I/O error): move it down
+                // rather than lose it.
+                if let Some(r) = &residency {
+                    r.dropped(l.object);
+                }
             }
             if let Some(n) = &next {
                 if n.write_record(l.hash, *head, key, meta_b, body).is_ok() {
-                    i.index.remove(&l.found);
                     i.ctr.get().demoted.fetch_add(1, Relaxed);
                 }
             }
+            // Kept nowhere here any more: free the slot (an entry of the old
+            // epoch is not free for other writers, see `Tier::age`).
+            i.index.remove_entry(l.hash, l.found.word);
         }
     }
 
@@ -98,7 +107,7 @@ impl Tier {
                 let dead = head.kind != Kind::Slice
                     && record::decode_meta(meta_b).is_ok_and(|m| p(key, &m, head.born));
                 if dead {
-                    i.index.remove(&found);
+                    i.index.remove_entry(h, found.word);
                     i.ctr.get().purged_reclaimed.fetch_add(1, Relaxed);
                     if let Some(r) = &residency {
                         r.dropped(object);

@@ -730,7 +730,18 @@ impl Tier {
         Ok((loc, map, loc.offset()))
     }
 
-    /// FIFO age of an index word: the lap of its region, `None` if dead.
+    /// FIFO age of an index word when a publish looks for a slot: the lap
+    /// of its region, `None` if the slot may be taken.
+    ///
+    /// An entry of its region's previous epoch is not free: that region was
+    /// just turned over and the process recycling it (this one or another)
+    /// may still be walking it, looking each record's entry up to keep or
+    /// demote the record, and a record whose slot was taken meanwhile would
+    /// be lost (the flake of `ram_procs`). Such an entry counts as the
+    /// oldest live one (age 1): only a full bucket pair gives it up.
+    /// Recycling removes every entry of the old epoch it handled, so what is
+    /// left of it is rare (an interrupted recycling) and ages out at the
+    /// region's next turnover.
     fn age(&self, w: u64) -> Option<u64> {
         let l = Loc::unpack(w);
         let idx = &self.inner.index;
@@ -738,8 +749,11 @@ impl Tier {
         if r as u64 >= idx.geo.regions {
             return None;
         }
-        let epoch = (idx.state(r).load(Relaxed) >> 32) as u16;
-        (epoch == l.epoch16).then(|| idx.region_lap(r).load(Relaxed))
+        let epoch = (idx.state(r).load(Relaxed) >> 32) as u32;
+        if epoch as u16 == l.epoch16 {
+            return Some(idx.region_lap(r).load(Relaxed).max(1));
+        }
+        (next_epoch(l.epoch16 as u32) as u16 == epoch as u16).then_some(1)
     }
 
     fn check_writable(&self) -> Result<()> {
