@@ -37,7 +37,9 @@ pub(crate) fn for_this_cache(headers: Headers, targets: &[String]) -> (Directive
             continue; // absent or empty: as if not present
         }
         let parsed = if name.eq_ignore_ascii_case("surrogate-control") {
-            Some(parse_cache_control([value.as_str()], true))
+            // Only directives for every surrogate or for this one count; a
+            // field with none for this cache is as if not present.
+            parse_surrogate_control(&value)
         } else {
             parse_targeted(&value)
         };
@@ -59,26 +61,58 @@ enum Arg {
     Invalid,
 }
 
-/// `Cache-Control` lines (or `Surrogate-Control`, whose `max-age=60+30` and
-/// `;target` suffixes are cut). Names are case-insensitive; a valued
-/// directive's first occurrence wins; commas inside quoted strings do not
-/// split.
+/// `Cache-Control` lines (or `Surrogate-Control`, whose `max-age=60+30`
+/// suffix is cut). Names are case-insensitive; a valued directive's first
+/// occurrence wins; commas inside quoted strings do not split.
 pub(crate) fn parse_cache_control<S: AsRef<str>>(
     values: impl IntoIterator<Item = S>,
     surrogate: bool,
 ) -> Directives {
     let mut d = Directives::default();
     for value in values {
-        for (name, mut arg) in elements(value.as_ref()) {
-            if surrogate {
-                if let Arg::Value(v) = &mut arg {
-                    v.truncate(v.find(['+', ';']).unwrap_or(v.len()));
-                }
-            }
-            apply(&mut d, &name.to_ascii_lowercase(), arg);
+        for (name, arg, _) in elements(value.as_ref(), surrogate) {
+            apply(
+                &mut d,
+                &name.to_ascii_lowercase(),
+                surrogate_arg(arg, surrogate),
+            );
         }
     }
     d
+}
+
+/// `Surrogate-Control` (Edge Architecture 1.0 §3): its directives without a
+/// target, and those targeted at [`SURROGATE_DEVICE`]
+/// (`max-age=60;rcdn`); `None` if no directive is for this cache.
+pub(crate) fn parse_surrogate_control(value: &str) -> Option<Directives> {
+    let mut d = Directives::default();
+    let mut any = false;
+    for (name, arg, target) in elements(value, true) {
+        if target.is_some_and(|t| !t.eq_ignore_ascii_case(SURROGATE_DEVICE)) {
+            continue; // for another device
+        }
+        any = true;
+        apply(&mut d, &name.to_ascii_lowercase(), surrogate_arg(arg, true));
+    }
+    any.then_some(d)
+}
+
+/// The device token this cache answers to in `Surrogate-Control` targets;
+/// it is advertised with [`SURROGATE_CAPABILITY`].
+pub const SURROGATE_DEVICE: &str = "rcdn";
+
+/// The `Surrogate-Capability` request field value that advertises
+/// [`SURROGATE_DEVICE`] to the origin (Edge Architecture 1.0 §2.2).
+pub const SURROGATE_CAPABILITY: &str = "rcdn=\"Surrogate/1.0\"";
+
+/// `max-age=60+30` in `Surrogate-Control`: the freshness part.
+fn surrogate_arg(mut arg: Arg, surrogate: bool) -> Arg {
+    if surrogate {
+        if let Arg::Value(v) = &mut arg {
+            v.truncate(v.find('+').unwrap_or(v.len()));
+        }
+    }
+    arg
 }
 
 fn apply(d: &mut Directives, name: &str, arg: Arg) {
@@ -130,9 +164,10 @@ fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
-/// The `name[=arg]` elements of one field line. A malformed element (a
-/// name with white space, garbage after a quoted string) is skipped.
-fn elements(s: &str) -> Vec<(String, Arg)> {
+/// The `name[=arg]` elements of one field line (with `surrogate`, also
+/// `name[=arg];target`, and the target). A malformed element (a name with
+/// white space, garbage after a quoted string) is skipped.
+fn elements(s: &str, surrogate: bool) -> Vec<(String, Arg, Option<String>)> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -153,6 +188,15 @@ fn elements(s: &str) -> Vec<(String, Arg)> {
         } else {
             Arg::None
         };
+        let mut target = None;
+        if surrogate && i < b.len() && b[i] == b';' {
+            let start = i + 1;
+            i = start;
+            while i < b.len() && is_tchar(b[i]) {
+                i += 1;
+            }
+            target = Some(s[start..i].to_string());
+        }
         // Only white space may follow before the next comma.
         let mut clean = true;
         while i < b.len() && b[i] != b',' {
@@ -165,7 +209,7 @@ fn elements(s: &str) -> Vec<(String, Arg)> {
             arg = Arg::Invalid;
         }
         if !name.is_empty() {
-            out.push((name.to_string(), arg));
+            out.push((name.to_string(), arg, target));
         }
     }
     out
@@ -386,6 +430,30 @@ mod tests {
         // Unknown members of any shape are ignored.
         assert!(parse_targeted("none").is_some());
         assert!(parse_targeted("x=(1 2), max-age=5").is_some());
+    }
+
+    #[test]
+    fn surrogate_targets_count_only_for_this_device_edge_arch_3() {
+        let d = parse_surrogate_control("max-age=60;rcdn").unwrap();
+        assert_eq!(d.max_age, Some(60), "targeted here: not an invalid value");
+        let d = parse_surrogate_control("max-age=60+30;RCDN, no-store;other").unwrap();
+        assert_eq!((d.max_age, d.no_store), (Some(60), false));
+        assert_eq!(
+            parse_surrogate_control("max-age=60;other, no-store;x"),
+            None
+        );
+        let d = parse_surrogate_control("no-store;other, max-age=5").unwrap();
+        assert_eq!((d.max_age, d.no_store), (Some(5), false));
+        assert!(parse_surrogate_control("content=\"ESI/1.0\"").is_some());
+        // Cache-Control has no targets: `;x` makes the value invalid.
+        assert_eq!(cc("max-age=60;rcdn").max_age, Some(0));
+        // A field with nothing for this cache leaves Cache-Control in charge.
+        let targets = vec!["Surrogate-Control".to_string()];
+        let h = heads(&[
+            ("Surrogate-Control", "max-age=9999;other"),
+            ("Cache-Control", "no-store"),
+        ]);
+        assert_eq!(for_this_cache(&h, &targets), (cc("no-store"), false));
     }
 
     fn heads(h: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static [u8])> {

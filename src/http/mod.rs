@@ -17,6 +17,7 @@ mod freshness;
 pub mod invalidate;
 pub mod revalidate;
 
+pub use directives::{SURROGATE_CAPABILITY, SURROGATE_DEVICE};
 pub use freshness::HEURISTICALLY_CACHEABLE;
 
 use crate::meta::{Meta, UnixMs};
