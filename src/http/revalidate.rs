@@ -58,9 +58,18 @@ pub enum Freshened {
 }
 
 /// Fields a 304 or HEAD response does not update (RFC 9111 §3.2):
-/// `Content-Length`, and the framing of the body as stored, which a new
-/// value would misdescribe (`Content-Range`, `Content-Encoding`).
-const NOT_UPDATED: &[&str] = &["content-length", "content-range", "content-encoding"];
+/// `Content-Length`, and the fields that describe the stored bytes, which
+/// a new value would misdescribe: their framing (`Content-Range`,
+/// `Content-Encoding`) and their checksums (`Content-MD5`, RFC 1864;
+/// `Content-Digest`, RFC 9530 §2). §3.2 allows such omissions "to assure
+/// integrity of the stored response".
+const NOT_UPDATED: &[&str] = &[
+    "content-length",
+    "content-range",
+    "content-encoding",
+    "content-md5",
+    "content-digest",
+];
 
 /// A 304 answering a revalidation of `stored`, received at `now`.
 ///
