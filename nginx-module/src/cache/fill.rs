@@ -155,6 +155,7 @@ unsafe fn subrequest(
             stream_key: None,
             also: None,
             slow_write: crate::base::guard::fault_asked(r, "slow-write"),
+            pass: None,
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;
@@ -381,6 +382,8 @@ unsafe extern "C" fn done(
                 // No header, or a body that never completed.
                 f.outcome = Some(Outcome::Error);
             }
+            // A pass stream still open here never got its last buf: cut.
+            crate::cache::pass::end(f, false);
             f.finish();
         }
     });

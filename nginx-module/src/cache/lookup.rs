@@ -427,6 +427,10 @@ unsafe fn miss(
     } else {
         CacheStatus::Miss
     };
+    // SAFETY: r is the live main request owning ctx.
+    if unsafe { crate::cache::pass::take(r, ctx) } {
+        return declined(); // its own fill's response, not stored
+    }
     let pass = ctx.timed_out
         || ctx.rounds >= MAX_ROUNDS
         || matches!(ctx.outcome, Some(Outcome::Uncacheable | Outcome::Error))
