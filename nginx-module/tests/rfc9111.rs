@@ -353,3 +353,104 @@ fn rule6_connection_fields_set_cookie_and_content_range() {
     assert_eq!(second.header("set-cookie"), None);
     cdn.check_log();
 }
+
+fn http_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let d = std::time::Duration::from_secs(offset_secs.unsigned_abs());
+    httpdate::fmt_http_date(if offset_secs < 0 { now - d } else { now + d })
+}
+
+#[test]
+fn rule5_client_conditionals_on_a_fresh_stored_response() {
+    let o = Scripted::start();
+    o.script(
+        "/cond",
+        &[&ok(
+            "ETag: \"v1\"\nLast-Modified: {date-86400}\nCache-Control: max-age=300\n",
+            "body",
+        )],
+    );
+    o.script(
+        "/cond-nolm",
+        &["HTTP/1.1 200 OK\nDate: {date-100}\nCache-Control: max-age=300\nContent-Length: 4\n\nbody"],
+    );
+    let cdn = node(&o, "");
+    get(cdn.port, "/cond");
+    get(cdn.port, "/cond-nolm");
+    let now = http_date(0);
+    let old = http_date(-2 * 86400);
+    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+        ("/cond", vec![("If-None-Match", "\"v1\"")], 304),
+        ("/cond", vec![("If-None-Match", "W/\"v1\", \"x\"")], 304),
+        ("/cond", vec![("If-None-Match", "\"other\"")], 200),
+        // If-None-Match decides; If-Modified-Since is then ignored.
+        (
+            "/cond",
+            vec![("If-None-Match", "\"v1\""), ("If-Modified-Since", &old)],
+            304,
+        ),
+        (
+            "/cond",
+            vec![("If-None-Match", "\"other\""), ("If-Modified-Since", &now)],
+            200,
+        ),
+        // Not newer than If-Modified-Since (not only equal): 304.
+        ("/cond", vec![("If-Modified-Since", &now)], 304),
+        ("/cond", vec![("If-Modified-Since", &old)], 200),
+        // Without Last-Modified, the Date is the modification time.
+        ("/cond-nolm", vec![("If-Modified-Since", &now)], 304),
+        ("/cond-nolm", vec![("If-Modified-Since", &old)], 200),
+        ("/cond", vec![("If-Match", "\"nope\"")], 412),
+    ];
+    for (path, headers, want) in &cases {
+        let r = request(cdn.port, "GET", path, headers);
+        assert_eq!(r.status, *want, "{path} {headers:?}");
+        assert_eq!(r.cache(), "HIT", "{path} {headers:?}");
+        if *want == 304 {
+            assert!(r.body.is_empty());
+            assert!(r.header("age").is_some(), "{path}: 304 without Age");
+            if *path == "/cond" {
+                assert_eq!(r.header("etag"), Some("\"v1\""));
+            }
+        }
+    }
+    assert_eq!((o.count("/cond"), o.count("/cond-nolm")), (1, 1));
+    cdn.check_log();
+}
+
+#[test]
+fn rule5_revalidation_sends_validators_and_a_304_updates_the_stored_headers() {
+    let o = Scripted::start();
+    o.script(
+        "/reval",
+        &[
+            &ok(
+                "ETag: \"r1\"\nLast-Modified: Mon, 30 Nov 2026 08:00:00 GMT\nCache-Control: max-age=1\nVary: Accept-Encoding\nX-Version: 1\n",
+                "abcd",
+            ),
+            "HTTP/1.1 304 Not Modified\nDate: {date}\nETag: \"r1\"\nCache-Control: max-age=300\nX-Version: 2\n\n",
+        ],
+    );
+    let cdn = node(&o, "");
+    let gz = [("Accept-Encoding", "gzip")];
+    let a = request(cdn.port, "GET", "/reval", &gz);
+    assert_eq!((a.status, a.cache()), (200, "MISS"));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let b = request(cdn.port, "GET", "/reval", &gz);
+    assert_eq!((b.status, b.cache(), b.body.as_slice()), (200, "REVALIDATED", &b"abcd"[..]));
+    let reqs = o.requests("/reval");
+    assert_eq!(reqs.len(), 2);
+    let reval = &reqs[1];
+    assert_eq!(reval.header("if-none-match"), Some("\"r1\""));
+    assert_eq!(
+        reval.header("if-modified-since"),
+        Some("Mon, 30 Nov 2026 08:00:00 GMT")
+    );
+    // The field the response varies on, with the value that selected it.
+    assert_eq!(reval.header("accept-encoding"), Some("gzip"));
+    let c = request(cdn.port, "GET", "/reval", &gz);
+    assert_eq!((c.cache(), c.body.as_slice()), ("HIT", &b"abcd"[..]));
+    assert_eq!(c.header("x-version"), Some("2"), "the 304 updated the headers");
+    assert_eq!(o.count("/reval"), 2);
+    cdn.check_log();
+}

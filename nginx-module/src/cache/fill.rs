@@ -266,20 +266,16 @@ pub unsafe fn peer_failed(sr: *mut ngx_http_request_t, f: &mut FillCtx, why: &st
     f.finish();
 }
 
-/// Conditional headers that revalidate a stale copy.
+/// Conditional headers that revalidate a stale copy (RFC 9111 §4.3.1: its
+/// `ETag`, quoted, and its `Last-Modified`). The request fields its `Vary`
+/// names go as the client sent them (the fill forwards the client's
+/// headers; `Accept-Encoding` normalised, the only one a stored response
+/// can vary on here).
 fn validators(o: &Object) -> Vec<(&'static [u8], Vec<u8>)> {
-    let mut v = Vec::new();
-    if let Some(etag) = &o.meta().etag {
-        v.push((&b"If-None-Match"[..], etag.to_vec()));
-    }
-    if let Some(lm) = o.meta().last_modified {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lm);
-        v.push((
-            &b"If-Modified-Since"[..],
-            httpdate::fmt_http_date(t).into_bytes(),
-        ));
-    }
-    v
+    cdncore::http::revalidate::validator_headers(o.meta())
+        .into_iter()
+        .map(|(n, v)| (n.as_bytes(), v.into_bytes()))
+        .collect()
 }
 
 /// Gives the subrequest its own header list: the client's headers minus

@@ -406,27 +406,22 @@ unsafe fn from_owner(
     true
 }
 
-/// A 304 for a stale copy: store its body again with refreshed metadata.
+/// A 304 for a stale copy: store its body again with the headers and
+/// freshness the 304 updates (RFC 9111 §4.3.4). A 304 that selects another
+/// response, or forbids storing, drops the copy (the waiters then fetch).
 fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(String, Vec<u8>)]) {
-    f.outcome = Some(Outcome::Uncacheable);
+    f.outcome = Some(Outcome::Error);
     let Some(old) = f.stale.clone() else { return };
-    let status = old.meta().status;
-    let mut merged: Vec<(String, Vec<u8>)> = old
-        .meta()
-        .headers
-        .iter()
-        .map(|(n, v)| (n.clone(), v.to_vec()))
-        .collect();
-    for (n, v) in h {
-        merged.retain(|(m, _)| !m.eq_ignore_ascii_case(n));
-        merged.push((n.clone(), v.clone()));
+    match crate::cache::rfc::freshened(lc, cache.config(), old.meta(), h) {
+        Ok(mut meta) => {
+            apply_extras(&mut meta, h); // only what the 304 itself sets
+            refreshed(cache, f, &old, meta);
+        }
+        Err(why) => {
+            ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: stale copy dropped: {why}");
+            let _ = cache.remove(old.key());
+        }
     }
-    let policy = crate::cache::rfc::policy(lc, cache.config(), status);
-    let Verdict::Store(mut meta) = verdict(status, &pairs(&merged), now_ms(), &policy) else {
-        return;
-    };
-    apply_extras(&mut meta, &merged);
-    refreshed(cache, f, &old, meta);
 }
 
 /// Stores a stale copy's body again under refreshed metadata.

@@ -62,6 +62,11 @@ pub unsafe fn open(sr: *mut ngx_http_request_t, f: &mut FillCtx) {
             (*sr).headers_out.content_length_n,
         )
     };
+    if status == 304 || status < 200 {
+        // A 304 answers the fill's own revalidation, not the client (whose
+        // conditionals the fill drops); 1xx is no final response.
+        return;
+    }
     // SAFETY: sr is live.
     let h = unsafe { crate::cache::filter::response_headers(sr) };
     let meta = meta_of(status, &h, now_ms());

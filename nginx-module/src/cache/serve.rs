@@ -69,6 +69,10 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
     let meta = obj.meta();
     let body = obj.body();
+    // SAFETY: r is live, its header not sent.
+    if let Some(rc) = unsafe { crate::cache::rfc::conditional(r, meta) } {
+        return rc; // 304 or 412
+    }
     // SAFETY: r is live.
     if !unsafe { put_headers(r, meta) } {
         return Status::NGX_ERROR.into();
