@@ -454,3 +454,85 @@ fn rule5_revalidation_sends_validators_and_a_304_updates_the_stored_headers() {
     assert_eq!(o.count("/reval"), 2);
     cdn.check_log();
 }
+
+#[test]
+fn rule4_a_successful_unsafe_method_invalidates_the_url_and_its_locations() {
+    let o = Scripted::start();
+    let cached = ok("Cache-Control: max-age=300\n", "stored");
+    for p in ["/inv", "/inv2", "/inv3", "/inv4", "/kept", "/failed"] {
+        o.script(p, &[&cached]);
+    }
+    o.script(
+        "/form",
+        &["HTTP/1.1 201 Created\nLocation: /inv2\nContent-Location: http://localhost/inv3\nContent-Length: 2\n\nok"],
+    );
+    o.script(
+        "/elsewhere",
+        &["HTTP/1.1 303 See Other\nLocation: http://other.example/kept\nContent-Length: 0\n\n"],
+    );
+    let cdn = node(&o, "");
+    let paths = ["/inv", "/inv2", "/inv3", "/inv4", "/kept", "/failed"];
+    for p in paths {
+        get(cdn.port, p);
+        assert_eq!(get(cdn.port, p).cache(), "HIT", "{p}");
+    }
+    let body = [("Content-Length", "0")];
+    assert_eq!(request(cdn.port, "POST", "/inv", &body).status, 200);
+    assert_eq!(request(cdn.port, "PUT", "/form", &body).status, 201);
+    assert_eq!(request(cdn.port, "DELETE", "/elsewhere", &body).status, 303);
+    assert_eq!(request(cdn.port, "FROB", "/inv4", &body).status, 200);
+    // A failed unsafe request invalidates nothing.
+    o.script("/failed", &["HTTP/1.1 500 Oops\nContent-Length: 0\n\n", &cached]);
+    assert_eq!(request(cdn.port, "POST", "/failed", &body).status, 500);
+    for (p, gone) in [
+        ("/inv", true),
+        ("/inv2", true),
+        ("/inv3", true),
+        ("/inv4", true),
+        ("/kept", false),
+        ("/failed", false),
+    ] {
+        let r = get(cdn.port, p);
+        assert_eq!(r.cache() == "MISS", gone, "{p}: {}", r.cache());
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule9_a_head_miss_fills_with_get_and_a_head_response_freshens_the_get() {
+    let o = Scripted::start();
+    let v1 = "ETag: \"h1\"\nCache-Control: max-age=300\nX-Version: 1\n";
+    o.script("/head", &[&ok(v1, "body")]);
+    let cdn = node(&o, "");
+    // A HEAD miss is filled with GET; the GET after it is a hit.
+    let h = request(cdn.port, "HEAD", "/head", &[]);
+    assert_eq!((h.status, h.body.len()), (200, 0));
+    let reqs = o.requests("/head");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].method, "GET");
+    assert_eq!(get(cdn.port, "/head").cache(), "HIT");
+    drop(cdn);
+    // HEAD not cached: it goes to the origin, and its response updates
+    // the stored GET when the validators match, else drops it.
+    let o = Scripted::start();
+    o.script(
+        "/head",
+        &[
+            &ok(v1, "body"),
+            &ok("ETag: \"h1\"\nCache-Control: max-age=300\nX-Version: 2\n", "body"),
+            &ok("ETag: \"h2\"\nCache-Control: max-age=300\nX-Version: 3\n", "BODY"),
+        ],
+    );
+    let cdn = node(&o, "rcdn_cache_methods GET;");
+    get(cdn.port, "/head");
+    assert_eq!(request(cdn.port, "HEAD", "/head", &[]).status, 200);
+    let b = get(cdn.port, "/head");
+    assert_eq!(b.cache(), "HIT");
+    assert_eq!(b.header("x-version"), Some("2"), "the HEAD updated the GET");
+    assert_eq!(b.body, b"body");
+    assert_eq!(request(cdn.port, "HEAD", "/head", &[]).status, 200);
+    let c = get(cdn.port, "/head");
+    assert_eq!(c.cache(), "MISS", "another ETag: the stored GET is stale");
+    assert_eq!(c.body, b"BODY");
+    cdn.check_log();
+}

@@ -62,6 +62,14 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         });
         // SAFETY: r is live; the upstream (if any) is its proxy_pass.
         unsafe { unbuffer(r) };
+    // SAFETY: r is live.
+    } else if unsafe { (*r).main } == r {
+        // SAFETY: as above.
+        let log = unsafe { (*(*r).connection).log };
+        guard::event(log, "pass-through header", || {
+            // SAFETY: r is a live main request sending its header.
+            unsafe { crate::cache::invalidate::on_header(r) }
+        });
     }
     // SAFETY: NEXT_HEADER was set by install() before any request.
     match unsafe { NEXT_HEADER } {

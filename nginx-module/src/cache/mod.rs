@@ -15,6 +15,7 @@ mod collapse;
 mod ctx;
 mod fill;
 mod filter;
+mod invalidate;
 mod lookup;
 mod pass;
 mod peer_vars;

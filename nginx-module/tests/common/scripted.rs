@@ -117,6 +117,7 @@ fn handle(mut s: TcpStream, state: &Mutex<State>) {
             Ok(n) => have += n,
         }
     }
+    let method_is_head = method == "HEAD";
     let reply = {
         let mut st = match state.lock() {
             Ok(g) => g,
@@ -136,7 +137,13 @@ fn handle(mut s: TcpStream, state: &Mutex<State>) {
     let raw = reply.unwrap_or_else(|| {
         "HTTP/1.1 404 Not Found\nContent-Length: 0\nConnection: close\n\n".to_string()
     });
-    let _ = s.write_all(&expand(&raw));
+    let mut out = expand(&raw);
+    if method_is_head {
+        if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            out.truncate(at + 4);
+        }
+    }
+    let _ = s.write_all(&out);
     let _ = s.flush();
 }
 
