@@ -22,7 +22,11 @@ fn rule1_a_response_not_stored_costs_one_origin_request() {
     let o = Scripted::start();
     let big: String = "0123456789abcdef".repeat(64 * 1024); // 1 MiB
     let cases: Vec<(&str, String, u16)> = vec![
-        ("/nostore", ok("Cache-Control: no-store\n", "nostore body"), 200),
+        (
+            "/nostore",
+            ok("Cache-Control: no-store\n", "nostore body"),
+            200,
+        ),
         (
             "/private",
             ok("Cache-Control: private, max-age=60\n", "private body"),
@@ -65,11 +69,7 @@ fn rule1_a_response_not_stored_costs_one_origin_request() {
             "HTTP/1.1 200 OK\nCache-Control: no-store\nConnection: close\n\nuntil close".into(),
             200,
         ),
-        (
-            "/nostore-big",
-            ok("Cache-Control: no-store\n", &big),
-            200,
-        ),
+        ("/nostore-big", ok("Cache-Control: no-store\n", &big), 200),
     ];
     for (path, raw, _) in &cases {
         o.script(path, &[raw]);
@@ -87,7 +87,11 @@ fn rule1_a_response_not_stored_costs_one_origin_request() {
                 want.len()
             );
             assert_ne!(r.cache(), "HIT", "{path} round {round}");
-            assert_eq!(o.count(path), round, "{path}: origin requests after {round}");
+            assert_eq!(
+                o.count(path),
+                round,
+                "{path}: origin requests after {round}"
+            );
         }
     }
     // The client whose request fetched it gets its own cookie.
@@ -264,15 +268,24 @@ fn rule7_cdn_cache_control_takes_precedence_and_can_be_renamed() {
     let o = Scripted::start();
     o.script(
         "/cdn-stores",
-        &[&ok("CDN-Cache-Control: max-age=300\nCache-Control: no-store\n", "a")],
+        &[&ok(
+            "CDN-Cache-Control: max-age=300\nCache-Control: no-store\n",
+            "a",
+        )],
     );
     o.script(
         "/cdn-forbids",
-        &[&ok("CDN-Cache-Control: no-store\nCache-Control: max-age=300\n", "b")],
+        &[&ok(
+            "CDN-Cache-Control: no-store\nCache-Control: max-age=300\n",
+            "b",
+        )],
     );
     o.script(
         "/surrogate",
-        &[&ok("Surrogate-Control: max-age=300\nCache-Control: private\n", "c")],
+        &[&ok(
+            "Surrogate-Control: max-age=300\nCache-Control: private\n",
+            "c",
+        )],
     );
     o.script(
         "/acme",
@@ -323,14 +336,21 @@ fn rule6_connection_fields_set_cookie_and_content_range() {
     );
     o.script(
         "/cookie",
-        &[&ok("Set-Cookie: id=1\nCache-Control: max-age=300\n", "cookie")],
+        &[&ok(
+            "Set-Cookie: id=1\nCache-Control: max-age=300\n",
+            "cookie",
+        )],
     );
     let cdn = node(&o, "");
     get(cdn.port, "/hop");
     let b = get(cdn.port, "/hop");
     assert_eq!(b.cache(), "HIT");
     assert_eq!(b.header("x-kept"), Some("yes"));
-    assert_eq!(b.header("x-hop"), None, "a field named in Connection was stored");
+    assert_eq!(
+        b.header("x-hop"),
+        None,
+        "a field named in Connection was stored"
+    );
     get(cdn.port, "/range416");
     let c = get(cdn.port, "/range416");
     assert_eq!((c.status, c.cache()), (416, "HIT"));
@@ -353,6 +373,9 @@ fn rule6_connection_fields_set_cookie_and_content_range() {
     assert_eq!(second.header("set-cookie"), None);
     cdn.check_log();
 }
+
+/// (path, request headers, wanted status).
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
 
 fn http_date(offset_secs: i64) -> String {
     let now = std::time::SystemTime::now();
@@ -379,7 +402,7 @@ fn rule5_client_conditionals_on_a_fresh_stored_response() {
     get(cdn.port, "/cond-nolm");
     let now = http_date(0);
     let old = http_date(-2 * 86400);
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("/cond", vec![("If-None-Match", "\"v1\"")], 304),
         ("/cond", vec![("If-None-Match", "W/\"v1\", \"x\"")], 304),
         ("/cond", vec![("If-None-Match", "\"other\"")], 200),
@@ -437,7 +460,10 @@ fn rule5_revalidation_sends_validators_and_a_304_updates_the_stored_headers() {
     assert_eq!((a.status, a.cache()), (200, "MISS"));
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let b = request(cdn.port, "GET", "/reval", &gz);
-    assert_eq!((b.status, b.cache(), b.body.as_slice()), (200, "REVALIDATED", &b"abcd"[..]));
+    assert_eq!(
+        (b.status, b.cache(), b.body.as_slice()),
+        (200, "REVALIDATED", &b"abcd"[..])
+    );
     let reqs = o.requests("/reval");
     assert_eq!(reqs.len(), 2);
     let reval = &reqs[1];
@@ -450,7 +476,11 @@ fn rule5_revalidation_sends_validators_and_a_304_updates_the_stored_headers() {
     assert_eq!(reval.header("accept-encoding"), Some("gzip"));
     let c = request(cdn.port, "GET", "/reval", &gz);
     assert_eq!((c.cache(), c.body.as_slice()), ("HIT", &b"abcd"[..]));
-    assert_eq!(c.header("x-version"), Some("2"), "the 304 updated the headers");
+    assert_eq!(
+        c.header("x-version"),
+        Some("2"),
+        "the 304 updated the headers"
+    );
     assert_eq!(o.count("/reval"), 2);
     cdn.check_log();
 }
@@ -482,7 +512,10 @@ fn rule4_a_successful_unsafe_method_invalidates_the_url_and_its_locations() {
     assert_eq!(request(cdn.port, "DELETE", "/elsewhere", &body).status, 303);
     assert_eq!(request(cdn.port, "FROB", "/inv4", &body).status, 200);
     // A failed unsafe request invalidates nothing.
-    o.script("/failed", &["HTTP/1.1 500 Oops\nContent-Length: 0\n\n", &cached]);
+    o.script(
+        "/failed",
+        &["HTTP/1.1 500 Oops\nContent-Length: 0\n\n", &cached],
+    );
     assert_eq!(request(cdn.port, "POST", "/failed", &body).status, 500);
     for (p, gone) in [
         ("/inv", true),
@@ -519,8 +552,14 @@ fn rule9_a_head_miss_fills_with_get_and_a_head_response_freshens_the_get() {
         "/head",
         &[
             &ok(v1, "body"),
-            &ok("ETag: \"h1\"\nCache-Control: max-age=300\nX-Version: 2\n", "body"),
-            &ok("ETag: \"h2\"\nCache-Control: max-age=300\nX-Version: 3\n", "BODY"),
+            &ok(
+                "ETag: \"h1\"\nCache-Control: max-age=300\nX-Version: 2\n",
+                "body",
+            ),
+            &ok(
+                "ETag: \"h2\"\nCache-Control: max-age=300\nX-Version: 3\n",
+                "BODY",
+            ),
         ],
     );
     let cdn = node(&o, "rcdn_cache_methods GET;");
