@@ -50,14 +50,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 chmod 755 "$DIR"
 echo "generating objects..." >&2
 python3 - "$DIR/www" <<'PY'
-import os, sys
+import os, sys, time
 root = sys.argv[1]
+# Dated 30 days back, as on a real origin: the Last-Modified heuristic
+# (RFC 9111 §4.2.2) then gives a day of freshness; files written just now
+# would be stale at once and every request would revalidate.
+old = time.time() - 30 * 86400
 for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
     os.makedirs(f"{root}/{name}")
     data = os.urandom(size)
     for i in range(n):
         with open(f"{root}/{name}/{i}", "wb") as f:
             f.write(data)
+        os.utime(f"{root}/{name}/{i}", (old, old))
 PY
 
 OP=$(free_port); RP=$(free_port); PP=$(free_port); SP=$(free_port)

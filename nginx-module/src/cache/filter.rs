@@ -63,7 +63,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: r is live; the upstream (if any) is its proxy_pass.
         unsafe { unbuffer(r) };
     // SAFETY: r is live.
-    } else if unsafe { (*r).main } == r {
+    } else if unsafe { crate::cache::invalidate::wants(r) } {
         // SAFETY: as above.
         let log = unsafe { (*(*r).connection).log };
         guard::event(log, "pass-through header", || {

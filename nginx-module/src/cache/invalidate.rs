@@ -26,6 +26,19 @@ use ngx::ngx_log_error;
 /// Methods that never invalidate (RFC 9110 §9.2.1).
 const SAFE: ngx_uint_t = (NGX_HTTP_GET | NGX_HTTP_HEAD | NGX_HTTP_OPTIONS | NGX_HTTP_TRACE) as _;
 
+/// Does the response of `r` concern what is stored: a main request with an
+/// unsafe method, or a HEAD (the check a hit's header costs).
+///
+/// # Safety
+/// `r` must be live.
+pub unsafe fn wants(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: r is live.
+    unsafe {
+        let m = (*r).method;
+        (*r).main == r && (m & SAFE == 0 || m == NGX_HTTP_HEAD as ngx_uint_t)
+    }
+}
+
 /// The header filter's look at a main request's response.
 ///
 /// # Safety
