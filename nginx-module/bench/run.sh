@@ -8,6 +8,8 @@
 # utime+stime / requests; steadier than req/s since wrk shares the cores).
 # (open_file_cache max=12000: two 10k-file sets would exceed a 20000 fd limit.)
 # Env: DURATION (s, default 5), CONNS (default 64), THREADS (default 2),
+#   BASE_SO (a module .so built from another commit, e.g. main): also runs
+#   it as server "base" with the same config, and prints rcdn/base ratios,
 #   PIN (default 1 with 2+ CPUs and taskset): every server (nginx workers,
 #   Varnish threads) runs on CPU 0 and wrk on CPU 1. Without pinning the
 #   scheduler, not the server, decides req/s: measured on this machine,
@@ -48,14 +50,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 chmod 755 "$DIR"
 echo "generating objects..." >&2
 python3 - "$DIR/www" <<'PY'
-import os, sys
+import os, sys, time
 root = sys.argv[1]
+# Dated 30 days back, as on a real origin: the Last-Modified heuristic
+# (RFC 9111 §4.2.2) then gives a day of freshness; files written just now
+# would be stale at once and every request would revalidate.
+old = time.time() - 30 * 86400
 for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
     os.makedirs(f"{root}/{name}")
     data = os.urandom(size)
     for i in range(n):
         with open(f"{root}/{name}/{i}", "wb") as f:
             f.write(data)
+        os.utime(f"{root}/{name}/{i}", (old, old))
 PY
 
 OP=$(free_port); RP=$(free_port); PP=$(free_port); SP=$(free_port)
@@ -68,15 +75,23 @@ start() { # name conf
 COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.log warn; pid logs/nginx.pid;
 events { worker_connections 4096; }"
 start origin "$COMMON http { access_log off; sendfile on; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
-start rcdn "load_module $SO; $COMMON http { access_log off; sendfile on;
-  rcdn_store mem=1g max_object=2m default_ttl=1h tier=$DIR/rcdn/store,size=2g,region=32m ram=$SHM/rcdn;
-  server { listen 127.0.0.1:$RP; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
+rcdn_conf() { # so name port
+  echo "load_module $1; $COMMON http { access_log off; sendfile on;
+  rcdn_store mem=1g max_object=2m default_ttl=1h tier=$DIR/$2/store,size=2g,region=32m ram=$SHM/$2;
+  server { listen 127.0.0.1:$3; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
+}
+start rcdn "$(rcdn_conf "$SO" rcdn "$RP")"
 start proxy_cache "$COMMON http { access_log off; sendfile on;
   proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;
   server { listen 127.0.0.1:$PP; location / { proxy_cache z; proxy_cache_valid 200 1h; proxy_pass http://127.0.0.1:$OP; } } }"
 start static "$COMMON http { access_log off; sendfile on; tcp_nopush on; open_file_cache max=12000 inactive=1h; open_file_cache_valid 1h;
   server { listen 127.0.0.1:$SP; root $DIR/www; } }"
 SERVERS="proxy_cache rcdn static"
+BP=$(free_port)
+if [ -n "${BASE_SO:-}" ]; then
+  start base "$(rcdn_conf "$BASE_SO" base "$BP")"
+  SERVERS="proxy_cache base rcdn static"
+fi
 VP=$(free_port)
 if command -v varnishd >/dev/null; then
   mkdir -p "$DIR/varnish/logs"
@@ -88,6 +103,7 @@ if command -v varnishd >/dev/null; then
 fi
 ALL_PORTS="$OP $RP $PP $SP"
 case $SERVERS in *varnish*) ALL_PORTS="$ALL_PORTS $VP" ;; esac
+case $SERVERS in *base*) ALL_PORTS="$ALL_PORTS $BP" ;; esac
 for p in $ALL_PORTS; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
@@ -97,7 +113,9 @@ for p in $ALL_PORTS; do
   for _ in 1 2 3; do got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$p/o4k/1"); done
   [ "$got" = "200 4096" ] || { echo "bench: port $p answered $got" >&2; exit 1; }
 done
-[ "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$RP/o4k/1")" = HIT ] || echo "bench: warning: rcdn did not HIT" >&2
+for p in $RP ${BASE_SO:+$BP}; do
+  [ "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$p/o4k/1")" = HIT ] || echo "bench: warning: rcdn on $p did not HIT" >&2
+done
 
 workers_cpu() { # name -> total utime+stime ticks of its workers (varnish: its child)
   local master; master=$(cat "$DIR/$1/logs/nginx.pid")
@@ -130,7 +148,7 @@ for sc in "4KiB-1key /o4k/ 1" "4KiB-10k /o4k/ 10000" "16KiB-1key /o16k/ 1" "16Ki
   set -- $sc
   declare -A R=()
   for s in $SERVERS; do
-    case $s in rcdn) p=$RP ;; proxy_cache) p=$PP ;; static) p=$SP ;; varnish) p=$VP ;; esac
+    case $s in rcdn) p=$RP ;; base) p=$BP ;; proxy_cache) p=$PP ;; static) p=$SP ;; varnish) p=$VP ;; esac
     R[$s]=$(run "$s" "$p" "$2" "$3")
   done
   read -r brps _ bcpu <<< "${R[proxy_cache]}"
@@ -140,6 +158,12 @@ for sc in "4KiB-1key /o4k/ 1" "4KiB-10k /o4k/ 10000" "16KiB-1key /o16k/ 1" "16Ki
     cr=$(awk -v a="$cpu" -v b="$bcpu" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     printf "%-22s %-12s %12s %10s %12s %10s %10s\n" "$1" "$s" "$rps" "$p99" "$cpu" "$rr" "$cr"
   done
+  if [ -n "${BASE_SO:-}" ]; then
+    read -r arps _ acpu <<< "${R[rcdn]}"
+    read -r zrps _ zcpu <<< "${R[base]}"
+    awk -v n="$1" -v a="$arps" -v b="$zrps" -v c="$acpu" -v d="$zcpu" \
+      'BEGIN { printf "%-22s %-12s %12s %10s %12s %10.3f %10.3f\n", n, "rcdn/base", "", "", "", (b > 0 ? a / b : 0), (d > 0 ? c / d : 0) }'
+  fi
 done
 echo
 echo "ratios are against proxy_cache in the same run (rps: higher is better; cpu: lower is better)"

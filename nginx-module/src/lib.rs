@@ -139,7 +139,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 31] = [
+static mut COMMANDS: [ngx_command_t; 32] = [
     command(
         ngx_string!("rcdn_io_threads"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
@@ -172,6 +172,13 @@ static mut COMMANDS: [ngx_command_t; 31] = [
         ngx_string!("rcdn_cache_valid"),
         ANY_LEVEL | NGX_CONF_1MORE,
         conf::set_valid,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_cdn_cache_control"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        conf::set_cdn_cache_control,
         LOC,
         0,
     ),

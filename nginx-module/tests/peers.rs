@@ -59,6 +59,7 @@ http {{
 }}
 "#
     );
+    backdate_tree(&www);
     Nginx::launch(dir, &conf, port)
 }
 

@@ -53,6 +53,7 @@ fn origin(total: u64) -> Nginx {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("www")).expect("www");
     write_object(&dir.path().join("www/huge.bin"), total);
+    backdate_tree(&dir.path().join("www"));
     let conf = format!(
         r#"daemon off; master_process on; worker_processes 1;
 error_log logs/error.log info; pid logs/nginx.pid;

@@ -232,6 +232,12 @@ fn purges_reach_every_worker() {
         "one shared fill"
     );
     std::fs::write(origin.path("www/news/v.txt"), b"version 2!").expect("update");
+    // An old file, as the first version: a Last-Modified of just now
+    // would give it no heuristic freshness (every request revalidates).
+    backdate(
+        &origin.path("www/news/v.txt"),
+        std::time::Duration::from_secs(86_400),
+    );
     let r = get(cdn.port, "/purge?url=/news/*");
     assert_eq!(r.status, 200);
     for i in 0..200 {

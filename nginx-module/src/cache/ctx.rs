@@ -72,6 +72,9 @@ pub struct ReqCtx {
     pub slices: Option<Box<crate::cache::slice::serve::Run>>,
     /// Reading a fill's body as it arrives (read-while-writer).
     pub stream: Option<Box<crate::cache::stream::Reader>>,
+    /// The response of this request's own fill, not stored, to stream to
+    /// it (`crate::cache::pass`).
+    pub pass: Option<crate::cache::stream::Shared>,
     /// Set by the wake-up: the fill ended (or the wait timed out).
     pub woken: bool,
     pub timed_out: bool,
@@ -367,6 +370,9 @@ pub struct FillCtx {
     /// `X-Rcdn-Fault: slow-write` (fault-injection builds): the write-through
     /// sleeps 1 s first, to show whether it holds up the event loop.
     pub slow_write: bool,
+    /// The response, not stored, streaming to the client that started the
+    /// fill (`crate::cache::pass`).
+    pub pass: Option<crate::cache::stream::Shared>,
 }
 
 impl FillCtx {
@@ -420,5 +426,6 @@ impl Drop for FillCtx {
         // A fill torn down without its post handler (request terminated)
         // must still release its waiters.
         self.finish();
+        crate::cache::pass::end(self, false);
     }
 }

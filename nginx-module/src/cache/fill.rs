@@ -155,6 +155,7 @@ unsafe fn subrequest(
             stream_key: None,
             also: None,
             slow_write: crate::base::guard::fault_asked(r, "slow-write"),
+            pass: None,
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;
@@ -265,20 +266,16 @@ pub unsafe fn peer_failed(sr: *mut ngx_http_request_t, f: &mut FillCtx, why: &st
     f.finish();
 }
 
-/// Conditional headers that revalidate a stale copy.
+/// Conditional headers that revalidate a stale copy (RFC 9111 §4.3.1: its
+/// `ETag`, quoted, and its `Last-Modified`). The request fields its `Vary`
+/// names go as the client sent them (the fill forwards the client's
+/// headers; `Accept-Encoding` normalised, the only one a stored response
+/// can vary on here).
 fn validators(o: &Object) -> Vec<(&'static [u8], Vec<u8>)> {
-    let mut v = Vec::new();
-    if let Some(etag) = &o.meta().etag {
-        v.push((&b"If-None-Match"[..], etag.to_vec()));
-    }
-    if let Some(lm) = o.meta().last_modified {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lm);
-        v.push((
-            &b"If-Modified-Since"[..],
-            httpdate::fmt_http_date(t).into_bytes(),
-        ));
-    }
-    v
+    cdncore::http::revalidate::validator_headers(o.meta())
+        .into_iter()
+        .map(|(n, v)| (n.as_bytes(), v.into_bytes()))
+        .collect()
 }
 
 /// Gives the subrequest its own header list: the client's headers minus
@@ -381,6 +378,8 @@ unsafe extern "C" fn done(
                 // No header, or a body that never completed.
                 f.outcome = Some(Outcome::Error);
             }
+            // A pass stream still open here never got its last buf: cut.
+            crate::cache::pass::end(f, false);
             f.finish();
         }
     });

@@ -9,7 +9,7 @@ use crate::cache::ctx::FillCtx;
 use crate::{base::guard, cache::variant, conf::Module, engine::store};
 use bytes::Bytes;
 use cdncore::fill::wire;
-use cdncore::http::{verdict, FallbackTtl, HttpPolicy, Verdict};
+use cdncore::http::{verdict, Verdict};
 use cdncore::{now_ms, Cache, Meta};
 use nginx_sys::*;
 use ngx::core::Status;
@@ -62,6 +62,14 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         });
         // SAFETY: r is live; the upstream (if any) is its proxy_pass.
         unsafe { unbuffer(r) };
+    // SAFETY: r is live.
+    } else if unsafe { crate::cache::invalidate::wants(r) } {
+        // SAFETY: as above.
+        let log = unsafe { (*(*r).connection).log };
+        guard::event(log, "pass-through header", || {
+            // SAFETY: r is a live main request sending its header.
+            unsafe { crate::cache::invalidate::on_header(r) }
+        });
     }
     // SAFETY: NEXT_HEADER was set by install() before any request.
     match unsafe { NEXT_HEADER } {
@@ -114,7 +122,7 @@ unsafe fn unbuffer(r: *mut ngx_http_request_t) {
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn response_headers(r: *mut ngx_http_request_t) -> Vec<(String, Vec<u8>)> {
+pub(crate) unsafe fn response_headers(r: *mut ngx_http_request_t) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     // SAFETY: headers_out.headers is a list of ngx_table_elt_t.
     unsafe {
@@ -134,6 +142,31 @@ unsafe fn response_headers(r: *mut ngx_http_request_t) -> Vec<(String, Vec<u8>)>
                 out.push((name, h.value.as_bytes().to_vec()));
             }
             part = (*part).next;
+        }
+        // proxy_pass hides the origin's Date from headers_out (nginx would
+        // write its own), and its Connection (the fields it names are
+        // still there): the cache needs both (RFC 9111 §3.1, §4.2.3).
+        let u = (*r).upstream;
+        if !u.is_null() {
+            let have_date = out.iter().any(|(n, _)| n.eq_ignore_ascii_case("date"));
+            let mut part: *const ngx_list_part_t = &(*u).headers_in.headers.part;
+            // Not initialised when nginx answers itself (502, timeout).
+            while !part.is_null() && !(*part).elts.is_null() {
+                let elts = core::slice::from_raw_parts(
+                    (*part).elts as *const ngx_table_elt_t,
+                    (*part).nelts,
+                );
+                for h in elts.iter().filter(|h| h.hash != 0) {
+                    let k = h.key.as_bytes();
+                    if k.eq_ignore_ascii_case(b"connection")
+                        || !have_date && k.eq_ignore_ascii_case(b"date")
+                    {
+                        let name = String::from_utf8_lossy(k).into_owned();
+                        out.push((name, h.value.as_bytes().to_vec()));
+                    }
+                }
+                part = (*part).next;
+            }
         }
     }
     out
@@ -174,6 +207,12 @@ pub(crate) fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
 unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: forwarded.
     unsafe { judge(r, f) };
+    if f.writer.is_none() && matches!(f.outcome, Some(Outcome::Uncacheable | Outcome::Error)) {
+        // Not stored: the client that started the fill gets it streamed
+        // (one origin request per miss).
+        // SAFETY: r is the live fill subrequest owning f.
+        unsafe { crate::cache::pass::open(r, f) };
+    }
     if f.writer.is_none() {
         // Nothing to store: release the waiters now (they pass to the
         // origin or use a stale copy) instead of after the whole body.
@@ -237,14 +276,17 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
         refresh(&cache, lc, f, &h);
         return;
     }
-    if !(200..500).contains(&status) {
+    // A server error with a stale copy to fall back on stays an error
+    // (stale-if-error); 1xx is not a final response.
+    if !(200..600).contains(&status) || status >= 500 && f.stale.is_some() {
         f.outcome = Some(Outcome::Error);
         return;
     }
-    f.outcome = Some(Outcome::Uncacheable); // until the body is committed
-    let Some(ttl) = lc.ttl_for(status, cache.config().default_ttl_ms) else {
-        return;
-    };
+    // Until the body is committed.
+    f.outcome = Some(match status {
+        500.. => Outcome::Error,
+        _ => Outcome::Uncacheable,
+    });
     let vary = variant::classify(
         h.iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("vary"))
@@ -253,12 +295,7 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     if vary == variant::VaryKind::Unsupported {
         return;
     }
-    let policy = HttpPolicy {
-        fallback: vec![FallbackTtl::any(ttl)],
-        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
-        cache_set_cookie: cache.config().cache_set_cookie,
-        ..HttpPolicy::from_config(cache.config())
-    };
+    let policy = crate::cache::rfc::policy(lc, cache.config(), status);
     let Verdict::Store(mut meta) = verdict(status, &pairs(&h), now_ms(), &policy) else {
         return;
     };
@@ -377,35 +414,22 @@ unsafe fn from_owner(
     true
 }
 
-/// A 304 for a stale copy: store its body again with refreshed metadata.
+/// A 304 for a stale copy: store its body again with the headers and
+/// freshness the 304 updates (RFC 9111 §4.3.4). A 304 that selects another
+/// response, or forbids storing, drops the copy (the waiters then fetch).
 fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(String, Vec<u8>)]) {
-    f.outcome = Some(Outcome::Uncacheable);
+    f.outcome = Some(Outcome::Error);
     let Some(old) = f.stale.clone() else { return };
-    let status = old.meta().status;
-    let mut merged: Vec<(String, Vec<u8>)> = old
-        .meta()
-        .headers
-        .iter()
-        .map(|(n, v)| (n.clone(), v.to_vec()))
-        .collect();
-    for (n, v) in h {
-        merged.retain(|(m, _)| !m.eq_ignore_ascii_case(n));
-        merged.push((n.clone(), v.clone()));
+    match crate::cache::rfc::freshened(lc, cache.config(), old.meta(), h) {
+        Ok(mut meta) => {
+            apply_extras(&mut meta, h); // only what the 304 itself sets
+            refreshed(cache, f, &old, meta);
+        }
+        Err(why) => {
+            ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: stale copy dropped: {why}");
+            let _ = cache.remove(old.key());
+        }
     }
-    let Some(ttl) = lc.ttl_for(status, cache.config().default_ttl_ms) else {
-        return;
-    };
-    let policy = HttpPolicy {
-        fallback: vec![FallbackTtl::any(ttl)],
-        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
-        cache_set_cookie: cache.config().cache_set_cookie,
-        ..HttpPolicy::from_config(cache.config())
-    };
-    let Verdict::Store(mut meta) = verdict(status, &pairs(&merged), now_ms(), &policy) else {
-        return;
-    };
-    apply_extras(&mut meta, &merged);
-    refreshed(cache, f, &old, meta);
 }
 
 /// Stores a stale copy's body again under refreshed metadata.
@@ -447,10 +471,12 @@ unsafe fn capture(f: &mut FillCtx, inp: *mut ngx_chain_t) {
     }
     if last {
         commit(f);
+        crate::cache::pass::end(f, true);
     }
 }
 
 fn write(f: &mut FillCtx, data: &[u8]) {
+    crate::cache::pass::push(f, data);
     if let Some(w) = f.writer.as_mut() {
         if let Err(e) = w.write(data) {
             ngx_log_error!(NGX_LOG_INFO, f.log, "rcdn: not caching: {e}");
@@ -469,7 +495,7 @@ fn write(f: &mut FillCtx, data: &[u8]) {
 /// # Safety
 /// `file` must be the buf's open file.
 unsafe fn read_file(f: &mut FillCtx, file: *mut ngx_file_t, from: off_t, to: off_t) {
-    if f.writer.is_none() {
+    if f.writer.is_none() && f.pass.is_none() {
         return;
     }
     // SAFETY: the fd belongs to nginx; ManuallyDrop keeps us from closing it.
@@ -482,6 +508,7 @@ unsafe fn read_file(f: &mut FillCtx, file: *mut ngx_file_t, from: off_t, to: off
         match file.read_at(&mut buf[..want], pos) {
             Ok(0) | Err(_) => {
                 f.writer = None; // cannot read it back: do not store a hole
+                crate::cache::pass::end(f, false);
                 return;
             }
             Ok(n) => {

@@ -119,7 +119,7 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn eval_key(r: *mut ngx_http_request_t, lc: &LocConf) -> Option<Vec<u8>> {
+pub(crate) unsafe fn eval_key(r: *mut ngx_http_request_t, lc: &LocConf) -> Option<Vec<u8>> {
     let mut cv = lc.key;
     if cv.is_null() {
         // SAFETY: r is live.
@@ -427,6 +427,10 @@ unsafe fn miss(
     } else {
         CacheStatus::Miss
     };
+    // SAFETY: r is the live main request owning ctx.
+    if unsafe { crate::cache::pass::take(r, ctx) } {
+        return declined(); // its own fill's response, not stored
+    }
     let pass = ctx.timed_out
         || ctx.rounds >= MAX_ROUNDS
         || matches!(ctx.outcome, Some(Outcome::Uncacheable | Outcome::Error))

@@ -69,6 +69,10 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
     let meta = obj.meta();
     let body = obj.body();
+    // SAFETY: r is live, its header not sent.
+    if let Some(rc) = unsafe { crate::cache::rfc::conditional(r, meta) } {
+        return rc; // 304 or 412
+    }
     // SAFETY: r is live.
     if !unsafe { put_headers(r, meta) } {
         return Status::NGX_ERROR.into();
@@ -110,7 +114,10 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
                 out.content_type_len = ct.len;
                 continue;
             }
-            if SKIP.contains(&lower.as_str()) {
+            // A stored 416 (or any non-200) keeps its Content-Range; on a
+            // 200 the range filter writes its own.
+            let replayed_range = lower == "content-range" && meta.status != 200;
+            if SKIP.contains(&lower.as_str()) && !replayed_range {
                 continue;
             }
             let Some(h) = push_header(r, name.as_bytes(), value) else {
@@ -123,6 +130,12 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
         let age = meta.age_secs(now_ms()).to_string();
         if push_header(r, b"Age", age.as_bytes()).is_none() {
             return false;
+        }
+        // The origin's Date, never this node's (RFC 9110 §6.6.1).
+        let date = cdncore::http::date::fmt_http_date(meta.date_secs());
+        match push_header(r, b"Date", date.as_bytes()) {
+            Some(h) => (*r).headers_out.date = h,
+            None => return false,
         }
         // To a peer (a hit, or a fill streaming to it): the asking node
         // stores the body with the owner's metadata.

@@ -26,6 +26,18 @@ use std::rc::Rc;
 pub struct Stream {
     meta: Meta,
     pub(crate) len: u64,
+    /// `len` is the body's length (else unknown: a pass response without
+    /// `Content-Length`).
+    known: bool,
+    /// A response that is not stored, for the one client whose fill
+    /// fetched it (`crate::cache::pass`): never in [`OPEN`], and the chunks
+    /// that client has sent are dropped.
+    pass: bool,
+    /// Bytes pushed and not yet dropped, and bytes pushed (pass streams).
+    held: u64,
+    pushed: u64,
+    /// Its reader is done with it (a pass stream keeps no more chunks).
+    gone: bool,
     /// The coding the fill asked for, and whether the response varies on it.
     coding: &'static str,
     varies: bool,
@@ -55,6 +67,11 @@ pub fn open(key: &[u8], meta: Meta, len: u64, coding: &'static str, varies: bool
     let s = Stream {
         meta,
         len,
+        known: true,
+        pass: false,
+        held: 0,
+        pushed: 0,
+        gone: false,
         coding,
         varies,
         chunks: Vec::new(),
@@ -65,6 +82,58 @@ pub fn open(key: &[u8], meta: Meta, len: u64, coding: &'static str, varies: bool
         o.borrow_mut()
             .insert(key.to_vec(), Rc::new(RefCell::new(s)))
     });
+}
+
+/// A stream for one client only, of a response that is not stored
+/// (`len`: its `Content-Length`, if any).
+pub fn open_pass(meta: Meta, len: Option<u64>) -> Shared {
+    Rc::new(RefCell::new(Stream {
+        meta,
+        len: len.unwrap_or(0),
+        known: len.is_some(),
+        pass: true,
+        held: 0,
+        pushed: 0,
+        gone: false,
+        coding: "identity",
+        varies: false,
+        chunks: Vec::new(),
+        done: None,
+        readers: Vec::new(),
+    }))
+}
+
+/// Appends a chunk to a pass stream. More than `cap` bytes waiting for a
+/// slow client fail it (its connection is closed: a short body, never
+/// unbounded memory).
+pub fn push_pass(s: &Shared, data: &[u8], cap: u64) {
+    let mut s = s.borrow_mut();
+    if s.done.is_some() {
+        return;
+    }
+    s.pushed += data.len() as u64;
+    if s.gone {
+        return; // nobody will read it (HEAD, an error, a closed client)
+    }
+    s.held += data.len() as u64;
+    if s.held > cap {
+        // The chunks nginx may still be writing stay until the request ends.
+        s.done = Some(false);
+    } else {
+        s.chunks.push(Bytes::copy_from_slice(data));
+    }
+    notify(&s);
+}
+
+/// Ends a pass stream: complete (`ok` and all of a known length), or not.
+pub fn end_pass(s: &Shared, ok: bool) {
+    let mut s = s.borrow_mut();
+    if s.done.is_some() {
+        return;
+    }
+    let whole = !s.known || s.pushed == s.len;
+    s.done = Some(ok && whole);
+    notify(&s);
 }
 
 /// Appends a chunk of the fill of `key` and wakes its readers.
@@ -84,6 +153,15 @@ pub fn end(key: &[u8], stored: bool) {
         s.done = Some(stored && sent == s.len);
         notify(&s);
     }
+}
+
+/// Makes `r` the reader of a pass stream its own fill opened.
+///
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+pub unsafe fn attach_pass(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, s: Shared) {
+    // SAFETY: forwarded.
+    unsafe { attach_shared(r, ctx, s) };
 }
 
 pub fn exists(key: &[u8]) -> bool {
@@ -118,6 +196,7 @@ impl Reader {
         let p: *mut ngx_event_t = &mut *self.ev;
         if let Ok(mut s) = self.s.try_borrow_mut() {
             s.readers.retain(|&e| e != p);
+            s.gone |= s.pass;
         }
         // SAFETY: p is our live event; this only unlinks it.
         unsafe {
@@ -159,6 +238,14 @@ pub unsafe fn attach(
     let Some(s) = find(key, coding) else {
         return false;
     };
+    // SAFETY: forwarded.
+    unsafe { attach_shared(r, ctx, s) };
+    true
+}
+
+/// # Safety
+/// `r` must be the live main request owning `ctx`.
+unsafe fn attach_shared(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, s: Shared) {
     // SAFETY: an all-zero ngx_event_t is its documented initial state.
     let mut ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
     ev.data = r.cast();
@@ -176,7 +263,6 @@ pub unsafe fn attach(
     ctx.body = "stream";
     // SAFETY: r is live; the content phase serves it from the stream.
     unsafe { (*r).content_handler = Some(handler) };
-    true
 }
 
 /// The content handler of a reader: headers now, then the body.
@@ -214,17 +300,22 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(reader) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.stream.as_deref_mut()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let (meta, len) = {
+    let (meta, len, known, pass) = {
         let s = reader.s.borrow();
-        (s.meta.clone(), s.len)
+        (s.meta.clone(), s.len, s.known, s.pass)
     };
     // SAFETY: r is live, its header not sent.
     unsafe {
-        if !serve::put_headers(r, &meta) {
+        let put = if pass {
+            crate::cache::pass::put_headers(r, &meta)
+        } else {
+            serve::put_headers(r, &meta)
+        };
+        if !put {
             return Status::NGX_ERROR.into();
         }
-        (*r).headers_out.content_length_n = len as off_t;
-        if meta.status == 200 {
+        (*r).headers_out.content_length_n = if known { len as off_t } else { -1 };
+        if meta.status == 200 && known {
             // The range filter cuts one range from a streamed body; several
             // would need the whole body in one buffer.
             (*r).set_allow_ranges(1);
@@ -234,7 +325,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
             return rc;
         }
-        if len == 0 {
+        if known && len == 0 {
             return ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
         }
         (*r).write_event_handler = Some(write_handler);
@@ -259,7 +350,7 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         return err;
     };
     let s = reader.s.clone();
-    let s = s.borrow();
+    let mut s = s.borrow_mut();
     if reader.dead {
         return s.done.map(|_| NGX_ERROR as ngx_int_t);
     }
@@ -281,6 +372,7 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
             return err;
         }
         reader.dead = true; // keep the request (and its fill) until the end
+        s.gone |= s.pass;
         return None;
     }
     match s.done {
@@ -292,7 +384,18 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         None => {}
     }
     // SAFETY: r is live.
-    if unsafe { pending(r) } && !unsafe { arm_write(r) } {
+    let busy = unsafe { pending(r) };
+    if s.pass && !busy {
+        // nginx wrote everything handed to it: drop those chunks (the one
+        // reader of a pass stream has no use for them).
+        let st = &mut *s;
+        for c in &mut st.chunks[..reader.next] {
+            st.held = st.held.saturating_sub(c.len() as u64);
+            *c = Bytes::new();
+        }
+    }
+    // SAFETY: r is live.
+    if busy && !unsafe { arm_write(r) } {
         return err;
     }
     None

@@ -139,6 +139,50 @@ pub unsafe extern "C" fn set_valid(
     })
 }
 
+/// `rcdn_cdn_cache_control <field> ... | off;`: the targeted cache-control
+/// fields this cache obeys before `Cache-Control` (RFC 9213), most
+/// applicable first; `off`: none.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn set_cdn_cache_control(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard::conf(cf, "rcdn_cdn_cache_control", || {
+        // SAFETY: conf is our LocConf.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.targets.is_some() {
+            return c"is duplicate".as_ptr().cast_mut();
+        }
+        // SAFETY: called by nginx while parsing this directive.
+        let a = unsafe { args(cf) };
+        if a.len() == 1 && a[0].as_bytes() == b"off" {
+            lc.targets = Some(Vec::new());
+            return NGX_CONF_OK;
+        }
+        let mut names = Vec::new();
+        for v in a {
+            let b = v.as_bytes();
+            let token = !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c));
+            if !token {
+                return bad(
+                    cf,
+                    "rcdn_cdn_cache_control",
+                    &lossy(v),
+                    "expected a header field name or \"off\"",
+                );
+            }
+            names.push(lossy(v));
+        }
+        lc.targets = Some(names);
+        NGX_CONF_OK
+    })
+}
+
 /// `rcdn_cache_methods GET | HEAD ...;` (GET is always cacheable).
 ///
 /// # Safety

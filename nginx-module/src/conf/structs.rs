@@ -11,8 +11,9 @@ pub const MSEC_UNSET: ngx_msec_t = ngx_msec_t::MAX;
 /// Key used when a location sets none: host, path and query, the shape the
 /// engine's groups and directory purges expect.
 pub const DEFAULT_KEY: &str = "$host$request_uri";
-/// Statuses cached when a location lists none (as `proxy_cache_valid`).
-pub const DEFAULT_VALID: &[u16] = &[200, 301, 302];
+/// Statuses of `rcdn_cache_valid <time>` without codes, and of the default
+/// table: the engine's (heuristically cacheable, not errors).
+pub const DEFAULT_VALID: &[u16] = cdncore::http::DEFAULT_FALLBACK_STATUSES;
 
 /// The module's marker type for the `ngx` traits (`Module::main_conf(r)`,
 /// `Module::location_conf(r)`); `lib.rs` binds it to the module static.
@@ -62,6 +63,9 @@ pub struct LocConf {
     pub cache: ngx_flag_t,
     pub key: *mut ngx_http_complex_value_t,
     pub valid: Option<Vec<Valid>>,
+    /// `rcdn_cdn_cache_control`: the targeted cache-control fields, most
+    /// applicable first (RFC 9213); `None`: the engine's default list.
+    pub targets: Option<Vec<String>>,
     /// Bit set of `NGX_HTTP_GET`, `NGX_HTTP_HEAD`; 0 = unset.
     pub methods: ngx_uint_t,
     pub stale_if_error: ngx_msec_t,
@@ -88,6 +92,7 @@ impl Default for LocConf {
             cache: NGX_CONF_UNSET as ngx_flag_t,
             key: ptr::null_mut(),
             valid: None,
+            targets: None,
             methods: 0,
             stale_if_error: MSEC_UNSET,
             lock_timeout: MSEC_UNSET,
@@ -115,6 +120,9 @@ impl Merge for LocConf {
         }
         if self.valid.is_none() {
             self.valid = prev.valid.clone();
+        }
+        if self.targets.is_none() {
+            self.targets = prev.targets.clone();
         }
         if self.methods == 0 {
             self.methods = prev.methods;
@@ -148,21 +156,6 @@ impl Merge for LocConf {
 fn merge_msec(v: &mut ngx_msec_t, prev: ngx_msec_t, default: ngx_msec_t) {
     if *v == MSEC_UNSET {
         *v = if prev == MSEC_UNSET { default } else { prev };
-    }
-}
-
-impl LocConf {
-    /// Freshness for a status without an explicit lifetime, or `None` if the
-    /// status is not cached here.
-    pub fn ttl_for(&self, status: u16, default_ttl_ms: u64) -> Option<u64> {
-        match &self.valid {
-            Some(rules) => rules
-                .iter()
-                .find(|v| v.code == status)
-                .or_else(|| rules.iter().find(|v| v.code == 0))
-                .map(|v| v.ttl_ms),
-            None => DEFAULT_VALID.contains(&status).then_some(default_ttl_ms),
-        }
     }
 }
 

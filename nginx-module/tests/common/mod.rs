@@ -3,6 +3,8 @@
 //! 127.0.0.1 port; every process is stopped by its PID on drop.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -241,16 +243,49 @@ impl Drop for Nginx {
 }
 
 /// Writes the origin's files: `small.txt`, `big.bin` (3 MiB), and the
-/// given extra (path, bytes) pairs.
+/// given extra (path, bytes) pairs. Each is dated 30 days back, as a file
+/// on a real origin would be: its `Last-Modified` then gives heuristic
+/// freshness (RFC 9111 §4.2.2: a tenth of its age, capped by the store's
+/// `heuristic_max`, 1 day by default), where a file written just now would
+/// be stale at once.
 pub fn origin_files(root: &Path, extra: &[(&str, Vec<u8>)]) {
     std::fs::create_dir_all(root).expect("www");
-    std::fs::write(root.join("small.txt"), b"hello, small world\n").expect("small");
-    std::fs::write(root.join("big.bin"), pattern(3 << 20, 7)).expect("big");
-    for (p, data) in extra {
+    let mut all: Vec<(&str, Vec<u8>)> = vec![
+        ("small.txt", b"hello, small world\n".to_vec()),
+        ("big.bin", pattern(3 << 20, 7)),
+    ];
+    all.extend(extra.iter().cloned());
+    for (p, data) in all {
         let f = root.join(p);
         std::fs::create_dir_all(f.parent().expect("parent")).expect("dirs");
-        std::fs::write(f, data).expect("extra");
+        std::fs::write(&f, data).expect("origin file");
+        backdate(&f, Duration::from_secs(30 * 86_400));
     }
+}
+
+/// Backdates every file under `root` by 30 days (see [`origin_files`]).
+pub fn backdate_tree(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            backdate_tree(&p);
+        } else {
+            backdate(&p, Duration::from_secs(30 * 86_400));
+        }
+    }
+}
+
+/// Sets the modification time of `f` to `by` ago.
+pub fn backdate(f: &Path, by: Duration) {
+    let t = std::time::SystemTime::now() - by;
+    std::fs::File::options()
+        .write(true)
+        .open(f)
+        .and_then(|h| h.set_modified(t))
+        .expect("set mtime");
 }
 
 /// Deterministic pseudo-random bytes.

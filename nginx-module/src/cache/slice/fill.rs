@@ -17,7 +17,7 @@ use crate::cache::slice::{self, Manifest};
 use crate::cache::stream;
 use crate::conf::LocConf;
 use bytes::Bytes;
-use cdncore::http::{verdict, FallbackTtl, HttpPolicy, Verdict};
+use cdncore::http::{verdict, Verdict};
 use cdncore::{now_ms, Cache};
 use nginx_sys::{NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
@@ -191,13 +191,7 @@ fn slice_meta(h: &[(String, Vec<u8>)], cache: &Cache, lc: &LocConf) -> Option<cd
         })
         .cloned()
         .collect();
-    let ttl = lc.ttl_for(200, cache.config().default_ttl_ms)?;
-    let policy = HttpPolicy {
-        fallback: vec![FallbackTtl::any(ttl)],
-        heuristic_max_ms: 0, // until the module wires heuristics (issue 13)
-        cache_set_cookie: cache.config().cache_set_cookie,
-        ..HttpPolicy::from_config(cache.config())
-    };
+    let policy = crate::cache::rfc::policy(lc, cache.config(), 200);
     let Verdict::Store(mut meta) = verdict(200, &pairs(&whole), now_ms(), &policy) else {
         return None;
     };

@@ -1,0 +1,577 @@
+//! HTTP caching to RFC 9111 through the real nginx and a scripted origin
+//! (issue 13's "Must hold" rules, named by number in each test). The
+//! origin records every request, so each test counts what the cache sent.
+
+mod common;
+use common::scripted::Scripted;
+use common::*;
+
+/// A CDN node (one worker) in front of a scripted origin.
+fn node(o: &Scripted, loc_extra: &str) -> Nginx {
+    start_cdn(1, o.port, "", loc_extra)
+}
+
+fn ok(cc: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\nDate: {{date}}\nContent-Type: text/plain\n{cc}Content-Length: {{len}}\nConnection: close\n\n{body}"
+    )
+}
+
+#[test]
+fn rule1_a_response_not_stored_costs_one_origin_request() {
+    let o = Scripted::start();
+    let big: String = "0123456789abcdef".repeat(64 * 1024); // 1 MiB
+    let cases: Vec<(&str, String, u16)> = vec![
+        (
+            "/nostore",
+            ok("Cache-Control: no-store\n", "nostore body"),
+            200,
+        ),
+        (
+            "/private",
+            ok("Cache-Control: private, max-age=60\n", "private body"),
+            200,
+        ),
+        ("/cookie", ok("Set-Cookie: s=1\n", "cookie body"), 200),
+        (
+            "/varystar",
+            ok("Vary: *\nCache-Control: max-age=60\n", "vary body"),
+            200,
+        ),
+        (
+            "/s307",
+            "HTTP/1.1 307 Temporary Redirect\nLocation: /x\nContent-Length: 4\n\nmove".into(),
+            307,
+        ),
+        (
+            "/s404",
+            "HTTP/1.1 404 Not Found\nContent-Length: 4\n\nnope".into(),
+            404,
+        ),
+        (
+            "/s410",
+            "HTTP/1.1 410 Gone\nContent-Length: 4\n\ngone".into(),
+            410,
+        ),
+        (
+            "/s503",
+            "HTTP/1.1 503 Service Unavailable\nContent-Length: 4\n\ndown".into(),
+            503,
+        ),
+        (
+            "/s201",
+            "HTTP/1.1 201 Created\nContent-Length: 4\n\nmade".into(),
+            201,
+        ),
+        (
+            // No Content-Length: the body ends with the connection.
+            "/closed",
+            "HTTP/1.1 200 OK\nCache-Control: no-store\nConnection: close\n\nuntil close".into(),
+            200,
+        ),
+        ("/nostore-big", ok("Cache-Control: no-store\n", &big), 200),
+    ];
+    for (path, raw, _) in &cases {
+        o.script(path, &[raw]);
+    }
+    let cdn = node(&o, "");
+    for (path, raw, status) in &cases {
+        let want = raw.split("\n\n").nth(1).unwrap_or("");
+        for round in 1..=2 {
+            let r = get(cdn.port, path);
+            assert_eq!(r.status, *status, "{path} round {round}");
+            assert!(
+                r.body == want.as_bytes(),
+                "{path} round {round}: body of {} bytes, want {}",
+                r.body.len(),
+                want.len()
+            );
+            assert_ne!(r.cache(), "HIT", "{path} round {round}");
+            assert_eq!(
+                o.count(path),
+                round,
+                "{path}: origin requests after {round}"
+            );
+        }
+    }
+    // The client whose request fetched it gets its own cookie.
+    assert_eq!(get(cdn.port, "/cookie").header("set-cookie"), Some("s=1"));
+    cdn.check_log();
+}
+
+#[test]
+fn rule2_statuses_with_explicit_freshness_are_stored() {
+    let o = Scripted::start();
+    let statuses = [
+        (200, "OK"),
+        (203, "Non-Authoritative Information"),
+        (204, "No Content"),
+        (299, "Whatever"),
+        (300, "Multiple Choices"),
+        (301, "Moved Permanently"),
+        (307, "Temporary Redirect"),
+        (308, "Permanent Redirect"),
+        (404, "Not Found"),
+        (405, "Method Not Allowed"),
+        (410, "Gone"),
+        (414, "URI Too Long"),
+        (500, "Internal Server Error"),
+        (502, "Bad Gateway"),
+        (503, "Service Unavailable"),
+        (599, "Whatever"),
+    ];
+    for (s, reason) in statuses {
+        let body = if s == 204 { "" } else { "body" };
+        o.script(
+            &format!("/x{s}"),
+            &[&format!(
+                "HTTP/1.1 {s} {reason}\nDate: {{date}}\nCache-Control: max-age=300\nLocation: /else\nContent-Length: {{len}}\n\n{body}"
+            )],
+        );
+    }
+    let cdn = node(&o, "");
+    for (s, _) in statuses {
+        let path = format!("/x{s}");
+        let a = get(cdn.port, &path);
+        let b = get(cdn.port, &path);
+        assert_eq!((a.status, b.status), (s, s), "{path}");
+        assert_eq!(b.cache(), "HIT", "{path}");
+        assert_eq!(o.count(&path), 1, "{path}");
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule2_heuristic_freshness_only_for_heuristically_cacheable_statuses() {
+    let o = Scripted::start();
+    // Ten days old: a tenth is a day, the default heuristic_max.
+    let lm = "Last-Modified: {date-864000}\n";
+    for (s, reason) in [
+        (200, "OK"),
+        (404, "Not Found"),
+        (201, "Created"),
+        (403, "Forbidden"),
+        (502, "Bad Gateway"),
+    ] {
+        o.script(
+            &format!("/h{s}"),
+            &[&format!(
+                "HTTP/1.1 {s} {reason}\nDate: {{date}}\n{lm}Content-Length: 4\n\nbody"
+            )],
+        );
+    }
+    // No Last-Modified: no heuristic; 200 is in the default fallback table,
+    // 404 is not.
+    o.script("/n200", &[&ok("", "body")]);
+    o.script(
+        "/n404",
+        &["HTTP/1.1 404 Not Found\nDate: {date}\nContent-Length: 4\n\nbody"],
+    );
+    let cdn = node(&o, "");
+    for (path, stored) in [
+        ("/h200", true),
+        ("/h404", true),
+        ("/h201", false),
+        ("/h403", false),
+        ("/h502", false),
+        ("/n200", true),
+        ("/n404", false),
+    ] {
+        get(cdn.port, path);
+        let b = get(cdn.port, path);
+        assert_eq!(b.cache() == "HIT", stored, "{path}: {}", b.cache());
+        assert_eq!(o.count(path), if stored { 1 } else { 2 }, "{path}");
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule2_rcdn_cache_valid_is_the_table_for_responses_without_freshness() {
+    let o = Scripted::start();
+    o.script(
+        "/v404",
+        &["HTTP/1.1 404 Not Found\nDate: {date}\nContent-Length: 4\n\nnope"],
+    );
+    o.script("/v200", &[&ok("", "body")]);
+    o.script("/v200cc", &[&ok("Cache-Control: max-age=300\n", "body")]);
+    // 404 listed; 200 not: without freshness it is not stored, with its
+    // own max-age it is (the table is only a fallback).
+    let cdn = node(&o, "rcdn_cache_valid 404 1m;");
+    for (path, stored) in [("/v404", true), ("/v200", false), ("/v200cc", true)] {
+        get(cdn.port, path);
+        let b = get(cdn.port, path);
+        assert_eq!(b.cache() == "HIT", stored, "{path}: {}", b.cache());
+        assert_eq!(o.count(path), if stored { 1 } else { 2 }, "{path}");
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule3_age_is_kept_and_grows_and_date_is_the_origins() {
+    let o = Scripted::start();
+    o.script(
+        "/aged",
+        &["HTTP/1.1 200 OK\nDate: Tue, 01 Dec 2026 10:00:00 GMT\nAge: 30\nCache-Control: max-age=999999999\nContent-Length: 4\n\nbody"],
+    );
+    let cdn = node(&o, "");
+    let a = get(cdn.port, "/aged");
+    assert_eq!(a.header("date"), Some("Tue, 01 Dec 2026 10:00:00 GMT"));
+    // The apparent age (now − Date) is larger than Age: 30 here.
+    let age_a: u64 = a.header("age").and_then(|v| v.parse().ok()).expect("Age");
+    assert!(age_a >= 30, "first Age {age_a}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = get(cdn.port, "/aged");
+    assert_eq!(b.cache(), "HIT");
+    assert_eq!(b.header("date"), Some("Tue, 01 Dec 2026 10:00:00 GMT"));
+    let age_b: u64 = b.header("age").and_then(|v| v.parse().ok()).expect("Age");
+    assert!(age_b > age_a, "Age {age_a} then {age_b}");
+    assert_eq!(o.count("/aged"), 1);
+    cdn.check_log();
+}
+
+#[test]
+fn rule3_expires_before_date_and_age_beyond_expires_are_stale() {
+    let o = Scripted::start();
+    o.script(
+        "/past",
+        &["HTTP/1.1 200 OK\nDate: {date}\nExpires: {date-10}\nContent-Length: 4\n\nbody"],
+    );
+    o.script(
+        "/aged-out",
+        &["HTTP/1.1 200 OK\nDate: {date}\nAge: 7200\nExpires: {date+3600}\nContent-Length: 4\n\nbody"],
+    );
+    o.script(
+        "/bad-expires",
+        &["HTTP/1.1 200 OK\nDate: {date}\nExpires: soon\nContent-Length: 4\n\nbody"],
+    );
+    o.script(
+        "/future",
+        &["HTTP/1.1 200 OK\nDate: {date}\nExpires: {date+3600}\nContent-Length: 4\n\nbody"],
+    );
+    let cdn = node(&o, "");
+    for (path, fresh) in [
+        ("/past", false),
+        ("/aged-out", false),
+        ("/bad-expires", false),
+        ("/future", true),
+    ] {
+        get(cdn.port, path);
+        let b = get(cdn.port, path);
+        assert_eq!(b.cache() == "HIT", fresh, "{path}: {}", b.cache());
+        assert_eq!(o.count(path), if fresh { 1 } else { 2 }, "{path}");
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule7_cdn_cache_control_takes_precedence_and_can_be_renamed() {
+    let o = Scripted::start();
+    o.script(
+        "/cdn-stores",
+        &[&ok(
+            "CDN-Cache-Control: max-age=300\nCache-Control: no-store\n",
+            "a",
+        )],
+    );
+    o.script(
+        "/cdn-forbids",
+        &[&ok(
+            "CDN-Cache-Control: no-store\nCache-Control: max-age=300\n",
+            "b",
+        )],
+    );
+    o.script(
+        "/surrogate",
+        &[&ok(
+            "Surrogate-Control: max-age=300\nCache-Control: private\n",
+            "c",
+        )],
+    );
+    o.script(
+        "/acme",
+        &[&ok(
+            "Acme-Cache-Control: max-age=300\nCDN-Cache-Control: no-store\nCache-Control: no-store\n",
+            "d",
+        )],
+    );
+    let cdn = node(&o, "");
+    for (path, stored) in [
+        ("/cdn-stores", true),
+        ("/cdn-forbids", false),
+        ("/surrogate", true),
+        ("/acme", false),
+    ] {
+        get(cdn.port, path);
+        let b = get(cdn.port, path);
+        assert_eq!(b.cache() == "HIT", stored, "{path}: {}", b.cache());
+    }
+    // CDN-Cache-Control is forwarded downstream (RFC 9213 §3).
+    assert!(get(cdn.port, "/cdn-stores")
+        .header("cdn-cache-control")
+        .is_some());
+    drop(cdn);
+    // Renamed: only Acme-Cache-Control is this cache's field.
+    let cdn = node(&o, "rcdn_cdn_cache_control Acme-Cache-Control;");
+    for (path, stored) in [("/acme", true), ("/cdn-stores", false)] {
+        get(cdn.port, path);
+        let b = get(cdn.port, path);
+        assert_eq!(b.cache() == "HIT", stored, "{path}: {}", b.cache());
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule6_connection_fields_set_cookie_and_content_range() {
+    let o = Scripted::start();
+    o.script(
+        "/hop",
+        &[&ok(
+            "Connection: close, X-Hop\nX-Hop: secret\nX-Kept: yes\nCache-Control: max-age=300\n",
+            "hop",
+        )],
+    );
+    o.script(
+        "/range416",
+        &["HTTP/1.1 416 Range Not Satisfiable\nDate: {date}\nContent-Range: bytes */1000\nCache-Control: max-age=300\nContent-Length: 0\n\n"],
+    );
+    o.script(
+        "/cookie",
+        &[&ok(
+            "Set-Cookie: id=1\nCache-Control: max-age=300\n",
+            "cookie",
+        )],
+    );
+    let cdn = node(&o, "");
+    get(cdn.port, "/hop");
+    let b = get(cdn.port, "/hop");
+    assert_eq!(b.cache(), "HIT");
+    assert_eq!(b.header("x-kept"), Some("yes"));
+    assert_eq!(
+        b.header("x-hop"),
+        None,
+        "a field named in Connection was stored"
+    );
+    get(cdn.port, "/range416");
+    let c = get(cdn.port, "/range416");
+    assert_eq!((c.status, c.cache()), (416, "HIT"));
+    assert_eq!(c.header("content-range"), Some("bytes */1000"));
+    // Set-Cookie: by default the response is not stored for others.
+    let first = get(cdn.port, "/cookie");
+    assert_eq!(first.header("set-cookie"), Some("id=1"));
+    let second = get(cdn.port, "/cookie");
+    assert_ne!(second.cache(), "HIT");
+    assert_eq!(o.count("/cookie"), 2);
+    drop(cdn);
+    // cache_set_cookie=on: stored, the cookie never replayed.
+    let dir = store_dir();
+    let tokens = format!("{} cache_set_cookie=on", store_tokens(dir.path()));
+    let cdn = start_cdn_tokens(&tokens, 1, o.port, "", "");
+    let first = get(cdn.port, "/cookie");
+    assert_eq!(first.header("set-cookie"), None, "{:?}", first.headers);
+    let second = get(cdn.port, "/cookie");
+    assert_eq!(second.cache(), "HIT");
+    assert_eq!(second.header("set-cookie"), None);
+    cdn.check_log();
+}
+
+/// (path, request headers, wanted status).
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
+fn http_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let d = std::time::Duration::from_secs(offset_secs.unsigned_abs());
+    httpdate::fmt_http_date(if offset_secs < 0 { now - d } else { now + d })
+}
+
+#[test]
+fn rule5_client_conditionals_on_a_fresh_stored_response() {
+    let o = Scripted::start();
+    o.script(
+        "/cond",
+        &[&ok(
+            "ETag: \"v1\"\nLast-Modified: {date-86400}\nCache-Control: max-age=300\n",
+            "body",
+        )],
+    );
+    o.script(
+        "/cond-nolm",
+        &["HTTP/1.1 200 OK\nDate: {date-100}\nCache-Control: max-age=300\nContent-Length: 4\n\nbody"],
+    );
+    let cdn = node(&o, "");
+    get(cdn.port, "/cond");
+    get(cdn.port, "/cond-nolm");
+    let now = http_date(0);
+    let old = http_date(-2 * 86400);
+    let cases: Vec<Case> = vec![
+        ("/cond", vec![("If-None-Match", "\"v1\"")], 304),
+        ("/cond", vec![("If-None-Match", "W/\"v1\", \"x\"")], 304),
+        ("/cond", vec![("If-None-Match", "\"other\"")], 200),
+        // If-None-Match decides; If-Modified-Since is then ignored.
+        (
+            "/cond",
+            vec![("If-None-Match", "\"v1\""), ("If-Modified-Since", &old)],
+            304,
+        ),
+        (
+            "/cond",
+            vec![("If-None-Match", "\"other\""), ("If-Modified-Since", &now)],
+            200,
+        ),
+        // Not newer than If-Modified-Since (not only equal): 304.
+        ("/cond", vec![("If-Modified-Since", &now)], 304),
+        ("/cond", vec![("If-Modified-Since", &old)], 200),
+        // Without Last-Modified, the Date is the modification time.
+        ("/cond-nolm", vec![("If-Modified-Since", &now)], 304),
+        ("/cond-nolm", vec![("If-Modified-Since", &old)], 200),
+        ("/cond", vec![("If-Match", "\"nope\"")], 412),
+    ];
+    for (path, headers, want) in &cases {
+        let r = request(cdn.port, "GET", path, headers);
+        assert_eq!(r.status, *want, "{path} {headers:?}");
+        assert_eq!(r.cache(), "HIT", "{path} {headers:?}");
+        if *want == 304 {
+            assert!(r.body.is_empty());
+            assert!(r.header("age").is_some(), "{path}: 304 without Age");
+            if *path == "/cond" {
+                assert_eq!(r.header("etag"), Some("\"v1\""));
+            }
+        }
+    }
+    assert_eq!((o.count("/cond"), o.count("/cond-nolm")), (1, 1));
+    cdn.check_log();
+}
+
+#[test]
+fn rule5_revalidation_sends_validators_and_a_304_updates_the_stored_headers() {
+    let o = Scripted::start();
+    o.script(
+        "/reval",
+        &[
+            &ok(
+                "ETag: \"r1\"\nLast-Modified: Mon, 30 Nov 2026 08:00:00 GMT\nCache-Control: max-age=1\nVary: Accept-Encoding\nX-Version: 1\n",
+                "abcd",
+            ),
+            "HTTP/1.1 304 Not Modified\nDate: {date}\nETag: \"r1\"\nCache-Control: max-age=300\nX-Version: 2\n\n",
+        ],
+    );
+    let cdn = node(&o, "");
+    let gz = [("Accept-Encoding", "gzip")];
+    let a = request(cdn.port, "GET", "/reval", &gz);
+    assert_eq!((a.status, a.cache()), (200, "MISS"));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let b = request(cdn.port, "GET", "/reval", &gz);
+    assert_eq!(
+        (b.status, b.cache(), b.body.as_slice()),
+        (200, "REVALIDATED", &b"abcd"[..])
+    );
+    let reqs = o.requests("/reval");
+    assert_eq!(reqs.len(), 2);
+    let reval = &reqs[1];
+    assert_eq!(reval.header("if-none-match"), Some("\"r1\""));
+    assert_eq!(
+        reval.header("if-modified-since"),
+        Some("Mon, 30 Nov 2026 08:00:00 GMT")
+    );
+    // The field the response varies on, with the value that selected it.
+    assert_eq!(reval.header("accept-encoding"), Some("gzip"));
+    let c = request(cdn.port, "GET", "/reval", &gz);
+    assert_eq!((c.cache(), c.body.as_slice()), ("HIT", &b"abcd"[..]));
+    assert_eq!(
+        c.header("x-version"),
+        Some("2"),
+        "the 304 updated the headers"
+    );
+    assert_eq!(o.count("/reval"), 2);
+    cdn.check_log();
+}
+
+#[test]
+fn rule4_a_successful_unsafe_method_invalidates_the_url_and_its_locations() {
+    let o = Scripted::start();
+    let cached = ok("Cache-Control: max-age=300\n", "stored");
+    for p in ["/inv", "/inv2", "/inv3", "/inv4", "/kept", "/failed"] {
+        o.script(p, &[&cached]);
+    }
+    o.script(
+        "/form",
+        &["HTTP/1.1 201 Created\nLocation: /inv2\nContent-Location: http://localhost/inv3\nContent-Length: 2\n\nok"],
+    );
+    o.script(
+        "/elsewhere",
+        &["HTTP/1.1 303 See Other\nLocation: http://other.example/kept\nContent-Length: 0\n\n"],
+    );
+    let cdn = node(&o, "");
+    let paths = ["/inv", "/inv2", "/inv3", "/inv4", "/kept", "/failed"];
+    for p in paths {
+        get(cdn.port, p);
+        assert_eq!(get(cdn.port, p).cache(), "HIT", "{p}");
+    }
+    let body = [("Content-Length", "0")];
+    assert_eq!(request(cdn.port, "POST", "/inv", &body).status, 200);
+    assert_eq!(request(cdn.port, "PUT", "/form", &body).status, 201);
+    assert_eq!(request(cdn.port, "DELETE", "/elsewhere", &body).status, 303);
+    assert_eq!(request(cdn.port, "FROB", "/inv4", &body).status, 200);
+    // A failed unsafe request invalidates nothing.
+    o.script(
+        "/failed",
+        &["HTTP/1.1 500 Oops\nContent-Length: 0\n\n", &cached],
+    );
+    assert_eq!(request(cdn.port, "POST", "/failed", &body).status, 500);
+    for (p, gone) in [
+        ("/inv", true),
+        ("/inv2", true),
+        ("/inv3", true),
+        ("/inv4", true),
+        ("/kept", false),
+        ("/failed", false),
+    ] {
+        let r = get(cdn.port, p);
+        assert_eq!(r.cache() == "MISS", gone, "{p}: {}", r.cache());
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule9_a_head_miss_fills_with_get_and_a_head_response_freshens_the_get() {
+    let o = Scripted::start();
+    let v1 = "ETag: \"h1\"\nCache-Control: max-age=300\nX-Version: 1\n";
+    o.script("/head", &[&ok(v1, "body")]);
+    let cdn = node(&o, "");
+    // A HEAD miss is filled with GET; the GET after it is a hit.
+    let h = request(cdn.port, "HEAD", "/head", &[]);
+    assert_eq!((h.status, h.body.len()), (200, 0));
+    let reqs = o.requests("/head");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].method, "GET");
+    assert_eq!(get(cdn.port, "/head").cache(), "HIT");
+    drop(cdn);
+    // HEAD not cached: it goes to the origin, and its response updates
+    // the stored GET when the validators match, else drops it.
+    let o = Scripted::start();
+    o.script(
+        "/head",
+        &[
+            &ok(v1, "body"),
+            &ok(
+                "ETag: \"h1\"\nCache-Control: max-age=300\nX-Version: 2\n",
+                "body",
+            ),
+            &ok(
+                "ETag: \"h2\"\nCache-Control: max-age=300\nX-Version: 3\n",
+                "BODY",
+            ),
+        ],
+    );
+    let cdn = node(&o, "rcdn_cache_methods GET;");
+    get(cdn.port, "/head");
+    assert_eq!(request(cdn.port, "HEAD", "/head", &[]).status, 200);
+    let b = get(cdn.port, "/head");
+    assert_eq!(b.cache(), "HIT");
+    assert_eq!(b.header("x-version"), Some("2"), "the HEAD updated the GET");
+    assert_eq!(b.body, b"body");
+    assert_eq!(request(cdn.port, "HEAD", "/head", &[]).status, 200);
+    let c = get(cdn.port, "/head");
+    assert_eq!(c.cache(), "MISS", "another ETag: the stored GET is stale");
+    assert_eq!(c.body, b"BODY");
+    cdn.check_log();
+}
