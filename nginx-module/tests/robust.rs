@@ -71,7 +71,12 @@ fn graceful_shutdown_lets_waiting_requests_finish() {
     let clients: Vec<_> = (0..3)
         .map(|_| std::thread::spawn(move || get(port, "/slow/obj.bin")))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // All three requests are read (one fills, two wait on its lock) before
+    // the signal; one still in the accept queue would be reset by it.
+    assert!(
+        wait_requests_read(port, 3, Duration::from_secs(20)),
+        "3 requests in progress"
+    );
     cdn.signal(libc::SIGQUIT);
     for c in clients {
         let r = c.join().expect("client");

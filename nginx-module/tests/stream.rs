@@ -121,7 +121,12 @@ fn initiator_leaving_does_not_cut_the_other_readers() {
     let others: Vec<_> = (0..3)
         .map(|_| std::thread::spawn(move || get(port, "/trickle/c.bin")))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // The three readers' requests are read (they share the fill) before the
+    // first client leaves.
+    assert!(
+        wait_requests_read(port, 4, Duration::from_secs(20)),
+        "4 requests in progress"
+    );
     drop(s); // the client whose request started the fill leaves
     for o in others {
         let r = o.join().expect("reader");

@@ -674,3 +674,46 @@ pub fn leave_during(port: u16, path: &str, fault: &str) {
     }
     std::thread::sleep(Duration::from_millis(1300)); // the jobs finish
 }
+
+/// Waits until `n` client connections to `port` have been accepted by the
+/// server and their request bytes read (the server's side of each is
+/// ESTABLISHED with an empty receive queue, and nothing waits in the
+/// listener's accept queue), as `/proc/net/tcp` shows. nginx parses a
+/// request in the event handler that reads it, so this proves the requests
+/// reached the module, where a fixed sleep only hopes so on a loaded machine.
+/// False after `timeout`.
+pub fn wait_requests_read(port: u16, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let (mut read, mut pending) = (0, false);
+        for line in tcp.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(queues)) = (f.get(1), f.get(3), f.get(4)) else {
+                continue;
+            };
+            let lport = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if lport != Some(port) {
+                continue;
+            }
+            let rx = queues
+                .rsplit(':')
+                .next()
+                .and_then(|q| u64::from_str_radix(q, 16).ok());
+            match *state {
+                "0A" => pending |= rx != Some(0), // LISTEN: rx_queue is the accept backlog
+                "01" if rx == Some(0) => read += 1,
+                "01" => pending = true,
+                _ => {}
+            }
+        }
+        if read >= n && !pending {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
