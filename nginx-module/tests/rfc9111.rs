@@ -125,7 +125,7 @@ fn rule2_statuses_with_explicit_freshness_are_stored() {
         o.script(
             &format!("/x{s}"),
             &[&format!(
-                "HTTP/1.1 {s} {reason}\nDate: {{date}}\nCache-Control: max-age=300\nLocation: /else\nContent-Length: {{len}}\n\n{body}"
+                "HTTP/1.1 {s} {reason}\nDate: {{date}}\nCache-Control: max-age=300\nLast-Modified: {LM}\nLocation: /else\nContent-Length: {{len}}\n\n{body}"
             )],
         );
     }
@@ -137,9 +137,15 @@ fn rule2_statuses_with_explicit_freshness_are_stored() {
         assert_eq!((a.status, b.status), (s, s), "{path}");
         assert_eq!(b.cache(), "HIT", "{path}");
         assert_eq!(o.count(&path), 1, "{path}");
+        // Every stored field is replayed, on the miss and on the hit
+        // (nginx's header filter would drop it on a non-200).
+        assert_eq!(a.header("last-modified"), Some(LM), "{path} miss");
+        assert_eq!(b.header("last-modified"), Some(LM), "{path} hit");
     }
     cdn.check_log();
 }
+
+const LM: &str = "Tue, 01 Dec 2026 10:00:00 GMT";
 
 #[test]
 fn rule2_heuristic_freshness_only_for_heuristically_cacheable_statuses() {

@@ -114,7 +114,11 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &Meta) -> bool {
     unsafe {
         let out = &mut (*r).headers_out;
         out.status = ngx_uint_t::from(meta.status);
-        out.last_modified_time = meta.last_modified.map_or(-1, |t| t as time_t);
+        let lm_time = crate::cache::serve::lm_by_time(meta.status);
+        out.last_modified_time = match meta.last_modified {
+            Some(t) if lm_time => t as time_t,
+            _ => -1,
+        };
         for (name, value) in &meta.headers {
             let lower = name.to_ascii_lowercase();
             match lower.as_str() {
@@ -126,7 +130,8 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &Meta) -> bool {
                     (*r).headers_out.content_type_len = ct.len;
                     continue;
                 }
-                "content-length" | "last-modified" => continue,
+                "content-length" => continue,
+                "last-modified" if lm_time => continue,
                 _ => {}
             }
             let Some(h) = push_header(r, name.as_bytes(), value) else {

@@ -94,6 +94,14 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
 }
 
+/// Whether `Last-Modified` goes out through `last_modified_time` (which the
+/// not-modified and range filters use): nginx's header filter drops it on
+/// every other status than 200, 206 and 304, so those replay the stored
+/// field as it is (RFC 9111 §3.1: a cache keeps the fields it stored).
+pub fn lm_by_time(status: u16) -> bool {
+    matches!(status, 200 | 206 | 304)
+}
+
 /// Sets status, validators, the stored headers and `Age` (not the length).
 ///
 /// # Safety
@@ -103,7 +111,11 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
     unsafe {
         let out = &mut (*r).headers_out;
         out.status = ngx_uint_t::from(meta.status);
-        out.last_modified_time = meta.last_modified.map_or(-1, |t| t as time_t);
+        let lm_time = lm_by_time(meta.status);
+        out.last_modified_time = match meta.last_modified {
+            Some(t) if lm_time => t as time_t,
+            _ => -1,
+        };
         for (name, value) in &meta.headers {
             let lower = name.to_ascii_lowercase();
             if lower == "content-type" {
@@ -114,10 +126,13 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
                 out.content_type_len = ct.len;
                 continue;
             }
-            // A stored 416 (or any non-200) keeps its Content-Range; on a
-            // 200 the range filter writes its own.
-            let replayed_range = lower == "content-range" && meta.status != 200;
-            if SKIP.contains(&lower.as_str()) && !replayed_range {
+            // A stored Content-Range is replayed (a 416, or any field the
+            // origin sent), except where the range filter writes its own: a
+            // 200 asked for with Range.
+            let replayed_range =
+                lower == "content-range" && (meta.status != 200 || (*r).headers_in.range.is_null());
+            let replayed_lm = lower == "last-modified" && !lm_time;
+            if SKIP.contains(&lower.as_str()) && !replayed_range && !replayed_lm {
                 continue;
             }
             let Some(h) = push_header(r, name.as_bytes(), value) else {
