@@ -566,3 +566,48 @@ http {{
     );
     cdn.check_log();
 }
+
+#[test]
+fn rcdn_slice_parts_of_slices_stored_as_engine_slices_go_out_with_sendfile() {
+    let want = pattern(3 * MIB, 51);
+    let origin = start_origin(&[("s/obj.bin", want.clone())], "");
+    let store = store_dir();
+    let tokens = format!(
+        "mem=4m shards=1 max_object=4m default_ttl=2m tier={0}/disk,size=64m,region=4m ram={0}/ram",
+        store.path().display()
+    );
+    // Each 1 MiB slice object is itself 16 engine slices of 64 KiB.
+    let cdn = start_cdn_tokens(&tokens, 1, origin.port, LOG, "rcdn_slice 1m;");
+    let a = get(cdn.port, "/s/obj.bin");
+    assert_eq!((a.status, a.cache()), (200, "MISS"));
+    assert!(a.body == want, "MISS body differs");
+    // Until every slice's write-through landed, some go out from the heap.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let trace = Trace::attach(&workers(&cdn));
+        let r = get(cdn.port, "/s/obj.bin");
+        let (c, b) = (1000, 2_500_000);
+        let p = request(
+            cdn.port,
+            "GET",
+            "/s/obj.bin",
+            &[("Range", &format!("bytes={c}-{b}"))],
+        );
+        let calls = trace.stop();
+        assert_eq!((r.status, r.cache()), (200, "HIT"));
+        assert!(r.body == want, "HIT body differs");
+        assert_eq!(p.status, 206);
+        assert!(p.body == want[c..=b], "range body differs");
+        let all = (want.len() + b - c + 1) as u64;
+        if calls.sendfile_bytes == all {
+            assert!(all_in(&calls.files, store.path()), "{calls:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slices never all sent with sendfile: {calls:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cdn.check_log();
+}
