@@ -19,7 +19,7 @@
 # round, from /proc/<pid>/stat), with ratios against proxy_cache.
 # Env: ROUNDS (default 3, 1..20), DURATION (s per row, default 5, 1..30),
 #   WORKERS (default "2 4"), PINS (default "unpinned pinned"), CONNS (64),
-#   THREADS (2).
+#   THREADS (2), RCDN_EXTRA (more rcdn_store tokens, e.g. promote_max=8m).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}
@@ -92,7 +92,7 @@ for W in $WORKERS; do
   COMMON="daemon off; master_process on; worker_processes $W; error_log logs/error.log warn; pid logs/nginx.pid;
 events { worker_connections 4096; }"
   start rcdn "load_module $SO; $COMMON http { $FAST
-  rcdn_store mem=256m tier=$DIR/rcdn/store,size=2g,region=32m ram=$SHM/rcdn;
+  rcdn_store mem=256m ${RCDN_EXTRA:-} tier=$DIR/rcdn/store,size=2g,region=32m ram=$SHM/rcdn;
   server { listen 127.0.0.1:$RP; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
   start proxy_cache "$COMMON http { $FAST $OFC
   proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;
