@@ -6,7 +6,7 @@
 //! ```text
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
-//! promote_max=8m              # largest block-tier hit copied into RAM
+//! promote_max=32k             # largest block-tier hit copied into RAM
 //! heuristic_max=1d            # cap of Last-Modified heuristic freshness
 //! tier=/var/cache/rcdn,size=100g,region=64m   # block tiers, fastest first;
 //! tier=/mnt/hdd/rcdn,size=2t                  # `tier` may be repeated
@@ -28,6 +28,10 @@ use crate::key::{DEFAULT_MAX_KEY, MAX_KEY_LIMIT};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Default `promote_max`: the nginx module sends hits of 32 KiB or more
+/// with `sendfile`, as cheap from a disk tier's page cache as from tmpfs.
+pub const PROMOTE_MAX: u64 = 32 * 1024;
+
 /// Engine configuration. `Config::default()` is a usable small cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -38,9 +42,11 @@ pub struct Config {
     /// Largest object the memory tier takes; `None`: a quarter of a shard.
     pub max_object: Option<u64>,
     /// Largest block-tier hit copied into memory when it turns hot; `None`:
-    /// `max_object`. Lower it when large objects outnumber memory: copying
-    /// each hit in only to evict another costs more than reading it from
-    /// the page cache (a caller with `sendfile` serves it from there).
+    /// [`PROMOTE_MAX`] (or `max_object` if smaller). Larger hits stay in
+    /// their tier: a caller with `sendfile` serves them from the page cache
+    /// at the cost of sending from tmpfs, while copying each hot one in
+    /// (and demoting another when the working set exceeds the RAM tier)
+    /// costs a copy per hit.
     pub promote_max: Option<u64>,
     /// Longest key accepted.
     pub max_key: usize,
@@ -265,7 +271,8 @@ impl Config {
 
     /// Largest block-tier hit copied into memory.
     pub fn promote_max_bytes(&self) -> u64 {
-        self.promote_max.unwrap_or_else(|| self.max_object_bytes())
+        self.promote_max
+            .unwrap_or_else(|| PROMOTE_MAX.min(self.max_object_bytes()))
     }
 }
 
@@ -403,7 +410,9 @@ mod tests {
         assert_eq!(c.shards, 4);
         assert_eq!(c.max_object, Some(1 << 20));
         assert_eq!(c.promote_max_bytes(), 32 << 10);
-        assert_eq!(Config::default().promote_max_bytes(), 8 << 20, "max_object");
+        assert_eq!(Config::default().promote_max_bytes(), PROMOTE_MAX);
+        let tiny = Config::parse("mem=1m max_object=4k").unwrap();
+        assert_eq!(tiny.promote_max_bytes(), 4 << 10, "at most max_object");
         assert_eq!(c.max_key, 8192);
         assert_eq!(c.default_ttl_ms, 5_400_000);
         assert!(c.cache_set_cookie);

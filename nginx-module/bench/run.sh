@@ -1,53 +1,40 @@
 #!/usr/bin/env bash
-# Benchmark on loopback, one run, ratios against nginx proxy_cache:
-#   rcdn module  vs  nginx proxy_cache (keys_zone + proxy_cache_path)  vs
-#   nginx serving the same files statically (sendfile + open_file_cache),
-#   and Varnish (malloc storage) when `varnishd` is installed.
-# Same nginx binary (vendored), same origin, same objects, worker_processes 2.
-# Reports req/s, p99 latency and server CPU time per request (workers'
-# utime+stime / requests; steadier than req/s since wrk shares the cores).
-# (open_file_cache max=12000: two 10k-file sets would exceed a 20000 fd limit.)
-# Env: DURATION (s, default 5), CONNS (default 64), THREADS (default 2),
-#   BASE_SO (a module .so built from another commit, e.g. main): also runs
-#   it as server "base" with the same config, and prints rcdn/base ratios,
-#   PIN (default 1 with 2+ CPUs and taskset): every server (nginx workers,
-#   Varnish threads) runs on CPU 0 and wrk on CPU 1. Without pinning the
-#   scheduler, not the server, decides req/s: measured on this machine,
-#   Varnish's ~100 runnable threads got 2.8x the CPU time of nginx's two
-#   workers in the same 4 s, so req/s rewarded thread count.
+# Node benchmark on loopback, one run, three fronts on one origin and one
+# set of objects (10k x 4 KiB, 10k x 16 KiB, 100 x 1 MiB):
+#   rcdn       the module, configured as in the README: rcdn_store mem=256m
+#              tier=<disk dir>,size=2g,region=32m (the shared RAM tier in
+#              /dev/shm, the block tier on disk), sendfile on, tcp_nopush on
+#   proxy_cache nginx proxy_cache (keys_zone + proxy_cache_path on disk) with
+#              open_file_cache, sendfile on, tcp_nopush on
+#   static     nginx serving the same files (sendfile, open_file_cache)
+# Same nginx binary (release, vendored). For worker_processes 2 and then 4
+# (WORKERS): start, warm every key, measure memory after warm-up (RSS and
+# PSS summed over master + workers from /proc/<pid>/smaps_rollup; the RAM
+# tier's tmpfs use), then ROUNDS rounds of every row (4 KiB over 10k URLs,
+# 16 KiB over 10k URLs, 1 MiB hot hits over 100 URLs; each row DURATION s
+# of `wrk -t2 -c64`), the three fronts in a rotating order, first unpinned
+# (as a user runs it), then pinned (servers on CPU 0, wrk on CPU 1, moved
+# with taskset). Prints every round and the medians: req/s and CPU
+# microseconds per request (utime+stime of master + workers over the
+# round, from /proc/<pid>/stat), with ratios against proxy_cache.
+# Env: ROUNDS (default 3, 1..20), DURATION (s per row, default 5, 1..30),
+#   WORKERS (default "2 4"), PINS (default "unpinned pinned"), CONNS (64),
+#   THREADS (2), RCDN_EXTRA (more rcdn_store tokens, e.g. promote_max=8m),
+#   BASE_SO (a module .so built from another commit, e.g. main before a
+#   change): also runs it as front "base" with rcdn's config, and prints
+#   rcdn/base ratios (the "no regression" check of a change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-64}
-THREADS=${THREADS:-2}
-command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
-
-cargo build --release -p ngx_http_rcdn_module --features vendored >&2
-NGINX=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
-SO=$PWD/target/release/libngx_http_rcdn_module.so
-DIR=$(mktemp -d /tmp/rcdn-bench.XXXXXX)
-SHM=$(mktemp -d /dev/shm/rcdn-bench.XXXXXX) # the RAM tiers (ram=$SHM/<name>)
-chmod 755 "$SHM"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR" "$SHM"
-}
-trap cleanup EXIT INT TERM
-
-PIN=${PIN:-1}
-if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  ON_SERVER="taskset -c 0"; ON_CLIENT="taskset -c 1"
-  echo "bench: servers pinned to CPU 0, wrk to CPU 1 (PIN=0 to turn off)" >&2
-else
-  ON_SERVER=""; ON_CLIENT=""
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Workers run as nobody when started by root: they must be able to read.
-chmod 755 "$DIR"
+ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}
+CONNS=${CONNS:-64}; THREADS=${THREADS:-2}
+WORKERS=${WORKERS:-"2 4"}; PINS=${PINS:-"unpinned pinned"}
+. nginx-module/bench/lib.sh
+# The block tier and proxy_cache's files under /var/tmp: a disk, not tmpfs,
+# on most systems.
+setup /var/tmp/rcdn-bench.XXXXXX
+command -v taskset >/dev/null || PINS=unpinned
+[ "$(nproc)" -ge 2 ] || PINS=unpinned
+echo "bench: caches on $(stat -f -c %T "$DIR"), RAM tier on $(stat -f -c %T "$SHM")" >&2
 echo "generating objects..." >&2
 python3 - "$DIR/www" <<'PY'
 import os, sys, time
@@ -58,112 +45,147 @@ root = sys.argv[1]
 old = time.time() - 30 * 86400
 for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
     os.makedirs(f"{root}/{name}")
-    data = os.urandom(size)
     for i in range(n):
         with open(f"{root}/{name}/{i}", "wb") as f:
-            f.write(data)
+            f.write(os.urandom(size))
         os.utime(f"{root}/{name}/{i}", (old, old))
 PY
+CACHED_KIB=$(( (10000 * 4 + 10000 * 16 + 100 * 1024) ))
 
-OP=$(free_port); RP=$(free_port); PP=$(free_port); SP=$(free_port)
-start() { # name conf
-  mkdir -p "$DIR/$1/logs"
-  printf '%s\n' "$2" > "$DIR/$1/nginx.conf"
-  $ON_SERVER "$NGINX" -p "$DIR/$1" -c "$DIR/$1/nginx.conf" &
-  PIDS+=($!)
-}
-COMMON="daemon off; master_process on; worker_processes 2; error_log logs/error.log warn; pid logs/nginx.pid;
-events { worker_connections 4096; }"
-start origin "$COMMON http { access_log off; sendfile on; server { listen 127.0.0.1:$OP; root $DIR/www; } }"
-rcdn_conf() { # so name port
-  echo "load_module $1; $COMMON http { access_log off; sendfile on;
-  rcdn_store mem=1g max_object=2m default_ttl=1h tier=$DIR/$2/store,size=2g,region=32m ram=$SHM/$2;
-  server { listen 127.0.0.1:$3; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
-}
-start rcdn "$(rcdn_conf "$SO" rcdn "$RP")"
-start proxy_cache "$COMMON http { access_log off; sendfile on;
-  proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;
-  server { listen 127.0.0.1:$PP; location / { proxy_cache z; proxy_cache_valid 200 1h; proxy_pass http://127.0.0.1:$OP; } } }"
-start static "$COMMON http { access_log off; sendfile on; tcp_nopush on; open_file_cache max=12000 inactive=1h; open_file_cache_valid 1h;
-  server { listen 127.0.0.1:$SP; root $DIR/www; } }"
-SERVERS="proxy_cache rcdn static"
-BP=$(free_port)
-if [ -n "${BASE_SO:-}" ]; then
-  start base "$(rcdn_conf "$BASE_SO" base "$BP")"
-  SERVERS="proxy_cache base rcdn static"
-fi
-VP=$(free_port)
-if command -v varnishd >/dev/null; then
-  mkdir -p "$DIR/varnish/logs"
-  $ON_SERVER varnishd -F -a "127.0.0.1:$VP" -b "127.0.0.1:$OP" -s malloc,1G -n "$DIR/varnish/work" \
-    -p default_ttl=3600 >"$DIR/varnish/logs/out.log" 2>&1 &
-  PIDS+=($!)
-  echo $! > "$DIR/varnish/logs/nginx.pid"
-  SERVERS="$SERVERS varnish"
-fi
-ALL_PORTS="$OP $RP $PP $SP"
-case $SERVERS in *varnish*) ALL_PORTS="$ALL_PORTS $VP" ;; esac
-case $SERVERS in *base*) ALL_PORTS="$ALL_PORTS $BP" ;; esac
-for p in $ALL_PORTS; do
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
-
-# Every server must answer 200 with the object's size (and rcdn must hit).
-for p in $ALL_PORTS; do
-  for _ in 1 2 3; do got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$p/o4k/1"); done
-  [ "$got" = "200 4096" ] || { echo "bench: port $p answered $got" >&2; exit 1; }
-done
-for p in $RP ${BASE_SO:+$BP}; do
-  [ "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$p/o4k/1")" = HIT ] || echo "bench: warning: rcdn on $p did not HIT" >&2
-done
-
-workers_cpu() { # name -> total utime+stime ticks of its workers (varnish: its child)
-  local master; master=$(cat "$DIR/$1/logs/nginx.pid")
-  local t=0
-  for w in $(pgrep -P "$master"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat")))
-  done
+# name -> master pid and its workers
+procs() { local m; m=$(cat "$DIR/$1/logs/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
+cpu_ticks() { # name -> utime+stime of master + workers (all their threads)
+  local t=0 p
+  for p in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
   echo $t
 }
-
-run() { # name port prefix keys -> prints "rps p99 cpu_us_per_req"
-  local name=$1 port=$2 prefix=$3 keys=$4
-  # Warm every key, several passes: the module's caches are per worker
-  # until the shared tiers land, and connections land on either worker.
-  PREFIX=$prefix KEYS=$keys wrk -t1 -c16 -d"$(( keys > 1000 ? 8 : 2 ))s" -s nginx-module/bench/warm.lua "http://127.0.0.1:$port" >/dev/null
-  local before; before=$(workers_cpu "$name")
-  local out; out=$(PREFIX=$prefix KEYS=$keys $ON_CLIENT wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s nginx-module/bench/keys.lua "http://127.0.0.1:$port")
-  local after; after=$(workers_cpu "$name")
-  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $name $prefix: |" >&2 || true
-  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  local p99; p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  local hz; hz=$(getconf CLK_TCK)
-  local cpu; cpu=$(awk -v d=$((after - before)) -v n="$reqs" -v hz="$hz" 'BEGIN { printf "%.1f", d / hz * 1e6 / (n > 0 ? n : 1) }')
-  echo "$rps $p99 $cpu"
+mem_kib() { # name -> "rss_kib pss_kib"
+  local rss=0 pss=0 p
+  for p in $(procs "$1"); do
+    read -r r s < <(awk '/^Rss:/ {r=$2} /^Pss:/ {s=$2} END {print r, s}' "/proc/$p/smaps_rollup")
+    rss=$((rss + r)); pss=$((pss + s))
+  done
+  echo "$rss $pss"
+}
+pin() { # name cpus: move master, workers and all their threads
+  local p
+  for p in $(procs "$1"); do taskset -a -p -c "$2" "$p" >/dev/null; done
 }
 
-printf "\n%-22s %-12s %12s %10s %12s %10s %10s\n" scenario server req/s p99 cpu_us/req rps_ratio cpu_ratio
-for sc in "4KiB-1key /o4k/ 1" "4KiB-10k /o4k/ 10000" "16KiB-1key /o16k/ 1" "16KiB-10k /o16k/ 10000" "1MiB-100 /o1m/ 100"; do
-  set -- $sc
-  declare -A R=()
-  for s in $SERVERS; do
-    case $s in rcdn) p=$RP ;; base) p=$BP ;; proxy_cache) p=$PP ;; static) p=$SP ;; varnish) p=$VP ;; esac
-    R[$s]=$(run "$s" "$p" "$2" "$3")
+one() { # name port prefix keys client_prefix -> "req/s cpu_us_per_req"
+  local before after out reqs rps
+  before=$(cpu_ticks "$1")
+  out=$(PREFIX=$3 KEYS=$4 $5 wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$2")
+  after=$(cpu_ticks "$1")
+  echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $1 $3: |" >&2 || true
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  awk -v r="$rps" -v d=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%s %.1f\n", r, d / hz * 1e6 / (n > 0 ? n : 1) }'
+}
+
+ROWS=("4KiB-10k /o4k/ 10000" "16KiB-10k /o16k/ 10000" "1MiB-hot /o1m/ 100")
+FRONTS=(rcdn proxy_cache static)
+[ -n "${BASE_SO:-}" ] && FRONTS+=(base)
+SUMMARY=()
+FAST="access_log off; sendfile on; tcp_nopush on;"
+OFC="open_file_cache max=12000 inactive=1h; open_file_cache_valid 1h;"
+OP=$(free_port)
+start origin "daemon off; master_process on; worker_processes 2; error_log logs/error.log warn; pid logs/nginx.pid;
+events { worker_connections 4096; } http { $FAST server { listen 127.0.0.1:$OP; root $DIR/www; } }"
+
+for W in $WORKERS; do
+  in_range WORKERS "$W" 1 16
+  rm -rf "$DIR/rcdn" "$DIR/base" "$DIR/proxy_cache" "$DIR/static" "$SHM"/rcdn* "$SHM"/base
+  RP=$(free_port); PP=$(free_port); SP=$(free_port); BP=$(free_port)
+  COMMON="daemon off; master_process on; worker_processes $W; error_log logs/error.log warn; pid logs/nginx.pid;
+events { worker_connections 4096; }"
+  rcdn_conf() { # so name port
+    echo "load_module $1; $COMMON http { $FAST
+  rcdn_store mem=256m ${RCDN_EXTRA:-} tier=$DIR/$2/store,size=2g,region=32m ram=$SHM/$2;
+  server { listen 127.0.0.1:$3; location / { rcdn_cache on; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$rcdn_cache_status; } } }"
+  }
+  start rcdn "$(rcdn_conf "$SO" rcdn "$RP")"
+  [ -n "${BASE_SO:-}" ] && start base "$(rcdn_conf "$BASE_SO" base "$BP")"
+  start proxy_cache "$COMMON http { $FAST $OFC
+  proxy_cache_path $DIR/proxy_cache/cache levels=1:2 keys_zone=z:64m max_size=2g inactive=1h;
+  server { listen 127.0.0.1:$PP; location / { proxy_cache z; proxy_cache_valid 200 1h; proxy_pass http://127.0.0.1:$OP; add_header X-Cache \$upstream_cache_status; } } }"
+  start static "$COMMON http { $FAST $OFC server { listen 127.0.0.1:$SP; root $DIR/www; } }"
+  wait_ports "$OP" "$RP" "$PP" "$SP" ${BASE_SO:+"$BP"}
+  declare -A PORT=([rcdn]=$RP [proxy_cache]=$PP [static]=$SP [base]=$BP)
+
+  echo "bench: $W workers: warming..." >&2
+  for s in "${FRONTS[@]}"; do
+    for row in "${ROWS[@]}"; do
+      set -- $row
+      # Every key twice, in order (a fill, then a hit).
+      for _ in 1 2; do
+        PREFIX=$2 KEYS=$3 wrk -t1 -c16 -d"$(( $3 > 1000 ? 6 : 2 ))s" -s nginx-module/bench/warm.lua "http://127.0.0.1:${PORT[$s]}" >/dev/null
+      done
+      [ "$s" = static ] && continue
+      for k in 0 $(( $3 / 2 )) $(( $3 - 1 )); do
+        got=$(curl -s -o /dev/null -w '%{http_code} %header{x-cache}' "http://127.0.0.1:${PORT[$s]}$2$k")
+        [ "$got" = "200 HIT" ] || echo "bench: warning: $s $2$k answered $got after warm-up" >&2
+      done
+    done
   done
-  read -r brps _ bcpu <<< "${R[proxy_cache]}"
-  for s in $SERVERS; do
-    read -r rps p99 cpu <<< "${R[$s]}"
-    rr=$(awk -v a="$rps" -v b="$brps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    cr=$(awk -v a="$cpu" -v b="$bcpu" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    printf "%-22s %-12s %12s %10s %12s %10s %10s\n" "$1" "$s" "$rps" "$p99" "$cpu" "$rr" "$cr"
+  read -r rss pss <<< "$(mem_kib rcdn)"
+  read -r prss ppss <<< "$(mem_kib proxy_cache)"
+  tmpfs=$(du -sk "$SHM/rcdn" | awk '{print $1}')
+  MEM="workers=$W cached=$((CACHED_KIB / 1024))MiB rcdn: RSS $((rss / 1024))MiB PSS $((pss / 1024))MiB (PSS/cached $(ratio "$pss" "$CACHED_KIB")) RAM-tier tmpfs $((tmpfs / 1024))MiB; proxy_cache: RSS $((prss / 1024))MiB PSS $((ppss / 1024))MiB"
+  echo "$MEM"
+  SUMMARY+=("$MEM")
+
+  for P in $PINS; do
+    CLIENT=""
+    if [ "$P" = pinned ]; then
+      for s in "${FRONTS[@]}"; do pin "$s" 0; done
+      CLIENT="taskset -c 1"
+    fi
+    declare -A RPS=() CPU=()
+    printf "\n%-8s %-7s %-6s %-12s %-12s %10s %10s\n" workers pin round row front req/s cpu_us
+    for r in $(seq 1 "$ROUNDS"); do
+      for row in "${ROWS[@]}"; do
+        set -- $row
+        # Rotate the order of the fronts each round, so drift is shared.
+        for i in "${!FRONTS[@]}"; do
+          s=${FRONTS[$(( (i + r) % ${#FRONTS[@]} ))]}
+          read -r rps cpu <<< "$(one "$s" "${PORT[$s]}" "$2" "$3" "$CLIENT")"
+          RPS[$1,$s]="${RPS[$1,$s]:-} $rps"; CPU[$1,$s]="${CPU[$1,$s]:-} $cpu"
+          printf "%-8s %-7s %-6s %-12s %-12s %10s %10s\n" "$W" "$P" "$r" "$1" "$s" "$rps" "$cpu"
+        done
+      done
+    done
+    for row in "${ROWS[@]}"; do
+      set -- $row
+      declare -A MR=() MC=()
+      for s in "${FRONTS[@]}"; do
+        MR[$s]=$(printf '%s\n' ${RPS[$1,$s]} | median); MC[$s]=$(printf '%s\n' ${CPU[$1,$s]} | median)
+      done
+      line=$(printf "median workers=%s %-8s %-10s rcdn %9.0f req/s %7.1f us | proxy_cache %9.0f %7.1f | static %9.0f %7.1f | rcdn/proxy_cache req/s %s cpu %s | static/proxy_cache req/s %s cpu %s" \
+        "$W" "$P" "$1" "${MR[rcdn]}" "${MC[rcdn]}" "${MR[proxy_cache]}" "${MC[proxy_cache]}" "${MR[static]}" "${MC[static]}" \
+        "$(ratio "${MR[rcdn]}" "${MR[proxy_cache]}")" "$(ratio "${MC[rcdn]}" "${MC[proxy_cache]}")" \
+        "$(ratio "${MR[static]}" "${MR[proxy_cache]}")" "$(ratio "${MC[static]}" "${MC[proxy_cache]}")")
+      echo "$line"; SUMMARY+=("$line")
+      if [ -n "${BASE_SO:-}" ]; then
+        line=$(printf "median workers=%s %-8s %-10s rcdn/base req/s %s cpu %s" "$W" "$P" "$1" \
+          "$(ratio "${MR[rcdn]}" "${MR[base]}")" "$(ratio "${MC[rcdn]}" "${MC[base]}")")
+        echo "$line"; SUMMARY+=("$line")
+      fi
+    done
+    if [ "$P" = pinned ]; then
+      all=$(seq -s, 0 $(( $(nproc) - 1 )))
+      for s in "${FRONTS[@]}"; do pin "$s" "$all"; done
+    fi
   done
-  if [ -n "${BASE_SO:-}" ]; then
-    read -r arps _ acpu <<< "${R[rcdn]}"
-    read -r zrps _ zcpu <<< "${R[base]}"
-    awk -v n="$1" -v a="$arps" -v b="$zrps" -v c="$acpu" -v d="$zcpu" \
-      'BEGIN { printf "%-22s %-12s %12s %10s %12s %10.3f %10.3f\n", n, "rcdn/base", "", "", "", (b > 0 ? a / b : 0), (d > 0 ? c / d : 0) }'
-  fi
+  # Stop this worker count's fronts (by PID; the origin stays).
+  for s in "${FRONTS[@]}"; do
+    m=$(cat "$DIR/$s/logs/nginx.pid"); kill -TERM "$m"
+    for _ in $(seq 1 100); do kill -0 "$m" 2>/dev/null || break; sleep 0.1; done
+  done
 done
+
 echo
-echo "ratios are against proxy_cache in the same run (rps: higher is better; cpu: lower is better)"
+echo "== summary (medians of $ROUNDS rounds of ${DURATION}s, wrk -t$THREADS -c$CONNS; cpu = us of server CPU per request; ratios vs proxy_cache in the same run)"
+printf '%s\n' "${SUMMARY[@]}"
+echo "targets: 1MiB-hot rcdn/proxy_cache cpu <= 1.0 and req/s >= 1.0; 4KiB-10k cpu <= 0.8; rcdn PSS <= 1.5x cached with 2 workers and not growing with 4"

@@ -366,7 +366,7 @@ unsafe fn peer_slice(
 ) -> ngx_int_t {
     let (s, e) = ps.m.bounds(ps.index);
     match found {
-        Lookup::Fresh(o) if o.body().len() as u64 == e - s => {
+        Lookup::Fresh(o) if o.size() == e - s => {
             ctx.status = fetched_status(ctx);
             ctx.hit = Some(o);
             if ctx.source.is_empty() || !ctx.initiator {

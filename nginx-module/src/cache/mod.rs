@@ -11,6 +11,7 @@
 //!
 //! Its face (below) is what `lib.rs` wires and what the policies read.
 
+mod body;
 mod collapse;
 mod ctx;
 mod fill;

@@ -1,25 +1,17 @@
-//! Serving an object from the cache. The body is not copied: an object in
-//! this worker's memory goes out as a memory buf pointing into the cached
-//! `Bytes` (the request pool holds an `Arc` to the object until nginx has
-//! sent it); one found in a block tier goes out as a file buf over its
-//! region file, so nginx uses `sendfile` (the pool holds the `Extent`, which
-//! keeps the region file open even if the region is recycled meanwhile). HEAD, `If-None-Match` /
+//! Serving an object from the cache: the headers here, the body without a
+//! copy in `body` (file bufs for sendfile from the region files at 32 KiB
+//! and up, memory bufs below). HEAD, `If-None-Match` /
 //! `If-Modified-Since` (304) and single or multiple `Range`s (206/416) are
 //! done by nginx's own filters below ours.
 
-use crate::cache::ReqCtx;
+use crate::cache::{body, ReqCtx};
 use crate::http::reply::push_header;
 use crate::{base::guard, cache::variant};
 use cdncore::block::Extent;
 use cdncore::{now_ms, Object};
 use nginx_sys::*;
-use ngx::core::{Pool, Status};
+use ngx::core::Status;
 use std::sync::Arc;
-
-/// Block-tier bodies at least this large go out with sendfile; smaller
-/// ones are written from the mapping (one syscall either way, and a memory
-/// buf spares nginx the file bookkeeping).
-const SENDFILE_MIN: usize = 32 << 10;
 
 /// Headers we set through `headers_out` fields or never replay.
 const SKIP: &[&str] = &[
@@ -68,7 +60,7 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
         return rc;
     }
     let meta = obj.meta();
-    let body = obj.body();
+    let size = obj.size();
     // SAFETY: r is live, its header not sent.
     if let Some(rc) = unsafe { crate::cache::rfc::conditional(r, meta) } {
         return rc; // 304 or 412
@@ -79,15 +71,16 @@ unsafe fn send(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
     }
     // SAFETY: r is live.
     unsafe {
-        (*r).headers_out.content_length_n = body.len() as off_t;
+        (*r).headers_out.content_length_n = size as off_t;
         if meta.status == 200 {
             (*r).set_allow_ranges(1);
+            body::prepare(r, &obj);
         }
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
             return rc;
         }
-        if body.is_empty() {
+        if size == 0 {
             return ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
         }
         send_body(r, obj)
@@ -166,87 +159,12 @@ pub unsafe fn put_headers(r: *mut ngx_http_request_t, meta: &cdncore::Meta) -> b
 /// The region-file extent of a block-tier hit large enough for `sendfile`
 /// (the lookup found and verified it: no second lookup).
 pub fn extent_of(obj: &Object) -> Option<Extent> {
-    if obj.body().len() < SENDFILE_MIN {
-        return None;
-    }
-    obj.extent()
-}
-
-/// # Safety
-/// `r` must be a live main request whose header was sent.
-unsafe fn send_file(r: *mut ngx_http_request_t, ext: Extent) -> ngx_int_t {
-    // SAFETY: r is live.
-    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
-    let (fd, off, len) = (ext.fd(), ext.offset, ext.len);
-    // The pool keeps the extent (and so the open region file) until the
-    // request is freed, after all output is written.
-    if pool.allocate(ext).is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    let b = pool.calloc_type::<ngx_buf_t>();
-    let file = pool.calloc_type::<ngx_file_t>();
-    if b.is_null() || file.is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    // SAFETY: b and file are zeroed pool objects; fd stays open while the
-    // pool holds the extent; off..off+len is the verified body.
-    unsafe {
-        (*file).fd = fd;
-        (*file).name = ngx::ngx_string!("rcdn region");
-        (*file).log = (*(*r).connection).log;
-        (*b).file = file;
-        (*b).file_pos = off as off_t;
-        (*b).file_last = (off + len) as off_t;
-        (*b).set_in_file(1);
-        (*b).set_last_buf(1);
-        (*b).set_last_in_chain(1);
-        let mut out = ngx_chain_t {
-            buf: b,
-            next: core::ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut out)
-    }
+    body::extent_of(obj)
 }
 
 /// # Safety
 /// `r` must be a live main request whose header was sent.
 pub(crate) unsafe fn send_body(r: *mut ngx_http_request_t, obj: Arc<Object>) -> ngx_int_t {
-    let ext = extent_of(&obj);
-    // SAFETY: r is the live main request being served.
-    if let Some(ctx) = unsafe { ReqCtx::get(r) } {
-        ctx.body = if ext.is_some() { "sendfile" } else { "memory" };
-    }
-    if let Some(ext) = ext {
-        // SAFETY: forwarded.
-        return unsafe { send_file(r, ext) };
-    }
-    // SAFETY: r is live.
-    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
-    let (start, len) = (obj.body().as_ptr(), obj.body().len());
-    // The pool keeps the object (and so the bytes) alive until the request
-    // is freed, which nginx does only after all output is written.
-    if pool.allocate(obj).is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    let b = pool.calloc_type::<ngx_buf_t>();
-    if b.is_null() {
-        return Status::NGX_ERROR.into();
-    }
-    // SAFETY: b is a zeroed buf from the pool; the bytes are immutable and
-    // pinned (above) for the buf's lifetime. `memory` tells nginx not to
-    // write into them.
-    unsafe {
-        (*b).start = start.cast_mut();
-        (*b).pos = start.cast_mut();
-        (*b).last = start.add(len).cast_mut();
-        (*b).end = (*b).last;
-        (*b).set_memory(1);
-        (*b).set_last_buf(1);
-        (*b).set_last_in_chain(1);
-        let mut out = ngx_chain_t {
-            buf: b,
-            next: core::ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut out)
-    }
+    // SAFETY: forwarded.
+    unsafe { body::send(r, obj) }
 }

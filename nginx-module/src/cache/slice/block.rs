@@ -50,7 +50,7 @@ fn fresh(cache: &Cache, key: &[u8], found: Lookup, len: u64) -> Option<Block> {
     let Lookup::Fresh(obj) = found else {
         return None;
     };
-    if obj.body().len() as u64 == len {
+    if obj.size() == len {
         return Some(Block { obj, ext: None });
     }
     let _ = cache.remove(key);

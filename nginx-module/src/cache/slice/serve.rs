@@ -16,8 +16,9 @@ use crate::cache::slice::block::{self, Block, Mem};
 use crate::cache::slice::fill::SliceJob;
 use crate::cache::slice::{self, Manifest, Want};
 use crate::engine::iothread::Done;
-use crate::{base::guard, cache::fill, cache::serve, cache::stream, conf::Module, engine::store};
-use cdncore::block::Extent;
+use crate::{
+    base::guard, cache::body, cache::fill, cache::serve, cache::stream, conf::Module, engine::store,
+};
 use cdncore::{now_ms, Cache};
 use nginx_sys::*;
 use ngx::core::{Pool, Status};
@@ -33,7 +34,6 @@ const MAX_FILLS: u8 = 2;
 /// What keeps the bytes of the slice being sent alive.
 enum Pin {
     Obj(#[allow(dead_code)] Arc<cdncore::Object>),
-    Ext(#[allow(dead_code)] Box<Extent>),
     Stream(#[allow(dead_code)] stream::Shared),
 }
 
@@ -717,47 +717,20 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, blk: Block) ->
     let (s, e) = run.m.bounds(i);
     let from = run.next - s;
     let to = run.end.min(e) - s;
-    // SAFETY: r is live.
-    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
-    let b = pool.calloc_type::<ngx_buf_t>();
-    if b.is_null() {
+    // A block read on an io thread found the extent already. The chain is
+    // file bufs (sendfile) for a part of 32 KiB or more in region files,
+    // one per engine slice if the slice object is itself stored as slices.
+    // SAFETY: r is live; `run.pin` holds the object (and so the region
+    // files its extents name) until the output is flushed (`drive`).
+    let Some((head, last)) = (unsafe { body::chain(r, &o, ext.as_deref(), from, to) }) else {
         return NGX_ERROR as ngx_int_t;
-    }
-    // A block read on an io thread found the extent already.
-    let ext = ext.or_else(|| serve::extent_of(&o).map(Box::new));
-    // SAFETY: b is a zeroed pool buf; the bytes it points at stay valid
-    // while `run.pin` holds the object or extent, which is dropped only
-    // once the output is flushed (`drive`).
+    };
+    run.pin = Some(Pin::Obj(o));
+    run.next = s + to;
+    // SAFETY: last is the chain's final buf; head is a well-formed chain.
     unsafe {
-        if let Some(ext) = ext {
-            let file = pool.calloc_type::<ngx_file_t>();
-            if file.is_null() {
-                return NGX_ERROR as ngx_int_t;
-            }
-            (*file).fd = ext.fd();
-            (*file).name = ngx::ngx_string!("rcdn region");
-            (*file).log = (*(*r).connection).log;
-            (*b).file = file;
-            (*b).file_pos = (ext.offset + from) as off_t;
-            (*b).file_last = (ext.offset + to) as off_t;
-            (*b).set_in_file(1);
-            run.pin = Some(Pin::Ext(ext));
-        } else {
-            let start = o.body().as_ptr().add(from as usize);
-            (*b).start = start.cast_mut();
-            (*b).pos = start.cast_mut();
-            (*b).last = start.add((to - from) as usize).cast_mut();
-            (*b).end = (*b).last;
-            (*b).set_memory(1);
-            run.pin = Some(Pin::Obj(o));
-        }
-        (*b).set_flush(1);
-        run.next = s + to;
-        let mut out = ngx_chain_t {
-            buf: b,
-            next: core::ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut out)
+        (*last).set_flush(1);
+        ngx_http_output_filter(r, head)
     }
 }
 
