@@ -3,7 +3,7 @@
 # Debian/Ubuntu; run as root (CI is). Safe to run again: it does nothing when
 # everything is present.
 set -euo pipefail
-PKGS=(build-essential pkg-config valgrind libssl-dev libpcre2-dev zlib1g-dev libclang-dev curl wrk)
+PKGS=(build-essential pkg-config valgrind libssl-dev libpcre2-dev zlib1g-dev libclang-dev curl wrk strace)
 PKGS+=(golang-go) # C ABI: Go tests through cgo (ffi-tests/go)
 missing=()
 for p in "${PKGS[@]}"; do
