@@ -90,6 +90,9 @@ pub struct ReqCtx {
     polling: bool,
     /// When a wait for a fill (local or another worker's) gives up, ms.
     pub wait_until: Option<u64>,
+    /// Looked once more after taking a fill that another worker's marker
+    /// had kept it from (see `lookup::miss`).
+    pub rechecked: bool,
     /// `$rcdn_source`: where this request's object came from (`cache`,
     /// `peer`, `origin`).
     pub source: &'static str,

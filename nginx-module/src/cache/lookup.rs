@@ -440,6 +440,18 @@ unsafe fn miss(
         return declined(); // to the origin directly, like a plain proxy
     }
     match collapse::claim(&ctx.key, lc.lock_timeout as u64) {
+        collapse::Start::Fill(token) if ctx.wait_until.is_some() && !ctx.rechecked => {
+            // It polled another worker's fill, whose marker went away
+            // between this request's last lookup and this claim: that fill
+            // may just have stored the object, so look once more before
+            // asking the origin (one origin request per miss).
+            collapse::release_shared(&ctx.key, token);
+            collapse::abandon(&ctx.key);
+            ctx.rechecked = true;
+            // SAFETY: r is the live main request owning ctx.
+            unsafe { ctx.start_poll(r, lc.lock_timeout) };
+            return Status::NGX_AGAIN.into();
+        }
         collapse::Start::Fill(token) => {
             // SAFETY: r is live.
             let job = unsafe { head_job(r, lc, ctx, stale.is_some()) };
