@@ -23,21 +23,7 @@ const LOG: &str = "log_format b '$uri $status $rcdn_cache_status $rcdn_body'; \
 /// The worker pids of the nginx whose master is `cdn`.
 fn workers(cdn: &Nginx) -> Vec<u32> {
     let master = cdn.pid().expect("master pid");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(master) {
-            out.push(pid);
-        }
-    }
+    let out = workers_of(master);
     assert!(!out.is_empty(), "no workers under master {master}");
     out
 }
@@ -84,17 +70,7 @@ impl Trace {
     /// Detaches (SIGINT) and returns the traced calls.
     fn stop(mut self) -> Calls {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on the PID of the strace we spawned.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop_child(&mut c, libc::SIGINT);
         }
         let text = std::fs::read_to_string(self.out.path()).unwrap_or_default();
         Calls::parse(&text, &self.pids)

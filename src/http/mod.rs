@@ -27,10 +27,8 @@ use directives::Directives;
 /// Header fields as `(name, value)` in the order received.
 pub type Headers<'a> = &'a [(&'a str, &'a [u8])];
 
-/// Fields never stored (RFC 9111 §3.1): hop-by-hop fields, the proxy's own
-/// fields, `Set-Cookie` (one client's), `Age` and `Date` (kept in [`Meta`]
-/// and regenerated).
-const NOT_STORED: &[&str] = &[
+/// Fields of one connection (RFC 9110 §7.6.1): never stored, never forwarded.
+pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -38,6 +36,12 @@ const NOT_STORED: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+];
+
+/// Fields never stored (RFC 9111 §3.1) besides [`HOP_BY_HOP`]: the proxy's own
+/// fields, `Set-Cookie` (one client's), `Age` and `Date` (kept in [`Meta`]
+/// and regenerated).
+const NOT_STORED: &[&str] = &[
     "proxy-authenticate",
     "proxy-authentication-info",
     "proxy-authorization",
@@ -254,7 +258,13 @@ fn stored_fields(headers: Headers, d: &Directives, p: &HttpPolicy) -> Vec<(Strin
     };
     headers
         .iter()
-        .filter(|(n, _)| !NOT_STORED.iter().any(|x| n.eq_ignore_ascii_case(x)) && !named(n))
+        .filter(|(n, _)| {
+            !HOP_BY_HOP
+                .iter()
+                .chain(NOT_STORED)
+                .any(|x| n.eq_ignore_ascii_case(x))
+                && !named(n)
+        })
         .map(|(n, v)| (n.to_string(), Bytes::copy_from_slice(v)))
         .collect()
 }

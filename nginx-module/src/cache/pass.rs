@@ -25,17 +25,6 @@ use nginx_sys::*;
 /// before it is cut (the fill reads the origin at its own pace).
 pub const MEM_CAP: u64 = 64 << 20;
 
-/// Fields of one connection (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Opens the pass stream of a fill whose response will not be stored, if
 /// the request that started it waits for it (not a background refresh, a
 /// slice, or a peer's fill).
@@ -169,7 +158,7 @@ fn meta_of(status: u16, h: &[(String, Vec<u8>)], now: u64) -> Meta {
         .iter()
         .filter(|(n, _)| {
             let l = n.to_ascii_lowercase();
-            !HOP_BY_HOP.contains(&l.as_str()) && !named.contains(&l)
+            !cdncore::http::HOP_BY_HOP.contains(&l.as_str()) && !named.contains(&l)
         })
         .map(|(n, v)| (n.clone(), Bytes::copy_from_slice(v)))
         .collect();

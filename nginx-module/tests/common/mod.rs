@@ -180,17 +180,7 @@ impl Nginx {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SAFETY: kill(2) on the PID of the child we spawned.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        stop_child(&mut child, libc::SIGTERM);
     }
 
     /// Sends a signal to the master process.
@@ -716,4 +706,41 @@ pub fn wait_requests_read(port: u16, n: usize, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Stops `child` by its PID: `sig`, up to 10 s to exit, then SIGKILL.
+pub fn stop_child(child: &mut Child, sig: i32) {
+    // SAFETY: kill(2) on the PID of a child we spawned and not yet reaped.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The worker processes (not shutting down) of the nginx master `master`,
+/// from /proc.
+pub fn workers_of(master: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(master) && cmd.contains("worker process") && !cmd.contains("shutting") {
+            out.push(pid);
+        }
+    }
+    out
 }
