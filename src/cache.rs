@@ -1,7 +1,7 @@
 //! The cache: sharded byte-sized ARC memory tier, purge records checked at
 //! lookup, and a background sweep that reclaims purged space.
 
-use crate::block::engine::{facts_of, shared_purge, Tiers};
+use crate::block::engine::{facts_of, shared_purge, Through, Tiers};
 use crate::block::{BlockCounters, Hit, Tier};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -121,7 +121,12 @@ impl Cache {
             .collect();
         let block = match cfg.ram_spec() {
             None => None,
-            Some(ram) => Some(Tiers::open(&ram, &cfg.tiers, Tier::stderr_log())?),
+            Some(ram) => Some(Tiers::open(
+                &ram,
+                &cfg.tiers,
+                cfg.ram_max_bytes(),
+                Tier::stderr_log(),
+            )?),
         };
         // The purge table stays beside the configured tiers' data: a reboot
         // that empties /dev/shm (the RAM tier) must not lose what guards
@@ -516,13 +521,22 @@ impl Cache {
     pub(crate) fn write_through(&self, obj: &Arc<Object>) {
         let Some(b) = &self.inner.block else { return };
         let sum = Some(obj.meta.checksum);
-        let Some(p) = b.write_through(&obj.key, &obj.meta, obj.born, &obj.body, sum) else {
-            return;
-        };
+        let through = b.write_through(&obj.key, &obj.meta, obj.born, &obj.body, sum);
         let h = KeyHash::of(&obj.key).0;
         let mut s = self.shard(h);
-        if let Some(e) = s.arc.peek_mut(h).filter(|e| Arc::ptr_eq(&e.obj, obj)) {
-            e.obj = Arc::new(obj.rebound(p.body, p.at, p.slices));
+        let ours = s.arc.peek_mut(h).is_some_and(|e| Arc::ptr_eq(&e.obj, obj));
+        match through {
+            Through::Ram(p) if ours => {
+                if let Some(e) = s.arc.peek_mut(h) {
+                    e.obj = Arc::new(obj.rebound(p.body, p.at, p.slices));
+                }
+            }
+            // A large object is served from the tier it went to: no heap
+            // copy stays in this process.
+            Through::Below if ours => {
+                s.arc.remove(h);
+            }
+            _ => {}
         }
     }
 

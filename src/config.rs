@@ -7,6 +7,7 @@
 //! mem=256m shards=8 default_ttl=2m
 //! max_key=4k max_object=8m   # per-object cap of the memory tier
 //! promote_max=32k             # largest block-tier hit copied into RAM
+//! ram_max=256k                # larger objects go to the first disk tier
 //! heuristic_max=1d            # cap of Last-Modified heuristic freshness
 //! tier=/var/cache/rcdn,size=100g,region=64m   # block tiers, fastest first;
 //! tier=/mnt/hdd/rcdn,size=2t                  # `tier` may be repeated
@@ -32,6 +33,11 @@ use std::str::FromStr;
 /// with `sendfile`, as cheap from a disk tier's page cache as from tmpfs.
 pub const PROMOTE_MAX: u64 = 32 * 1024;
 
+/// Default `ram_max`: above it, `sendfile` from a disk file's page cache
+/// (large folios, batched lookups) costs less CPU than from tmpfs (one
+/// page lookup per 4 KiB), and the page cache is already one copy per node.
+pub const RAM_MAX: u64 = 256 * 1024;
+
 /// Engine configuration. `Config::default()` is a usable small cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -48,6 +54,10 @@ pub struct Config {
     /// (and demoting another when the working set exceeds the RAM tier)
     /// costs a copy per hit.
     pub promote_max: Option<u64>,
+    /// Largest object the shared RAM tier stores when the first configured
+    /// tier is not itself in RAM; larger objects are committed straight to
+    /// that tier and served from its page cache. `None`: [`RAM_MAX`].
+    pub ram_max: Option<u64>,
     /// Longest key accepted.
     pub max_key: usize,
     /// Freshness of responses that carry no explicit lifetime, in ms.
@@ -80,6 +90,7 @@ impl Default for Config {
             shards: 8,
             max_object: None,
             promote_max: None,
+            ram_max: None,
             max_key: DEFAULT_MAX_KEY,
             default_ttl_ms: 120_000,
             cache_set_cookie: false,
@@ -99,6 +110,7 @@ const KEYS: &[&str] = &[
     "shards",
     "max_object",
     "promote_max",
+    "ram_max",
     "max_key",
     "default_ttl",
     "cache_set_cookie",
@@ -146,6 +158,7 @@ impl Config {
             "shards" => self.shards = parse_count(key, v)?,
             "max_object" => self.max_object = Some(parse_size(key, v)?),
             "promote_max" => self.promote_max = Some(parse_size(key, v)?),
+            "ram_max" => self.ram_max = Some(parse_size(key, v)?),
             "max_key" => self.max_key = parse_size(key, v)? as usize,
             "default_ttl" => self.default_ttl_ms = parse_duration_ms(key, v)?,
             "cache_set_cookie" => self.cache_set_cookie = parse_bool(key, v)?,
@@ -273,6 +286,12 @@ impl Config {
     pub fn promote_max_bytes(&self) -> u64 {
         self.promote_max
             .unwrap_or_else(|| PROMOTE_MAX.min(self.max_object_bytes()))
+    }
+
+    /// Largest object committed into the RAM tier when the first
+    /// configured tier is on a disk.
+    pub fn ram_max_bytes(&self) -> u64 {
+        self.ram_max.unwrap_or(RAM_MAX)
     }
 }
 

@@ -28,9 +28,11 @@ fn meta() -> Meta {
 
 /// A store with its RAM tier in tmpfs (64 MiB of 4 MiB regions, 1 MiB
 /// slices) and a disk tier.
+/// `ram_max=4m`: the 1 MiB objects of these tests stay in the RAM tier
+/// (by default they would go to the disk tier).
 fn conf(shm: &Path, disk: &Path) -> String {
     format!(
-        "mem=64m shards=4 max_object=4m ram={} tier={},size=64m,region=8m",
+        "mem=64m shards=4 max_object=4m ram_max=4m ram={} tier={},size=64m,region=8m",
         shm.display(),
         disk.display()
     )

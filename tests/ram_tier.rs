@@ -143,3 +143,83 @@ fn a_sliced_object_is_served_as_extents_of_its_slices_in_order() {
     let mine = c.get(k.as_bytes()).unwrap();
     assert_eq!(mine.object().unwrap().extents().len(), 7);
 }
+
+/// A store whose disk tier is at `disk` and RAM tier at `ram`, 4 MiB each.
+fn store_at(ram: &Path, disk: &Path) -> Cache {
+    let conf = format!(
+        "mem=4m shards=1 ram={} tier={},size=8m,region=1m",
+        ram.display(),
+        disk.display()
+    );
+    Cache::open_str(&conf).unwrap()
+}
+
+#[test]
+fn objects_above_ram_max_go_to_a_disk_tier_and_leave_no_heap_copy() {
+    // CARGO_TARGET_TMPDIR is under target/, on the build's disk (not tmpfs).
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ram = tempfile::tempdir_in("/dev/shm").unwrap();
+    let c = store_at(ram.path(), &disk.path().join("d"));
+    let other = store_at(ram.path(), &disk.path().join("d"));
+    let (small, large) = (body_for("small", 200 << 10), body_for("large", 300 << 10));
+    c.insert(b"r.com/small", meta(1), small.clone()).unwrap();
+    c.insert(b"r.com/large", meta(1), large.clone()).unwrap();
+    let (tram, tdisk) = (&c.tiers()[0], &c.tiers()[1]);
+    assert!(
+        tram.get(b"r.com/small").unwrap().is_some(),
+        "<= ram_max: RAM tier"
+    );
+    assert!(tdisk.get(b"r.com/small").unwrap().is_none());
+    assert!(
+        tram.get(b"r.com/large").unwrap().is_none(),
+        "> ram_max: not in RAM"
+    );
+    assert!(
+        tdisk.get(b"r.com/large").unwrap().is_some(),
+        "> ram_max: disk tier"
+    );
+    // No heap copy kept for it in this process: the memory tier holds the
+    // small object's handle only.
+    assert_eq!(c.counters().objects, 1, "{:?}", c.counters());
+    for s in [&c, &other] {
+        assert!(body_of(s, "r.com/large").unwrap() == large.to_vec());
+        assert!(body_of(s, "r.com/small").unwrap() == small.to_vec());
+    }
+    // A newer large version replaces a small one held in the RAM tier.
+    let again = body_for("again", 400 << 10);
+    c.insert(b"r.com/small", meta(1), again.clone()).unwrap();
+    assert!(c.tiers()[0].get(b"r.com/small").unwrap().is_none());
+    let third = store_at(ram.path(), &disk.path().join("d"));
+    assert!(body_of(&third, "r.com/small").unwrap() == again.to_vec());
+    // Hot large hits are not promoted into the RAM tier.
+    for _ in 0..4 {
+        assert!(body_of(&c, "r.com/large").is_some());
+    }
+    assert!(c.tiers()[0].get(b"r.com/large").unwrap().is_none());
+}
+
+#[test]
+fn with_every_tier_in_ram_large_objects_stay_in_the_ram_tier() {
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let c = store_at(&shm.path().join("ram"), &shm.path().join("d"));
+    c.insert(b"r.com/large", meta(1), body_for("large", 300 << 10))
+        .unwrap();
+    assert!(c.tiers()[0].get(b"r.com/large").unwrap().is_some());
+    assert!(c.tiers()[1].get(b"r.com/large").unwrap().is_none());
+}
+
+#[test]
+fn ram_max_is_a_store_setting() {
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ram = tempfile::tempdir_in("/dev/shm").unwrap();
+    let conf = format!(
+        "mem=4m shards=1 ram_max=1m ram={} tier={}/d,size=8m,region=2m",
+        ram.path().display(),
+        disk.path().display()
+    );
+    let c = Cache::open_str(&conf).unwrap();
+    c.insert(b"r.com/large", meta(1), body_for("large", 300 << 10))
+        .unwrap();
+    assert!(c.tiers()[0].get(b"r.com/large").unwrap().is_some());
+    assert!(Cache::open_str("ram_max=12q").is_err());
+}

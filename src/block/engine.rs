@@ -1,12 +1,15 @@
 //! The tiers behind a `Cache`: the shared RAM tier (a block tier in tmpfs
 //! whose residency an ARC directory shared by every process decides), then
-//! the configured block tiers in order. Commits go into the RAM tier;
-//! records ARC no longer holds move down when their RAM region is recycled
+//! the configured block tiers in order. Commits go into the RAM tier
+//! (objects above `ram_max` into the first configured tier when it is on a
+//! disk: its page cache is their one copy in RAM, and cheaper to `sendfile`
+//! from than tmpfs); records ARC no longer holds move down when their RAM
+//! region is recycled
 //! (one copy in RAM per node); a lower-tier hit is copied back up on its
 //! second hit (admission sketch). The purge table is shared by every
 //! process through a mapping in the first configured tier's directory.
 
-use super::ram::{open_directory, ram_charge, warn_unless_ram, ArcResidency};
+use super::ram::{on_ram_fs, open_directory, ram_charge, warn_unless_ram, ArcResidency};
 use super::region::DirLock;
 use super::tier::{BodyAt, Extent, Hit, Log, PurgedFn, Tier, TierStats};
 use super::{Kind, TierSpec};
@@ -92,10 +95,23 @@ pub(crate) struct Placed {
     pub slices: Vec<Extent>,
 }
 
+/// What [`Tiers::write_through`] did with a committed object.
+pub(crate) enum Through {
+    /// In the RAM tier, here.
+    Ram(Placed),
+    /// In the first configured tier (a large object): served from there.
+    Below,
+    /// Not stored in any tier (logged by the tier).
+    Failed,
+}
+
 pub(crate) struct Tiers {
     /// The RAM tier, then the configured tiers.
     tiers: Vec<Tier>,
     dir: Arc<SharedArc>,
+    /// Objects larger than this are committed to the first configured
+    /// tier; `u64::MAX` when that tier is itself in RAM.
+    ram_max: u64,
     sketch: Mutex<Sketch>,
     promotions: AtomicU64,
     refused: AtomicU64,
@@ -103,8 +119,9 @@ pub(crate) struct Tiers {
 
 impl Tiers {
     /// Opens the RAM tier and its directory, then every configured tier,
-    /// and chains them for demotion.
-    pub fn open(ram: &TierSpec, specs: &[TierSpec], log: Log) -> Result<Tiers> {
+    /// and chains them for demotion. `ram_max`: the largest object the RAM
+    /// tier takes when the first configured tier is on a disk.
+    pub fn open(ram: &TierSpec, specs: &[TierSpec], ram_max: u64, log: Log) -> Result<Tiers> {
         let ram_tier = Tier::open(ram, log.clone())?;
         warn_unless_ram(&ram.path, &log);
         let dir = Arc::new(open_directory(ram, log.clone())?);
@@ -119,9 +136,13 @@ impl Tiers {
         for w in tiers.windows(2) {
             w[0].set_next(Some(w[1].clone()));
         }
+        let disk_below = specs
+            .first()
+            .is_some_and(|s| on_ram_fs(&s.path) == Some(false));
         Ok(Tiers {
             tiers,
             dir,
+            ram_max: if disk_below { ram_max } else { u64::MAX },
             sketch: Mutex::new(Sketch::new()),
             promotions: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -256,9 +277,34 @@ impl Tiers {
 
     /// Stores a committed object in the RAM tier (every process sees it
     /// there, and it survives a crash of this one) and tells the ARC
-    /// directory. Returns where it lies. Errors are logged by the tier
-    /// (which then degrades); memory keeps serving.
+    /// directory; an object above `ram_max` goes to the first configured
+    /// tier instead (and any older copy leaves the RAM tier, which lookups
+    /// read first). Errors are logged by the tier (which then degrades);
+    /// memory keeps serving.
     pub fn write_through(
+        &self,
+        key: &[u8],
+        meta: &Meta,
+        born: u64,
+        body: &[u8],
+        sum: Option<u64>,
+    ) -> Through {
+        if body.len() as u64 > self.ram_max {
+            if self.tiers[1].put_placed(key, meta, born, body, sum).is_ok() {
+                self.dir.remove(KeyHash::of(key).0);
+                self.tiers[0].remove(key);
+                return Through::Below;
+            }
+        }
+        match self.write_ram(key, meta, born, body, sum) {
+            Some(p) => Through::Ram(p),
+            None => Through::Failed,
+        }
+    }
+
+    /// Stores an object in the RAM tier; where it lies, if this process
+    /// may serve it from there.
+    fn write_ram(
         &self,
         key: &[u8],
         meta: &Meta,
@@ -318,10 +364,10 @@ impl Tiers {
         body: &[u8],
         sum: Option<u64>,
     ) -> Option<Placed> {
-        if from == 0 {
+        if from == 0 || body.len() as u64 > self.ram_max {
             return None;
         }
-        let placed = self.write_through(key, meta, born, body, sum);
+        let placed = self.write_ram(key, meta, born, body, sum);
         self.promotions.fetch_add(placed.is_some() as u64, Relaxed);
         placed
     }
@@ -466,7 +512,7 @@ mod tests {
         };
         let log: Log = Arc::new(|_: &str| {});
         let ram = spec("ram", 1 << 20, 64 << 10);
-        let t = Tiers::open(&ram, &[spec("disk", 8 << 20, 256 << 10)], log).unwrap();
+        let t = Tiers::open(&ram, &[spec("disk", 8 << 20, 256 << 10)], u64::MAX, log).unwrap();
         let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let meta = Meta::with_ttl(1000, 1 << 30);
         t.tiers()[1].put(b"k", &meta, 5, &body).unwrap();

@@ -68,25 +68,28 @@ pub(super) fn open_directory(ram: &TierSpec, log: Log) -> Result<SharedArc> {
 /// One log line if the RAM tier's directory is not in RAM (tmpfs, ramfs):
 /// it works there, it is just not memory.
 pub(super) fn warn_unless_ram(dir: &Path, log: &Log) {
-    const TMPFS: i64 = 0x0102_1994;
-    const RAMFS: i64 = 0x8584_58f6;
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: an all-zero statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` writable.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return;
-    }
-    let fs = st.f_type as i64;
-    if fs != TMPFS && fs != RAMFS {
+    if on_ram_fs(dir) == Some(false) {
         log(&format!(
             "RAM tier {} is not on tmpfs: it works, but its bytes are not in RAM (give ram=/dev/shm/...)",
             dir.display()
         ));
     }
+}
+
+/// Whether `dir` is on tmpfs or ramfs; `None` if `statfs` fails.
+pub(super) fn on_ram_fs(dir: &Path) -> Option<bool> {
+    const TMPFS: i64 = 0x0102_1994;
+    const RAMFS: i64 = 0x8584_58f6;
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` writable.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let fs = st.f_type as i64;
+    Some(fs == TMPFS || fs == RAMFS)
 }
 
 fn io(p: &Path, what: &str, e: std::io::Error) -> Error {
