@@ -294,16 +294,19 @@ fn all_in(files: &[String], dir: &Path) -> bool {
             .all(|f| f.starts_with(&d) && f.contains("region."))
 }
 
-#[test]
-fn large_ram_tier_hits_go_out_with_sendfile_small_ones_from_memory() {
+/// A 1 MiB and an 8 KiB object on a node with the test store plus
+/// `extra` tokens: the large hits go out with `sendfile` from the region
+/// files of `tier` (a directory of the store), the small ones from memory.
+fn large_by_sendfile_from(extra: &str, tier: &str) {
     let big = pattern(MIB, 21);
     let small = pattern(8 * KIB, 22);
     let origin = start_origin(
         &[("b/1m.bin", big.clone()), ("b/8k.bin", small.clone())],
         "",
     );
-    let cdn = start_cdn(2, origin.port, LOG, "");
-    let store = cdn.store.as_ref().expect("store").path().to_path_buf();
+    let store = store_dir();
+    let tokens = format!("{} {extra}", store_tokens(store.path()));
+    let cdn = start_cdn_tokens(&tokens, 2, origin.port, LOG, "");
     assert_eq!(get(cdn.port, "/b/1m.bin").cache(), "MISS");
     assert_eq!(get(cdn.port, "/b/8k.bin").cache(), "MISS");
     hit_as(&cdn, "/b/1m.bin", &big, "sendfile");
@@ -323,17 +326,29 @@ fn large_ram_tier_hits_go_out_with_sendfile_small_ones_from_memory() {
     // (the small hits were written from memory).
     assert_eq!(calls.sendfile_bytes, large, "{calls:?}");
     assert!(calls.writev >= 3, "{calls:?}");
-    // From the shared RAM tier's region files.
-    assert!(all_in(&calls.files, &store.join("ram")), "{calls:?}");
+    assert!(all_in(&calls.files, &store.path().join(tier)), "{calls:?}");
     cdn.check_log();
 }
 
+/// By default (`ram_max` 256 KiB, the block tier on a disk) a 1 MiB object
+/// is stored in the block tier and sent from its page cache.
+#[test]
+fn large_hits_go_out_with_sendfile_from_the_disk_tier_small_ones_from_memory() {
+    large_by_sendfile_from("", "shm");
+}
+
+/// With `ram_max` above it, from the shared RAM tier's region files.
+#[test]
+fn large_ram_tier_hits_go_out_with_sendfile_small_ones_from_memory() {
+    large_by_sendfile_from("ram_max=16m", "ram");
+}
+
 /// A node whose RAM tier is tiny (4 MiB: 256 KiB regions, 64 KiB slices,
-/// so a 1 MiB object is 16 slices there) over a disk tier, and no
-/// promotion of large disk hits into RAM.
+/// so a 1 MiB object is 16 slices there; `ram_max=4m` keeps it there) over
+/// a disk tier, and no promotion of large disk hits into RAM.
 fn tiny_ram(store: &Path, origin: &Nginx, workers: u32) -> Nginx {
     let tokens = format!(
-        "mem=4m shards=1 max_object=4m promote_max=32k default_ttl=2m tier={0}/disk,size=64m,region=4m ram={0}/ram",
+        "mem=4m shards=1 max_object=4m ram_max=4m promote_max=32k default_ttl=2m tier={0}/disk,size=64m,region=4m ram={0}/ram",
         store.display()
     );
     start_cdn_tokens(&tokens, workers, origin.port, LOG, "")
@@ -451,7 +466,7 @@ fn a_send_outlives_the_recycling_of_the_regions_it_reads() {
     let origin = start_origin(&files, "");
     let store = store_dir();
     let tokens = format!(
-        "mem=8m shards=1 max_object=4m default_ttl=2m tier={0}/disk,size=64m,region=4m ram={0}/ram",
+        "mem=8m shards=1 max_object=4m ram_max=4m default_ttl=2m tier={0}/disk,size=64m,region=4m ram={0}/ram",
         store.path().display()
     );
     // nginx's send buffer is small too (sndbuf=16k): what the client has
