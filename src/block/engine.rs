@@ -289,12 +289,11 @@ impl Tiers {
         body: &[u8],
         sum: Option<u64>,
     ) -> Through {
-        if body.len() as u64 > self.ram_max {
-            if self.tiers[1].put_placed(key, meta, born, body, sum).is_ok() {
-                self.dir.remove(KeyHash::of(key).0);
-                self.tiers[0].remove(key);
-                return Through::Below;
-            }
+        let large = body.len() as u64 > self.ram_max;
+        if large && self.tiers[1].put_placed(key, meta, born, body, sum).is_ok() {
+            self.dir.remove(KeyHash::of(key).0);
+            self.tiers[0].remove(key);
+            return Through::Below;
         }
         match self.write_ram(key, meta, born, body, sum) {
             Some(p) => Through::Ram(p),
