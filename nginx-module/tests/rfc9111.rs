@@ -717,3 +717,32 @@ fn rule1_an_endless_stream_of_interim_responses_is_a_bad_gateway() {
     );
     cdn.check_log();
 }
+
+#[test]
+fn rule5_a_304_after_an_interim_response_revalidates_without_its_fields() {
+    let o = Scripted::start();
+    o.script(
+        "/i-reval",
+        &[
+            &ok("ETag: \"v1\"\nCache-Control: max-age=1\nX-Version: 1\n", "abcd"),
+            "HTTP/1.1 103 Early Hints\nLink: </a.css>; rel=preload\nX-Version: early\n\nHTTP/1.1 304 Not Modified\nDate: {date}\nETag: \"v1\"\nCache-Control: max-age=300\nX-Version: 2\n\n",
+        ],
+    );
+    let cdn = node(&o, "");
+    assert_eq!(get(cdn.port, "/i-reval").cache(), "MISS");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let b = get(cdn.port, "/i-reval");
+    assert_eq!(
+        (b.status, b.cache(), b.body.as_slice()),
+        (200, "REVALIDATED", &b"abcd"[..]),
+        "{b:?}"
+    );
+    let c = get(cdn.port, "/i-reval");
+    assert_eq!((c.cache(), c.body.as_slice()), ("HIT", &b"abcd"[..]));
+    for r in [&b, &c] {
+        assert_eq!(r.header("x-version"), Some("2"), "{r:?}");
+        assert_eq!(r.header("link"), None, "{r:?}");
+    }
+    assert_eq!(o.count("/i-reval"), 2);
+    cdn.check_log();
+}
