@@ -581,3 +581,168 @@ fn rule9_a_head_miss_fills_with_get_and_a_head_response_freshens_the_get() {
     assert_eq!(c.body, b"BODY");
     cdn.check_log();
 }
+
+/// A final 200 after `interim` (raw 1xx responses, each ending in a blank
+/// line): explicit `Content-Length`, since `{len}` would count from the
+/// first blank line.
+fn after_interim(interim: &str, cc: &str, body: &str) -> String {
+    format!(
+        "{interim}HTTP/1.1 200 OK\nDate: {{date}}\nContent-Type: text/plain\n{cc}Content-Length: {}\nConnection: close\n\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn rule1_interim_responses_are_skipped_and_never_stored() {
+    let o = Scripted::start();
+    let fresh = "Cache-Control: max-age=300\n";
+    let hints = "HTTP/1.1 103 Early Hints\nLink: </style.css>; rel=preload; as=style\nLink: </app.js>; rel=preload; as=script\nX-Hint: early\n\n";
+    let chunked = "HTTP/1.1 102 Processing\n\nHTTP/1.1 200 OK\nDate: {date}\nCache-Control: max-age=300\nTransfer-Encoding: chunked\nConnection: close\n\n5\nhello\n6\n world\n0\n\n";
+    // Early hints as origins send them: apart from the final response, and
+    // more of them than the proxy's header buffer (4k) holds at once.
+    let link = format!("Link: </{}.css>; rel=preload\n", "x".repeat(3000));
+    let big_hints = format!("HTTP/1.1 103 Early Hints\n{link}\n").repeat(4);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "/i100",
+            after_interim("HTTP/1.1 100 Continue\n\n", fresh, "after continue"),
+            "after continue",
+        ),
+        (
+            "/i103",
+            after_interim(hints, fresh, "after hints"),
+            "after hints",
+        ),
+        ("/i102-chunked", chunked.to_string(), "hello world"),
+        (
+            "/i-many",
+            after_interim(
+                &format!("HTTP/1.1 100 Continue\n\nHTTP/1.1 102 Processing\n\n{hints}"),
+                fresh,
+                "after three",
+            ),
+            "after three",
+        ),
+        (
+            "/i103-apart",
+            after_interim(&format!("{hints}{{flush}}"), fresh, "after a pause"),
+            "after a pause",
+        ),
+        (
+            "/i103-big",
+            after_interim(&big_hints, fresh, "after big hints"),
+            "after big hints",
+        ),
+    ];
+    for (path, raw, _) in &cases {
+        o.script(path, &[raw]);
+    }
+    let cdn = node(&o, "");
+    for (path, _, want) in &cases {
+        let a = get(cdn.port, path);
+        let b = get(cdn.port, path);
+        for (round, r) in [(1, &a), (2, &b)] {
+            assert_eq!(
+                (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+                (200, *want),
+                "{path} round {round}: {r:?}"
+            );
+            assert_eq!(r.header("link"), None, "{path} round {round}: {r:?}");
+            assert_eq!(r.header("x-hint"), None, "{path} round {round}: {r:?}");
+        }
+        // The final response's own fields, stored and replayed.
+        assert_eq!(a.header("cache-control"), Some("max-age=300"), "{path}");
+        assert_eq!(b.header("cache-control"), Some("max-age=300"), "{path}");
+        assert_eq!(a.cache(), "MISS", "{path}");
+        assert_eq!(b.cache(), "HIT", "{path}: the final response is stored");
+        assert_eq!(o.count(path), 1, "{path}: origin requests");
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule1_a_final_response_not_stored_after_an_interim_one_is_passed() {
+    let o = Scripted::start();
+    let hints = "HTTP/1.1 103 Early Hints\nLink: </a.css>; rel=preload\n\n";
+    o.script(
+        "/i-nostore",
+        &[&after_interim(
+            hints,
+            "Cache-Control: no-store\n",
+            "mine only",
+        )],
+    );
+    o.script(
+        "/i-404",
+        &["HTTP/1.1 100 Continue\n\nHTTP/1.1 404 Not Found\nContent-Length: 4\nConnection: close\n\nnope"],
+    );
+    let cdn = node(&o, "");
+    for round in 1..=2 {
+        let r = get(cdn.port, "/i-nostore");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"mine only"[..]),
+            "{r:?}"
+        );
+        assert_eq!(r.header("link"), None, "{r:?}");
+        assert_ne!(r.cache(), "HIT");
+        assert_eq!(o.count("/i-nostore"), round, "origin requests");
+        let r = get(cdn.port, "/i-404");
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"nope"[..]), "{r:?}");
+        assert_eq!(o.count("/i-404"), round, "origin requests");
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule1_an_endless_stream_of_interim_responses_is_a_bad_gateway() {
+    let o = Scripted::start();
+    let many = "HTTP/1.1 100 Continue\n\n".repeat(40);
+    o.script(
+        "/i-endless",
+        &[&after_interim(
+            &many,
+            "Cache-Control: max-age=300\n",
+            "never",
+        )],
+    );
+    let cdn = node(&o, "");
+    let r = get(cdn.port, "/i-endless");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(o.count("/i-endless"), 1, "origin requests");
+    assert!(
+        cdn.error_log().contains("more than 16 interim responses"),
+        "{}",
+        cdn.error_log()
+    );
+    cdn.check_log();
+}
+
+#[test]
+fn rule5_a_304_after_an_interim_response_revalidates_without_its_fields() {
+    let o = Scripted::start();
+    o.script(
+        "/i-reval",
+        &[
+            &ok("ETag: \"v1\"\nCache-Control: max-age=1\nX-Version: 1\n", "abcd"),
+            "HTTP/1.1 103 Early Hints\nLink: </a.css>; rel=preload\nX-Version: early\n\nHTTP/1.1 304 Not Modified\nDate: {date}\nETag: \"v1\"\nCache-Control: max-age=300\nX-Version: 2\n\n",
+        ],
+    );
+    let cdn = node(&o, "");
+    assert_eq!(get(cdn.port, "/i-reval").cache(), "MISS");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let b = get(cdn.port, "/i-reval");
+    assert_eq!(
+        (b.status, b.cache(), b.body.as_slice()),
+        (200, "REVALIDATED", &b"abcd"[..]),
+        "{b:?}"
+    );
+    let c = get(cdn.port, "/i-reval");
+    assert_eq!((c.cache(), c.body.as_slice()), ("HIT", &b"abcd"[..]));
+    for r in [&b, &c] {
+        assert_eq!(r.header("x-version"), Some("2"), "{r:?}");
+        assert_eq!(r.header("link"), None, "{r:?}");
+    }
+    assert_eq!(o.count("/i-reval"), 2);
+    cdn.check_log();
+}

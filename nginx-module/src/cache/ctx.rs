@@ -103,6 +103,8 @@ pub struct ReqCtx {
     io: Option<IoWait>,
     /// Its result, taken by the lookup when the phases re-run.
     pub io_result: Option<cdncore::Lookup>,
+    /// The upstream handlers that skip interim 1xx responses wrap (a pass).
+    pub interim: crate::cache::interim::Hook,
 }
 
 /// An io job in flight: its id and a non-cancelable timer (so graceful
@@ -376,6 +378,8 @@ pub struct FillCtx {
     /// The response, not stored, streaming to the client that started the
     /// fill (`crate::cache::pass`).
     pub pass: Option<crate::cache::stream::Shared>,
+    /// The upstream handlers that skip interim 1xx responses wrap.
+    pub interim: crate::cache::interim::Hook,
 }
 
 impl FillCtx {

@@ -156,6 +156,7 @@ unsafe fn subrequest(
             also: None,
             slow_write: crate::base::guard::fault_asked(r, "slow-write"),
             pass: None,
+            interim: Default::default(),
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;

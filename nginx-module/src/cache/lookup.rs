@@ -51,6 +51,11 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     unsafe { guard::fault(r, "lookup") };
     // SAFETY: r is live.
     if unsafe { (*r).main } != r {
+        // SAFETY: r is a live subrequest; a fill's owns its FillCtx.
+        if let Some(f) = unsafe { crate::cache::ctx::FillCtx::get(r) } {
+            // SAFETY: as above.
+            unsafe { crate::cache::interim::install(r, &mut f.interim) };
+        }
         return declined(); // fills and other subrequests go to their handler
     }
     // SAFETY: r is live; loc conf always exists for our module.
@@ -67,6 +72,9 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     if ctx.waiting() || ctx.io_pending() {
         return Status::NGX_AGAIN.into(); // a spurious re-run while we wait
     }
+    // Whatever it becomes, a pass to the origin skips interim responses.
+    // SAFETY: r is the live main request owning ctx.
+    unsafe { crate::cache::interim::install(r, &mut ctx.interim) };
     // A response to an authorised request belongs to that client
     // (RFC 9111 §3.5): never share it.
     // SAFETY: r is live.

@@ -16,6 +16,7 @@ mod collapse;
 mod ctx;
 mod fill;
 mod filter;
+mod interim;
 mod invalidate;
 mod lookup;
 mod pass;

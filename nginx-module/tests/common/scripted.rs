@@ -17,6 +17,11 @@ use std::time::{Duration, SystemTime};
 
 const MAX_CONNS: usize = 10_000;
 
+/// In a reply, ends one write: the rest follows 50 ms later, so the cache
+/// reads it apart (an interim response before the final one, as origins
+/// send them).
+const FLUSH: &str = "{flush}";
+
 /// One request the origin received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -50,7 +55,8 @@ pub struct Scripted {
 }
 
 /// `{date}` is now as an IMF-fixdate, `{date-N}` / `{date+N}` N seconds
-/// before / after; `{len}` is the length of the body (after the blank line).
+/// before / after; `{len}` is the length of the body (after the blank line);
+/// `{flush}` (not counted) ends a write (see [`FLUSH`]).
 fn expand(raw: &str) -> Vec<u8> {
     let now = SystemTime::now();
     let mut out = String::new();
@@ -70,7 +76,7 @@ fn expand(raw: &str) -> Vec<u8> {
     out.push_str(rest);
     let text = out.replace("\n", "\r\n").replace("\r\r\n", "\r\n");
     if let Some(at) = text.find("\r\n\r\n") {
-        let len = text.len() - at - 4;
+        let len = text.len() - at - 4 - text[at..].matches(FLUSH).count() * FLUSH.len();
         return text.replacen("{len}", &len.to_string(), 1).into_bytes();
     }
     text.into_bytes()
@@ -143,8 +149,26 @@ fn handle(mut s: TcpStream, state: &Mutex<State>) {
             out.truncate(at + 4);
         }
     }
-    let _ = s.write_all(&out);
-    let _ = s.flush();
+    let parts: Vec<&[u8]> = split(&out, FLUSH.as_bytes());
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        if s.write_all(part).and_then(|_| s.flush()).is_err() {
+            return;
+        }
+        if i + 1 < n {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn split<'a>(mut b: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(sep.len()).position(|w| w == sep) {
+        out.push(&b[..i]);
+        b = &b[i + sep.len()..];
+    }
+    out.push(b);
+    out
 }
 
 impl Scripted {
