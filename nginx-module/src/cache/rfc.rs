@@ -133,14 +133,18 @@ unsafe fn not_modified(
 
 /// The origin's 304 for a stale copy (RFC 9111 §4.3.4): the stored
 /// response with the 304's fields and freshness, or why it cannot be used
-/// any more (the 304 selects another response, or forbids storing).
+/// any more (the 304 selects another response, or forbids storing; after
+/// a revalidation with `Authorization`, the updated response must allow a
+/// shared cache to reuse it, RFC 9111 §3.5).
 pub fn freshened(
     lc: &LocConf,
     cfg: &cdncore::Config,
     stored: &Meta,
     h: &[(String, Vec<u8>)],
+    authorized: bool,
 ) -> Result<Meta, &'static str> {
-    let p = policy(lc, cfg, stored.status);
+    let mut p = policy(lc, cfg, stored.status);
+    p.authorization = authorized;
     let pairs: Vec<(&str, &[u8])> = h.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
     match freshen_304(stored, &pairs, now_ms(), &p) {
         Freshened::Updated(m) => Ok(m),
