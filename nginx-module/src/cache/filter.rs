@@ -453,6 +453,7 @@ fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(Stri
     match crate::cache::rfc::freshened(lc, cache.config(), old.meta(), h, f.authorized) {
         Ok(mut meta) => {
             apply_extras(&mut meta, h); // only what the 304 itself sets
+            variant::keep_tag(old.meta(), &mut meta);
             refreshed(cache, f, &old, meta);
         }
         Err(why) => {

@@ -152,7 +152,8 @@ unsafe fn freshen(r: *mut ngx_http_request_t, lc: &LocConf, cache: &Cache, key: 
     // SAFETY: r is live.
     p.authorization = unsafe { header_in(r, b"authorization") }.is_some();
     match freshen_head(o.meta(), status, &pairs(&h), now_ms(), &p) {
-        Freshened::Updated(meta) => {
+        Freshened::Updated(mut meta) => {
+            variant::keep_tag(o.meta(), &mut meta);
             if let Ok((_, through)) = cache.insert_deferred(o.key(), meta, o.body().clone()) {
                 crate::cache::persist::later(through.into_iter().collect(), || {});
             }

@@ -148,7 +148,20 @@ pub fn key_for(base: &[u8], marker: &[u8], coding: &str, fields: Fields) -> Vec<
 /// The internal surrogate key of a URL's field variants (the `Fields`
 /// kind): purged with the URL.
 pub fn url_tag(base: &[u8]) -> String {
-    format!("rcdn-vary {}", String::from_utf8_lossy(base))
+    format!("{TAG}{}", String::from_utf8_lossy(base))
+}
+
+/// How [`url_tag`]s begin.
+const TAG: &str = "rcdn-vary ";
+
+/// Keeps the [`url_tag`] of `old` on its update `new` (a 304 or HEAD
+/// response rebuilds the surrogate keys from the fields only).
+pub fn keep_tag(old: &cdncore::Meta, new: &mut cdncore::Meta) {
+    for t in old.surrogate_keys.iter().filter(|t| t.starts_with(TAG)) {
+        if !new.surrogate_keys.contains(t) {
+            new.surrogate_keys.push(t.clone());
+        }
+    }
 }
 
 /// Every key a URL's `Accept-Encoding` variants and unvaried object can
