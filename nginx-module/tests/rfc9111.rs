@@ -789,3 +789,60 @@ fn rule10_authorization_responses_are_reused_only_with_public_s_maxage_or_must_r
     assert_eq!(o.count("/auth-vary"), 3);
     cdn.check_log();
 }
+
+#[test]
+fn rule10_an_authorised_request_refreshes_only_a_copy_that_allows_it() {
+    let o = Scripted::start();
+    let not_modified = |etag: &str, cc: &str| {
+        format!(
+            "HTTP/1.1 304 Not Modified\nDate: {{date}}\nETag: \"{etag}\"\nCache-Control: {cc}\n\n"
+        )
+    };
+    o.script(
+        "/stale-anon",
+        &[
+            &ok("ETag: \"a1\"\nCache-Control: max-age=0\n", "anon"),
+            &ok("ETag: \"a2\"\nCache-Control: max-age=300\n", "alice's"),
+            &not_modified("a1", "max-age=300"),
+        ],
+    );
+    o.script(
+        "/stale-public",
+        &[
+            &ok("ETag: \"p1\"\nCache-Control: public, max-age=0\n", "pub"),
+            &not_modified("p1", "public, max-age=300"),
+        ],
+    );
+    let cdn = node(&o, "");
+    let alice = [("Authorization", "Basic YWxpY2U6MQ==")];
+    assert_eq!(get(cdn.port, "/stale-anon").cache(), "MISS");
+    // The stale copy was stored for a request without Authorization and
+    // does not allow reuse for one with it: fetched in full, not stored.
+    let a = request(cdn.port, "GET", "/stale-anon", &alice);
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"alice's"[..]));
+    let reqs = o.requests("/stale-anon");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].header("if-none-match"), None);
+    assert_eq!(reqs[1].header("authorization"), Some(alice[0].1));
+    // The copy is intact: the next anonymous request revalidates it.
+    let b = get(cdn.port, "/stale-anon");
+    assert_eq!(
+        (b.cache(), b.body.as_slice()),
+        ("REVALIDATED", &b"anon"[..])
+    );
+    assert_eq!(
+        o.requests("/stale-anon")[2].header("if-none-match"),
+        Some("\"a1\"")
+    );
+    assert_eq!(get(cdn.port, "/stale-anon").cache(), "HIT");
+    // A public copy is revalidated for an authorised request.
+    assert_eq!(get(cdn.port, "/stale-public").cache(), "MISS");
+    let c = request(cdn.port, "GET", "/stale-public", &alice);
+    assert_eq!((c.cache(), c.body.as_slice()), ("REVALIDATED", &b"pub"[..]));
+    let reqs = o.requests("/stale-public");
+    assert_eq!(reqs[1].header("if-none-match"), Some("\"p1\""));
+    assert_eq!(reqs[1].header("authorization"), Some(alice[0].1));
+    assert_eq!(get(cdn.port, "/stale-public").cache(), "HIT");
+    assert_eq!((o.count("/stale-anon"), o.count("/stale-public")), (3, 2));
+    cdn.check_log();
+}

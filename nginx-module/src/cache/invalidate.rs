@@ -148,9 +148,13 @@ unsafe fn freshen(r: *mut ngx_http_request_t, lc: &LocConf, cache: &Cache, key: 
     if length >= 0 {
         h.push(("Content-Length".into(), length.to_string().into_bytes()));
     }
-    let mut p = crate::cache::rfc::policy(lc, cache.config(), o.meta().status);
     // SAFETY: r is live.
-    p.authorization = unsafe { header_in(r, b"authorization") }.is_some();
+    let authorized = unsafe { header_in(r, b"authorization") }.is_some();
+    if !crate::cache::rfc::may_update(lc, cache.config(), o.meta(), authorized) {
+        return;
+    }
+    let mut p = crate::cache::rfc::policy(lc, cache.config(), o.meta().status);
+    p.authorization = authorized;
     match freshen_head(o.meta(), status, &pairs(&h), now_ms(), &p) {
         Freshened::Updated(mut meta) => {
             variant::keep_tag(o.meta(), &mut meta);

@@ -351,8 +351,15 @@ unsafe fn decide(
                 // SAFETY: forwarded.
                 return unsafe { hit(r, ctx, o, CacheStatus::Stale) };
             }
+            // SAFETY: r is live.
+            let authorized = unsafe { header_in(r, b"authorization") }.is_some();
+            let refresh = !authorized
+                || store::get()
+                    .is_some_and(|c| crate::cache::rfc::may_update(lc, c.config(), o.meta(), true));
             if o.meta().within_stale_while_revalidate(now) {
-                if let collapse::Start::Fill(token) =
+                if !refresh {
+                    // Served stale; the refresh is left to an anonymous request.
+                } else if let collapse::Start::Fill(token) =
                     collapse::claim(&ctx.key, lc.lock_timeout as u64)
                 {
                     // SAFETY: forwarded.
@@ -368,7 +375,7 @@ unsafe fn decide(
             }
             ctx.had_stale = true;
             // SAFETY: forwarded.
-            unsafe { miss(r, lc, ctx, coding, Some(o)) }
+            unsafe { miss(r, lc, ctx, coding, refresh.then_some(o)) }
         }
         // SAFETY: forwarded.
         Lookup::Miss => unsafe { miss(r, lc, ctx, coding, None) },

@@ -11,7 +11,7 @@ use crate::conf::LocConf;
 use crate::http::reply::push_header;
 use cdncore::http::conditional::{answer, ClientAnswer};
 use cdncore::http::revalidate::{freshen_304, Freshened};
-use cdncore::http::{FallbackTtl, HttpPolicy, DEFAULT_TARGETS};
+use cdncore::http::{verdict, FallbackTtl, HttpPolicy, Verdict, DEFAULT_TARGETS};
 use cdncore::{now_ms, Meta};
 use nginx_sys::*;
 
@@ -129,6 +129,26 @@ unsafe fn not_modified(
         }
         ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t)
     }
+}
+
+/// May the origin's answer to a request with `Authorization` (`authorized`)
+/// update `stored` (a revalidation, a HEAD)? Only when `stored` allows a
+/// shared cache to reuse responses to such requests (`public`, `s-maxage`,
+/// `must-revalidate`: RFC 9111 §3.5). Else the request is fetched
+/// unconditionally, its response judged on its own, and the copy is left
+/// to the requests without `Authorization`.
+pub fn may_update(lc: &LocConf, cfg: &cdncore::Config, stored: &Meta, authorized: bool) -> bool {
+    if !authorized {
+        return true;
+    }
+    let mut p = policy(lc, cfg, stored.status);
+    p.authorization = true;
+    let h: Vec<(&str, &[u8])> = stored
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), &v[..]))
+        .collect();
+    matches!(verdict(stored.status, &h, now_ms(), &p), Verdict::Store(_))
 }
 
 /// The origin's 304 for a stale copy (RFC 9111 §4.3.4): the stored
