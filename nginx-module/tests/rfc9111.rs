@@ -788,6 +788,23 @@ fn rule10_authorization_responses_are_reused_only_with_public_s_maxage_or_must_r
     assert_eq!(get(cdn.port, "/auth-vary").cache(), "MISS");
     assert_eq!(o.count("/auth-vary"), 3);
     cdn.check_log();
+    drop(cdn);
+    // Never caching authorised requests is a configuration: an empty key
+    // bypasses the cache.
+    let map = r#"map $http_authorization $anon_key { "" $host$request_uri; default ""; }"#;
+    let cdn = start_cdn(1, o.port, map, "rcdn_cache_key $anon_key;");
+    o.script(
+        "/auth-bypass",
+        &[&ok("Cache-Control: public, max-age=300\n", "b")],
+    );
+    for round in 1..=2 {
+        let r = request(cdn.port, "GET", "/auth-bypass", &alice);
+        assert_eq!((r.status, r.cache()), (200, "BYPASS"));
+        assert_eq!(o.count("/auth-bypass"), round);
+    }
+    assert_eq!(get(cdn.port, "/auth-bypass").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/auth-bypass").cache(), "HIT");
+    cdn.check_log();
 }
 
 #[test]
