@@ -863,3 +863,41 @@ fn rule10_an_authorised_request_refreshes_only_a_copy_that_allows_it() {
     assert_eq!((o.count("/stale-anon"), o.count("/stale-public")), (3, 2));
     cdn.check_log();
 }
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn rule5_field_variants_are_kept_on_the_block_tier_and_found_by_an_io_thread() {
+    let o = Scripted::start();
+    let cc = "Cache-Control: max-age=300\nVary: Abc\n";
+    o.script(
+        "/vary-tier",
+        &[&ok(cc, "first"), &ok(cc, "second"), &ok(cc, "third")],
+    );
+    let store = store_dir();
+    let mut before = start_cdn_on(store.path(), 1, o.port, "", "");
+    for v in ["1", "2"] {
+        let r = request(before.port, "GET", "/vary-tier", &[("Abc", v)]);
+        assert_eq!(r.cache(), "MISS");
+    }
+    before.signal(libc::SIGQUIT); // graceful: the write-throughs land
+    assert!(before.wait_exit(std::time::Duration::from_secs(20)));
+    before.check_log();
+    // Same store, empty memory; a slow read always takes an io thread,
+    // which selects the variant from its copy of the request's fields.
+    let cdn = start_cdn_on(store.path(), 1, o.port, "", "");
+    let slow = ("X-Rcdn-Fault", "slow-block-read");
+    for (v, cache, body) in [
+        ("2", "HIT", "second"),
+        ("1", "HIT", "first"),
+        ("3", "MISS", "third"),
+    ] {
+        let r = request(cdn.port, "GET", "/vary-tier", &[("Abc", v), slow]);
+        assert_eq!(
+            (r.cache(), r.body.as_slice()),
+            (cache, body.as_bytes()),
+            "Abc: {v}"
+        );
+    }
+    assert_eq!(o.count("/vary-tier"), 3);
+    cdn.check_log();
+}
