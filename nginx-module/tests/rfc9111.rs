@@ -746,3 +746,323 @@ fn rule5_a_304_after_an_interim_response_revalidates_without_its_fields() {
     assert_eq!(o.count("/i-reval"), 2);
     cdn.check_log();
 }
+
+#[test]
+fn rule5_a_stale_variant_of_any_vary_is_revalidated_with_its_validators_and_fields() {
+    let o = Scripted::start();
+    let one = "ETag: \"v1\"\nCache-Control: max-age=0\nVary: Abc\nX-Version: 1\n";
+    let two = "ETag: \"v2\"\nCache-Control: max-age=300\nVary: Abc\n";
+    let none = "ETag: \"v3\"\nCache-Control: max-age=300\nVary: Abc\n";
+    o.script(
+        "/vary",
+        &[
+            &ok(one, "one"),
+            &ok(two, "two"),
+            "HTTP/1.1 304 Not Modified\nDate: {date}\nETag: \"v1\"\nCache-Control: max-age=300\nX-Version: 2\n\n",
+            &ok(none, "none"),
+            &ok(two, "after purge"),
+        ],
+    );
+    let cdn = node(&o, "");
+    let abc = |v: &'static str| [("Abc", v)];
+    let a = request(cdn.port, "GET", "/vary", &abc("1"));
+    assert_eq!((a.cache(), a.body.as_slice()), ("MISS", &b"one"[..]));
+    let b = request(cdn.port, "GET", "/vary", &abc("2"));
+    assert_eq!((b.cache(), b.body.as_slice()), ("MISS", &b"two"[..]));
+    // Stored stale (max-age=0): revalidated with its own validators and
+    // the field value that selected it; the 304 freshens that variant.
+    let c = request(cdn.port, "GET", "/vary", &abc("1"));
+    assert_eq!(
+        (c.status, c.cache(), c.body.as_slice()),
+        (200, "REVALIDATED", &b"one"[..])
+    );
+    let reqs = o.requests("/vary");
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[2].header("if-none-match"), Some("\"v1\""));
+    assert_eq!(reqs[2].header("abc"), Some("1"));
+    assert_eq!(reqs[1].header("if-none-match"), None, "a new variant");
+    let d = request(cdn.port, "GET", "/vary", &abc("1"));
+    assert_eq!((d.cache(), d.body.as_slice()), ("HIT", &b"one"[..]));
+    assert_eq!(d.header("x-version"), Some("2"), "the 304 updated it");
+    assert_eq!(d.header("vary"), Some("Abc"));
+    let e = request(cdn.port, "GET", "/vary", &abc("2"));
+    assert_eq!((e.cache(), e.body.as_slice()), ("HIT", &b"two"[..]));
+    // Combined lines and spaces around commas select the same variant;
+    // an absent field is a variant of its own.
+    let e2 = request(cdn.port, "GET", "/vary", &[("Abc", " 2 ")]);
+    assert_eq!(e2.cache(), "HIT");
+    let f = get(cdn.port, "/vary");
+    assert_eq!((f.cache(), f.body.as_slice()), ("MISS", &b"none"[..]));
+    assert_eq!(get(cdn.port, "/vary").cache(), "HIT");
+    assert_eq!(o.count("/vary"), 4);
+    // A purge of the URL takes every variant.
+    let p = get(cdn.port, "/purge?url=/vary");
+    assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&p.body));
+    let g = request(cdn.port, "GET", "/vary", &abc("2"));
+    assert_eq!(
+        (g.cache(), g.body.as_slice()),
+        ("MISS", &b"after purge"[..])
+    );
+    assert_eq!(request(cdn.port, "GET", "/vary", &abc("1")).cache(), "MISS");
+    assert_eq!(o.count("/vary"), 6);
+    cdn.check_log();
+}
+
+#[test]
+fn rule4_an_unsafe_method_invalidates_every_variant_and_unsendable_vary_is_not_stored() {
+    let o = Scripted::start();
+    let v = ok(
+        "Cache-Control: max-age=300\nVary: Abc, Accept-Encoding\n",
+        "v",
+    );
+    o.script("/inv-vary", &[&v]);
+    // The fill drops Cache-Control: the origin never sees what this varies on.
+    o.script(
+        "/vary-cc",
+        &[&ok(
+            "Cache-Control: max-age=300\nVary: Cache-Control\n",
+            "cc",
+        )],
+    );
+    let cdn = node(&o, "");
+    let sel = [("Abc", "x"), ("Accept-Encoding", "gzip")];
+    for h in [&sel[..], &sel[..1]] {
+        assert_eq!(request(cdn.port, "GET", "/inv-vary", h).cache(), "MISS");
+        assert_eq!(request(cdn.port, "GET", "/inv-vary", h).cache(), "HIT");
+    }
+    assert_eq!(o.count("/inv-vary"), 2);
+    let reqs = o.requests("/inv-vary");
+    assert_eq!(reqs[0].header("accept-encoding"), Some("gzip"));
+    assert_eq!(reqs[1].header("accept-encoding"), None);
+    let body = [("Content-Length", "0")];
+    assert_eq!(request(cdn.port, "POST", "/inv-vary", &body).status, 200);
+    for h in [&sel[..], &sel[..1]] {
+        assert_eq!(request(cdn.port, "GET", "/inv-vary", h).cache(), "MISS");
+    }
+    for round in 1..=2 {
+        let r = request(
+            cdn.port,
+            "GET",
+            "/vary-cc",
+            &[("Cache-Control", "max-age=9")],
+        );
+        assert_eq!((r.status, r.cache()), (200, "MISS"));
+        assert_eq!(o.count("/vary-cc"), round);
+    }
+    cdn.check_log();
+}
+
+#[test]
+fn rule7_surrogate_capability_is_sent_so_surrogate_control_can_target_this_node() {
+    let o = Scripted::start();
+    let targeted = "Cache-Control: no-store\nSurrogate-Control: max-age=300;rcdn, no-store;other\n";
+    for p in ["/sc", "/sc-chained", "/sc-off"] {
+        o.script(p, &[&ok(targeted, "sc")]);
+    }
+    let cdn = node(&o, "");
+    let a = get(cdn.port, "/sc");
+    assert_eq!((a.status, a.cache()), (200, "MISS"));
+    assert_eq!(a.header("surrogate-control"), None, "consumed");
+    let b = get(cdn.port, "/sc");
+    assert_eq!((b.cache(), b.body.as_slice()), ("HIT", &b"sc"[..]));
+    let seen = o.requests("/sc");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("surrogate-capability"),
+        Some("rcdn=\"Surrogate/1.0\"")
+    );
+    // A surrogate in front of this one: its capability first, then ours.
+    let edge = [("Surrogate-Capability", "edge=\"Surrogate/1.0\"")];
+    request(cdn.port, "GET", "/sc-chained", &edge);
+    assert_eq!(
+        o.requests("/sc-chained")[0].header("surrogate-capability"),
+        Some("edge=\"Surrogate/1.0\", rcdn=\"Surrogate/1.0\"")
+    );
+    drop(cdn);
+    // Not obeying Surrogate-Control: nothing advertised, no-store holds.
+    let cdn = node(&o, "rcdn_cdn_cache_control CDN-Cache-Control;");
+    for round in 1..=2 {
+        assert_ne!(get(cdn.port, "/sc-off").cache(), "HIT");
+        assert_eq!(o.count("/sc-off"), round);
+    }
+    assert_eq!(
+        o.requests("/sc-off")[0].header("surrogate-capability"),
+        None
+    );
+    cdn.check_log();
+}
+
+#[test]
+fn rule10_authorization_responses_are_reused_only_with_public_s_maxage_or_must_revalidate() {
+    let o = Scripted::start();
+    let allowing = [
+        ("/auth-public", "public, max-age=300"),
+        ("/auth-smaxage", "s-maxage=300"),
+        ("/auth-mustrev", "max-age=300, must-revalidate"),
+    ];
+    for (p, cc) in allowing {
+        o.script(p, &[&ok(&format!("Cache-Control: {cc}\n"), p)]);
+    }
+    o.script(
+        "/auth-plain",
+        &[&ok("Cache-Control: max-age=300\n", "plain")],
+    );
+    o.script(
+        "/auth-vary",
+        &[&ok(
+            "Cache-Control: public, max-age=300\nVary: Authorization\n",
+            "per user",
+        )],
+    );
+    let cdn = node(&o, "");
+    let alice = [("Authorization", "Basic YWxpY2U6MQ==")];
+    let bob = [("Authorization", "Basic Ym9iOjI=")];
+    for (p, _) in allowing {
+        let a = request(cdn.port, "GET", p, &alice);
+        assert_eq!((a.status, a.cache()), (200, "MISS"), "{p}");
+        assert_eq!(o.requests(p)[0].header("authorization"), alice[0].1.into());
+        // Stored: reused for any later request (RFC 9111 §3.5).
+        assert_eq!(request(cdn.port, "GET", p, &bob).cache(), "HIT", "{p}");
+        assert_eq!(get(cdn.port, p).cache(), "HIT", "{p}");
+        assert_eq!(o.count(p), 1, "{p}");
+    }
+    // Without them: not stored, one origin request per request.
+    for round in 1..=2 {
+        let r = request(cdn.port, "GET", "/auth-plain", &alice);
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"plain"[..]));
+        assert_ne!(r.cache(), "HIT");
+        assert_eq!(o.count("/auth-plain"), round);
+    }
+    // It says nothing of anonymous requests (no hit-for-pass): the first
+    // one is stored, and a stored response to a request without
+    // Authorization serves authorised ones too (RFC 9111 §4: only `Vary`
+    // separates them).
+    assert_eq!(get(cdn.port, "/auth-plain").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/auth-plain").cache(), "HIT");
+    assert_eq!(request(cdn.port, "GET", "/auth-plain", &bob).cache(), "HIT");
+    assert_eq!(o.count("/auth-plain"), 3);
+    // `Vary: Authorization`: one stored response per credential.
+    for (who, want) in [
+        (&alice, "MISS"),
+        (&alice, "HIT"),
+        (&bob, "MISS"),
+        (&bob, "HIT"),
+    ] {
+        assert_eq!(request(cdn.port, "GET", "/auth-vary", who).cache(), want);
+    }
+    assert_eq!(get(cdn.port, "/auth-vary").cache(), "MISS");
+    assert_eq!(o.count("/auth-vary"), 3);
+    cdn.check_log();
+    drop(cdn);
+    // Never caching authorised requests is a configuration: an empty key
+    // bypasses the cache.
+    let map = r#"map $http_authorization $anon_key { "" $host$request_uri; default ""; }"#;
+    let cdn = start_cdn(1, o.port, map, "rcdn_cache_key $anon_key;");
+    o.script(
+        "/auth-bypass",
+        &[&ok("Cache-Control: public, max-age=300\n", "b")],
+    );
+    for round in 1..=2 {
+        let r = request(cdn.port, "GET", "/auth-bypass", &alice);
+        assert_eq!((r.status, r.cache()), (200, "BYPASS"));
+        assert_eq!(o.count("/auth-bypass"), round);
+    }
+    assert_eq!(get(cdn.port, "/auth-bypass").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/auth-bypass").cache(), "HIT");
+    cdn.check_log();
+}
+
+#[test]
+fn rule10_an_authorised_request_refreshes_only_a_copy_that_allows_it() {
+    let o = Scripted::start();
+    let not_modified = |etag: &str, cc: &str| {
+        format!(
+            "HTTP/1.1 304 Not Modified\nDate: {{date}}\nETag: \"{etag}\"\nCache-Control: {cc}\n\n"
+        )
+    };
+    o.script(
+        "/stale-anon",
+        &[
+            &ok("ETag: \"a1\"\nCache-Control: max-age=0\n", "anon"),
+            &ok("ETag: \"a2\"\nCache-Control: max-age=300\n", "alice's"),
+            &not_modified("a1", "max-age=300"),
+        ],
+    );
+    o.script(
+        "/stale-public",
+        &[
+            &ok("ETag: \"p1\"\nCache-Control: public, max-age=0\n", "pub"),
+            &not_modified("p1", "public, max-age=300"),
+        ],
+    );
+    let cdn = node(&o, "");
+    let alice = [("Authorization", "Basic YWxpY2U6MQ==")];
+    assert_eq!(get(cdn.port, "/stale-anon").cache(), "MISS");
+    // The stale copy was stored for a request without Authorization and
+    // does not allow reuse for one with it: fetched in full, not stored.
+    let a = request(cdn.port, "GET", "/stale-anon", &alice);
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"alice's"[..]));
+    let reqs = o.requests("/stale-anon");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].header("if-none-match"), None);
+    assert_eq!(reqs[1].header("authorization"), Some(alice[0].1));
+    // The copy is intact: the next anonymous request revalidates it.
+    let b = get(cdn.port, "/stale-anon");
+    assert_eq!(
+        (b.cache(), b.body.as_slice()),
+        ("REVALIDATED", &b"anon"[..])
+    );
+    assert_eq!(
+        o.requests("/stale-anon")[2].header("if-none-match"),
+        Some("\"a1\"")
+    );
+    assert_eq!(get(cdn.port, "/stale-anon").cache(), "HIT");
+    // A public copy is revalidated for an authorised request.
+    assert_eq!(get(cdn.port, "/stale-public").cache(), "MISS");
+    let c = request(cdn.port, "GET", "/stale-public", &alice);
+    assert_eq!((c.cache(), c.body.as_slice()), ("REVALIDATED", &b"pub"[..]));
+    let reqs = o.requests("/stale-public");
+    assert_eq!(reqs[1].header("if-none-match"), Some("\"p1\""));
+    assert_eq!(reqs[1].header("authorization"), Some(alice[0].1));
+    assert_eq!(get(cdn.port, "/stale-public").cache(), "HIT");
+    assert_eq!((o.count("/stale-anon"), o.count("/stale-public")), (3, 2));
+    cdn.check_log();
+}
+
+#[test]
+#[cfg(feature = "fault-injection")]
+fn rule5_field_variants_are_kept_on_the_block_tier_and_found_by_an_io_thread() {
+    let o = Scripted::start();
+    let cc = "Cache-Control: max-age=300\nVary: Abc\n";
+    o.script(
+        "/vary-tier",
+        &[&ok(cc, "first"), &ok(cc, "second"), &ok(cc, "third")],
+    );
+    let store = store_dir();
+    let mut before = start_cdn_on(store.path(), 1, o.port, "", "");
+    for v in ["1", "2"] {
+        let r = request(before.port, "GET", "/vary-tier", &[("Abc", v)]);
+        assert_eq!(r.cache(), "MISS");
+    }
+    before.signal(libc::SIGQUIT); // graceful: the write-throughs land
+    assert!(before.wait_exit(std::time::Duration::from_secs(20)));
+    before.check_log();
+    // Same store, empty memory; a slow read always takes an io thread,
+    // which selects the variant from its copy of the request's fields.
+    let cdn = start_cdn_on(store.path(), 1, o.port, "", "");
+    let slow = ("X-Rcdn-Fault", "slow-block-read");
+    for (v, cache, body) in [
+        ("2", "HIT", "second"),
+        ("1", "HIT", "first"),
+        ("3", "MISS", "third"),
+    ] {
+        let r = request(cdn.port, "GET", "/vary-tier", &[("Abc", v), slow]);
+        assert_eq!(
+            (r.cache(), r.body.as_slice()),
+            (cache, body.as_bytes()),
+            "Abc: {v}"
+        );
+    }
+    assert_eq!(o.count("/vary-tier"), 3);
+    cdn.check_log();
+}

@@ -29,6 +29,10 @@ pub enum Outcome {
     Refreshed,
     /// The response may not be cached (status, Cache-Control, size...).
     Uncacheable,
+    /// Not stored, answering a request with `Authorization`: it may be
+    /// that client's alone, so it says nothing of the URL's other
+    /// requests (no hit-for-pass): an anonymous waiter fills on its own.
+    Personal,
     /// The origin failed (5xx, unreachable) or the fill was torn down.
     Error,
     /// The owner peer failed or was too slow; it is marked down, and the

@@ -352,6 +352,8 @@ pub struct FillCtx {
     pub coding: &'static str,
     /// The stale copy being revalidated, if any.
     pub stale: Option<Arc<Object>>,
+    /// The request carried `Authorization` (RFC 9111 §3.5).
+    pub authorized: bool,
     pub writer: Option<Writer>,
     /// Store a variant marker at `base` when the writer commits.
     pub marker: Option<cdncore::Meta>,

@@ -10,6 +10,7 @@ use crate::cluster;
 use crate::conf::ClusterConf;
 use crate::conf::LocConf;
 use crate::{base::guard, cluster::peer};
+use cdncore::http::SURROGATE_CAPABILITY;
 use cdncore::Object;
 use nginx_sys::*;
 use ngx::core::Pool;
@@ -18,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 /// Client headers a fill must not forward: it fetches the whole object,
 /// unconditionally (or conditionally on the cached copy's validators).
-const DROP: &[&[u8]] = &[
+pub(crate) const DROP: &[&[u8]] = &[
     b"range",
     b"if-range",
     b"if-none-match",
@@ -28,6 +29,8 @@ const DROP: &[&[u8]] = &[
     b"accept-encoding",
     b"cache-control",
     b"pragma",
+    // Sent with this node's device token appended (`surrogate_capability`).
+    b"surrogate-capability",
     // Peer protocol headers: a fill sets its own (or none, to the origin).
     b"x-rcdn-hop",
     b"x-rcdn-key",
@@ -44,7 +47,7 @@ const DROP: &[&[u8]] = &[
 /// `r` must be a live main request.
 pub unsafe fn start(
     r: *mut ngx_http_request_t,
-    _lc: &LocConf,
+    lc: &LocConf,
     base: &[u8],
     coding: &'static str,
     stale: Option<Arc<Object>>,
@@ -57,7 +60,7 @@ pub unsafe fn start(
     let target = unsafe { target_of(r, cc, base, slice.as_ref()) };
     let source = if target.is_some() { "peer" } else { "origin" };
     // SAFETY: forwarded.
-    unsafe { subrequest(r, cc, base, coding, stale, shared, target, slice) }.then_some(source)
+    unsafe { subrequest(r, lc, cc, base, coding, stale, shared, target, slice) }.then_some(source)
 }
 
 /// Where a fill goes. A slice (of a known manifest) goes to its slice
@@ -90,6 +93,7 @@ unsafe fn target_of(
 #[allow(clippy::too_many_arguments)]
 unsafe fn subrequest(
     r: *mut ngx_http_request_t,
+    lc: &LocConf,
     cc: &ClusterConf,
     base: &[u8],
     coding: &'static str,
@@ -123,6 +127,7 @@ unsafe fn subrequest(
             return false;
         }
         let mut extra = stale.as_ref().map(|o| validators(o)).unwrap_or_default();
+        extra.extend(surrogate_capability(r, lc, target.is_some()));
         if target.is_some() {
             extra.extend(peer::fill_headers(cc, base));
             if let Some(m) = slice.as_ref().and_then(|j| j.expect) {
@@ -143,6 +148,7 @@ unsafe fn subrequest(
             base: base.to_vec(),
             coding,
             stale,
+            authorized: crate::base::request::header_in(r, b"authorization").is_some(),
             writer: None,
             marker: None,
             outcome: None,
@@ -277,6 +283,40 @@ fn validators(o: &Object) -> Vec<(&'static [u8], Vec<u8>)> {
         .into_iter()
         .map(|(n, v)| (n.as_bytes(), v.into_bytes()))
         .collect()
+}
+
+/// The `Surrogate-Capability` of a fill (Edge Architecture 1.0 §2.2): the
+/// client's (a surrogate in front of this one), this node's device token
+/// appended, so the origin can target `Surrogate-Control` at it. Sent when
+/// this cache obeys `Surrogate-Control` (`rcdn_cdn_cache_control` lists
+/// it, as by default). A fill to the owner peer forwards the client's
+/// field as it is: the owner, the node that asks the origin, appends.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn surrogate_capability(
+    r: *mut ngx_http_request_t,
+    lc: &LocConf,
+    to_peer: bool,
+) -> Option<(&'static [u8], Vec<u8>)> {
+    let obeyed = match &lc.targets {
+        Some(t) => t
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("surrogate-control")),
+        None => true, // DEFAULT_TARGETS
+    };
+    // SAFETY: r is live.
+    let sent = unsafe { crate::base::request::header_lines(r, b"surrogate-capability") };
+    let mut value = sent.unwrap_or_default();
+    let ours = SURROGATE_CAPABILITY.as_bytes();
+    let listed = value.split(|&b| b == b',').any(|m| m.trim_ascii() == ours);
+    if obeyed && !to_peer && !listed {
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(ours);
+    }
+    (!value.is_empty()).then_some((&b"Surrogate-Capability"[..], value))
 }
 
 /// Gives the subrequest its own header list: the client's headers minus

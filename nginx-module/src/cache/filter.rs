@@ -207,7 +207,11 @@ pub(crate) fn apply_extras(meta: &mut Meta, h: &[(String, Vec<u8>)]) {
 unsafe fn on_header(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: forwarded.
     unsafe { judge(r, f) };
-    if f.writer.is_none() && matches!(f.outcome, Some(Outcome::Uncacheable | Outcome::Error)) {
+    let not_stored = matches!(
+        f.outcome,
+        Some(Outcome::Uncacheable | Outcome::Personal | Outcome::Error)
+    );
+    if f.writer.is_none() && not_stored {
         // Not stored: the client that started the fill gets it streamed
         // (one origin request per miss).
         // SAFETY: r is the live fill subrequest owning f.
@@ -285,6 +289,7 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     // Until the body is committed.
     f.outcome = Some(match status {
         500.. => Outcome::Error,
+        _ if f.authorized => Outcome::Personal,
         _ => Outcome::Uncacheable,
     });
     let vary = variant::classify(
@@ -295,29 +300,53 @@ unsafe fn judge(r: *mut ngx_http_request_t, f: &mut FillCtx) {
     if vary == variant::VaryKind::Unsupported {
         return;
     }
-    let policy = crate::cache::rfc::policy(lc, cache.config(), status);
+    let mut policy = crate::cache::rfc::policy(lc, cache.config(), status);
+    policy.authorization = f.authorized;
     let Verdict::Store(mut meta) = verdict(status, &pairs(&h), now_ms(), &policy) else {
         return;
     };
     apply_extras(&mut meta, &h);
-    open_writer(&cache, f, meta, vary, length);
+    // SAFETY: r is live.
+    unsafe { open_writer(r, &cache, f, meta, vary, length) };
 }
 
-/// Opens the writer of a fill (and its variant marker, for `Vary:
-/// Accept-Encoding`).
-fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKind, length: off_t) {
-    let key = if vary == variant::VaryKind::AcceptEncoding {
-        let mut marker = meta.clone();
-        marker.headers = vec![(
-            variant::MARKER.to_string(),
-            Bytes::from_static(b"accept-encoding"),
-        )];
-        marker.expires_at = marker.expires_at.saturating_add(86_400_000);
-        f.marker = Some(marker);
-        variant::key(&f.base, f.coding)
-    } else {
-        f.base.clone()
+/// Opens the writer of a fill, under the variant key the fill's request
+/// selects when the response varies (with the marker to store at the base
+/// key).
+///
+/// # Safety
+/// `r` must be the live fill subrequest owning `f`.
+unsafe fn open_writer(
+    r: *mut ngx_http_request_t,
+    cache: &Cache,
+    f: &mut FillCtx,
+    mut meta: Meta,
+    vary: variant::VaryKind,
+    length: off_t,
+) {
+    let key = match vary.marker() {
+        Some(fields) => {
+            if let variant::VaryKind::Fields(_) = vary {
+                let tag = variant::url_tag(&f.base);
+                if !meta.surrogate_keys.contains(&tag) {
+                    meta.surrogate_keys.push(tag);
+                }
+            }
+            let mut marker = meta.clone();
+            marker.headers = vec![(variant::MARKER.to_string(), fields.clone())];
+            marker.surrogate_keys.clear();
+            marker.expires_at = marker.expires_at.saturating_add(86_400_000);
+            f.marker = Some(marker);
+            // The fill's own fields: what the origin answered.
+            // SAFETY: r is live for this call.
+            let live = unsafe { crate::cache::lookup::live_fields(r) };
+            variant::key_for(&f.base, &fields, f.coding, &live)
+        }
+        None => f.base.clone(),
     };
+    // Readers in this worker share a stream by coding: only the
+    // `Accept-Encoding` variants (and unvaried objects) can be streamed.
+    let streamable = !matches!(vary, variant::VaryKind::Fields(_));
     let size = (length >= 0).then_some(length as u64);
     let shared = meta.clone();
     match cache.writer_sized(&key, meta, size) {
@@ -325,7 +354,7 @@ fn open_writer(cache: &Cache, f: &mut FillCtx, meta: Meta, vary: variant::VaryKi
             f.writer = Some(w);
             // Known length within the store's limit: readers in this worker
             // can take the body as it arrives.
-            if let Some(len) = size {
+            if let (Some(len), true) = (size, streamable) {
                 crate::cache::stream::open(&f.base, shared, len, f.coding, f.marker.is_some());
                 f.stream_key = Some(f.base.clone());
                 crate::cache::collapse::notify(&f.base);
@@ -409,7 +438,8 @@ unsafe fn from_owner(
             .map(|(_, v)| v.as_ref()),
     );
     if vary != variant::VaryKind::Unsupported {
-        open_writer(cache, f, meta, vary, length);
+        // SAFETY: r is the live fill subrequest owning f.
+        unsafe { open_writer(r, cache, f, meta, vary, length) };
     }
     true
 }
@@ -420,9 +450,10 @@ unsafe fn from_owner(
 fn refresh(cache: &Cache, lc: &crate::conf::LocConf, f: &mut FillCtx, h: &[(String, Vec<u8>)]) {
     f.outcome = Some(Outcome::Error);
     let Some(old) = f.stale.clone() else { return };
-    match crate::cache::rfc::freshened(lc, cache.config(), old.meta(), h) {
+    match crate::cache::rfc::freshened(lc, cache.config(), old.meta(), h, f.authorized) {
         Ok(mut meta) => {
             apply_extras(&mut meta, h); // only what the 304 itself sets
+            variant::keep_tag(old.meta(), &mut meta);
             refreshed(cache, f, &old, meta);
         }
         Err(why) => {

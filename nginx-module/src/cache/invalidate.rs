@@ -121,6 +121,7 @@ fn drop_url(cache: &Cache, base: &[u8]) {
     for k in keys {
         let _ = cache.purge(&Purge::Key(k));
     }
+    let _ = cache.purge(&Purge::SurrogateKey(variant::url_tag(base)));
 }
 
 /// # Safety
@@ -128,7 +129,9 @@ fn drop_url(cache: &Cache, base: &[u8]) {
 unsafe fn freshen(r: *mut ngx_http_request_t, lc: &LocConf, cache: &Cache, key: &[u8]) {
     // SAFETY: r is live.
     let coding = variant::normalise(unsafe { header_in(r, b"accept-encoding") });
-    let found = lookup::resolve(cache, key, coding);
+    // SAFETY: r is live for this call.
+    let fields = unsafe { lookup::live_fields(r) };
+    let found = lookup::resolve(cache, key, coding, &fields);
     let Some(o) = found.object() else { return };
     if o.meta().header(crate::cache::slice::MARKER).is_some() {
         return; // a sliced object's manifest: its slices carry the body
@@ -145,9 +148,16 @@ unsafe fn freshen(r: *mut ngx_http_request_t, lc: &LocConf, cache: &Cache, key: 
     if length >= 0 {
         h.push(("Content-Length".into(), length.to_string().into_bytes()));
     }
-    let p = crate::cache::rfc::policy(lc, cache.config(), o.meta().status);
+    // SAFETY: r is live.
+    let authorized = unsafe { header_in(r, b"authorization") }.is_some();
+    if !crate::cache::rfc::may_update(lc, cache.config(), o.meta(), authorized) {
+        return;
+    }
+    let mut p = crate::cache::rfc::policy(lc, cache.config(), o.meta().status);
+    p.authorization = authorized;
     match freshen_head(o.meta(), status, &pairs(&h), now_ms(), &p) {
-        Freshened::Updated(meta) => {
+        Freshened::Updated(mut meta) => {
+            variant::keep_tag(o.meta(), &mut meta);
             if let Ok((_, through)) = cache.insert_deferred(o.key(), meta, o.body().clone()) {
                 crate::cache::persist::later(through.into_iter().collect(), || {});
             }

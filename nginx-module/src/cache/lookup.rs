@@ -1,7 +1,7 @@
 //! The precontent phase: look the key up and decide — serve a hit, wait for
 //! a fill, or pass the request to the location's `proxy_pass`.
 
-use crate::base::request::header_in;
+use crate::base::request::{all_fields, header_in, header_lines, joined};
 use crate::cache::collapse::{self, Outcome};
 use crate::cache::slice::fill::SliceJob;
 use crate::cache::CacheStatus;
@@ -75,13 +75,11 @@ unsafe fn lookup(r: *mut ngx_http_request_t) -> ngx_int_t {
     // Whatever it becomes, a pass to the origin skips interim responses.
     // SAFETY: r is the live main request owning ctx.
     unsafe { crate::cache::interim::install(r, &mut ctx.interim) };
-    // A response to an authorised request belongs to that client
-    // (RFC 9111 §3.5): never share it.
+    // A request with `Authorization` is looked up and filled like any
+    // other (RFC 9111 §3.5 and §4): the fill stores its response only when
+    // `public`, `s-maxage` or `must-revalidate` allows a shared cache to.
     // SAFETY: r is live.
-    if unsafe { (*r).method } & lc.methods == 0
-        // SAFETY: r is live.
-        || unsafe { header_in(r, b"authorization") }.is_some()
-    {
+    if unsafe { (*r).method } & lc.methods == 0 {
         ctx.status = CacheStatus::Bypass;
         return declined();
     }
@@ -155,10 +153,13 @@ unsafe fn find(
     cache: &Cache,
     coding: &'static str,
 ) -> Option<Lookup> {
+    // SAFETY: r is live for this call.
+    let live = unsafe { live_fields(r) };
+    let fields: variant::Fields = &live;
     if let Some(l) = ctx.io_result.take() {
         return Some(match l {
             // A fill in this worker may have stored it while the job ran.
-            Lookup::Miss => resolve_mem(cache, &ctx.key, coding).unwrap_or(Lookup::Miss),
+            Lookup::Miss => resolve_mem(cache, &ctx.key, coding, fields).unwrap_or(Lookup::Miss),
             l => l,
         });
     }
@@ -166,9 +167,9 @@ unsafe fn find(
     let slow = unsafe { guard::fault_asked(r, SLOW_READ) };
     if !crate::engine::iothread::enabled() {
         guard::injected_delay(slow); // on the event loop (io threads off)
-        return Some(resolve(cache, &ctx.key, coding));
+        return Some(resolve(cache, &ctx.key, coding, fields));
     }
-    if let Some(l) = resolve_mem(cache, &ctx.key, coding) {
+    if let Some(l) = resolve_mem(cache, &ctx.key, coding, fields) {
         return Some(l);
     }
     // Being filled and streamed here: not on disk yet; `decide` attaches
@@ -178,7 +179,7 @@ unsafe fn find(
     }
     // An injected slow read always takes the thread.
     if let Some(l) = (!slow)
-        .then(|| resolve_resident(cache, &ctx.key, coding))
+        .then(|| resolve_resident(cache, &ctx.key, coding, fields))
         .flatten()
     {
         return Some(l);
@@ -187,17 +188,18 @@ unsafe fn find(
     if unsafe { start_block(r, ctx, cache, coding) } {
         return None;
     }
-    Some(resolve(cache, &ctx.key, coding))
+    Some(resolve(cache, &ctx.key, coding, fields))
 }
 
-/// Looks up the base key, following a variant marker to the variant.
-pub fn resolve(cache: &Cache, base: &[u8], coding: &str) -> Lookup {
+/// Looks up the base key, following a variant marker to the variant the
+/// request's `fields` select.
+pub fn resolve(cache: &Cache, base: &[u8], coding: &str, fields: variant::Fields) -> Lookup {
     match cache.get(base) {
-        Ok(l) => match l.object() {
-            Some(o) if o.meta().header(variant::MARKER).is_some() => cache
-                .get(&variant::key(base, coding))
+        Ok(l) => match l.object().and_then(|o| o.meta().header(variant::MARKER)) {
+            Some(m) => cache
+                .get(&variant::key_for(base, m, coding, fields))
                 .unwrap_or(Lookup::Miss),
-            _ => l,
+            None => l,
         },
         Err(_) => Lookup::Miss,
     }
@@ -205,17 +207,20 @@ pub fn resolve(cache: &Cache, base: &[u8], coding: &str) -> Lookup {
 
 /// [`resolve`] in the memory tier only: `None` when the block tiers must
 /// be asked (on an io thread: they may read from disk).
-fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
+fn resolve_mem(
+    cache: &Cache,
+    base: &[u8],
+    coding: &str,
+    fields: variant::Fields,
+) -> Option<Lookup> {
     let now = now_ms();
     match cache.get_mem_at(base, now) {
-        Ok(Some(l)) => match l.object() {
-            Some(o) if o.meta().header(variant::MARKER).is_some() => {
-                match cache.get_mem_at(&variant::key(base, coding), now) {
-                    Ok(found) => found,
-                    Err(_) => Some(Lookup::Miss),
-                }
-            }
-            _ => Some(l),
+        Ok(Some(l)) => match l.object().and_then(|o| o.meta().header(variant::MARKER)) {
+            Some(m) => match cache.get_mem_at(&variant::key_for(base, m, coding, fields), now) {
+                Ok(found) => found,
+                Err(_) => Some(Lookup::Miss),
+            },
+            None => Some(l),
         },
         Ok(None) => None,
         Err(_) => Some(Lookup::Miss),
@@ -225,19 +230,33 @@ fn resolve_mem(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
 /// [`resolve`] when it reads only memory: the object (and its variant)
 /// are in the memory tier or in page-cache pages of the first block tier
 /// (`mincore`). `None`: a read might wait for the disk.
-fn resolve_resident(cache: &Cache, base: &[u8], coding: &str) -> Option<Lookup> {
+fn resolve_resident(
+    cache: &Cache,
+    base: &[u8],
+    coding: &str,
+    fields: variant::Fields,
+) -> Option<Lookup> {
     let now = now_ms();
     let l = cache.get_resident_at(base, now).ok()??;
-    match l.object() {
-        Some(o) if o.meta().header(variant::MARKER).is_some() => {
-            let v = variant::key(base, coding);
+    match l.object().and_then(|o| o.meta().header(variant::MARKER)) {
+        Some(m) => {
+            let v = variant::key_for(base, m, coding, fields);
             match cache.get_mem_at(&v, now) {
                 Ok(Some(found)) => Some(found),
                 _ => cache.get_resident_at(&v, now).ok()?,
             }
         }
-        _ => Some(l),
+        None => Some(l),
     }
+}
+
+/// The request's fields a variant marker may name, read from `r`.
+///
+/// # Safety
+/// `r` must be live while the closure is used.
+pub(crate) unsafe fn live_fields(r: *mut ngx_http_request_t) -> impl Fn(&[u8]) -> Option<Vec<u8>> {
+    // SAFETY: the caller keeps r live while the closure runs.
+    move |name| unsafe { header_lines(r, name) }
 }
 
 /// Runs the whole lookup of `ctx.key` on an io thread. False: no thread
@@ -254,9 +273,13 @@ unsafe fn start_block(
     let (cache, key) = (cache.clone(), ctx.key.clone());
     // SAFETY: r is live.
     let slow = unsafe { guard::fault_asked(r, SLOW_READ) };
+    // The thread cannot read the request: it gets a copy of its fields.
+    // SAFETY: r is live.
+    let copy = unsafe { all_fields(r) };
     let job = move || {
         guard::injected_delay(slow);
-        Box::new(resolve(&cache, &key, coding)) as crate::engine::iothread::Done
+        let fields = |name: &[u8]| joined(&copy, name);
+        Box::new(resolve(&cache, &key, coding, &fields)) as crate::engine::iothread::Done
     };
     // SAFETY: forwarded.
     unsafe { ctx.start_io(r, Box::new(job)) }
@@ -336,8 +359,15 @@ unsafe fn decide(
                 // SAFETY: forwarded.
                 return unsafe { hit(r, ctx, o, CacheStatus::Stale) };
             }
+            // SAFETY: r is live.
+            let authorized = unsafe { header_in(r, b"authorization") }.is_some();
+            let refresh = !authorized
+                || store::get()
+                    .is_some_and(|c| crate::cache::rfc::may_update(lc, c.config(), o.meta(), true));
             if o.meta().within_stale_while_revalidate(now) {
-                if let collapse::Start::Fill(token) =
+                if !refresh {
+                    // Served stale; the refresh is left to an anonymous request.
+                } else if let collapse::Start::Fill(token) =
                     collapse::claim(&ctx.key, lc.lock_timeout as u64)
                 {
                     // SAFETY: forwarded.
@@ -353,7 +383,7 @@ unsafe fn decide(
             }
             ctx.had_stale = true;
             // SAFETY: forwarded.
-            unsafe { miss(r, lc, ctx, coding, Some(o)) }
+            unsafe { miss(r, lc, ctx, coding, refresh.then_some(o)) }
         }
         // SAFETY: forwarded.
         Lookup::Miss => unsafe { miss(r, lc, ctx, coding, None) },
@@ -439,8 +469,14 @@ unsafe fn miss(
     if unsafe { crate::cache::pass::take(r, ctx) } {
         return declined(); // its own fill's response, not stored
     }
+    // Another authorised client's response was not stored: this one's
+    // would not be either.
+    // SAFETY: r is live.
+    let personal = ctx.outcome == Some(Outcome::Personal)
+        && unsafe { header_in(r, b"authorization") }.is_some();
     let pass = ctx.timed_out
         || ctx.rounds >= MAX_ROUNDS
+        || personal
         || matches!(ctx.outcome, Some(Outcome::Uncacheable | Outcome::Error))
         || collapse::recent(&ctx.key, collapse::PASS_MS) == Some(Outcome::Uncacheable);
     if pass {

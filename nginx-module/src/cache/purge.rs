@@ -182,9 +182,10 @@ pub fn plan(target: Target, host: &[u8]) -> (Vec<Purge>, Value) {
 }
 
 fn url_plan(kind: &str, base: Vec<u8>) -> (Vec<Purge>, Value) {
-    let keys = variant::all_keys(&base);
+    let keys = variant::all_keys(&base).into_iter().map(Purge::Key);
+    let fields = Purge::SurrogateKey(variant::url_tag(&base));
     let j = json!({"purge": kind, "key": lossy(&base)});
-    (keys.into_iter().map(Purge::Key).collect(), j)
+    (keys.chain([fields]).collect(), j)
 }
 
 /// The content handler of a `cdn_purge` location.

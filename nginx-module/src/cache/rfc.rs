@@ -11,7 +11,7 @@ use crate::conf::LocConf;
 use crate::http::reply::push_header;
 use cdncore::http::conditional::{answer, ClientAnswer};
 use cdncore::http::revalidate::{freshen_304, Freshened};
-use cdncore::http::{FallbackTtl, HttpPolicy, DEFAULT_TARGETS};
+use cdncore::http::{verdict, FallbackTtl, HttpPolicy, Verdict, DEFAULT_TARGETS};
 use cdncore::{now_ms, Meta};
 use nginx_sys::*;
 
@@ -131,16 +131,40 @@ unsafe fn not_modified(
     }
 }
 
+/// May the origin's answer to a request with `Authorization` (`authorized`)
+/// update `stored` (a revalidation, a HEAD)? Only when `stored` allows a
+/// shared cache to reuse responses to such requests (`public`, `s-maxage`,
+/// `must-revalidate`: RFC 9111 §3.5). Else the request is fetched
+/// unconditionally, its response judged on its own, and the copy is left
+/// to the requests without `Authorization`.
+pub fn may_update(lc: &LocConf, cfg: &cdncore::Config, stored: &Meta, authorized: bool) -> bool {
+    if !authorized {
+        return true;
+    }
+    let mut p = policy(lc, cfg, stored.status);
+    p.authorization = true;
+    let h: Vec<(&str, &[u8])> = stored
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), &v[..]))
+        .collect();
+    matches!(verdict(stored.status, &h, now_ms(), &p), Verdict::Store(_))
+}
+
 /// The origin's 304 for a stale copy (RFC 9111 §4.3.4): the stored
 /// response with the 304's fields and freshness, or why it cannot be used
-/// any more (the 304 selects another response, or forbids storing).
+/// any more (the 304 selects another response, or forbids storing; after
+/// a revalidation with `Authorization`, the updated response must allow a
+/// shared cache to reuse it, RFC 9111 §3.5).
 pub fn freshened(
     lc: &LocConf,
     cfg: &cdncore::Config,
     stored: &Meta,
     h: &[(String, Vec<u8>)],
+    authorized: bool,
 ) -> Result<Meta, &'static str> {
-    let p = policy(lc, cfg, stored.status);
+    let mut p = policy(lc, cfg, stored.status);
+    p.authorization = authorized;
     let pairs: Vec<(&str, &[u8])> = h.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
     match freshen_304(stored, &pairs, now_ms(), &p) {
         Freshened::Updated(m) => Ok(m),

@@ -126,7 +126,7 @@ pub fn judge(
                 .retain(|(n, _)| !n.eq_ignore_ascii_case(slice::MARKER));
             Some(w)
         }
-        None => slice_meta(h, cache, lc),
+        None => slice_meta(h, cache, lc, f.authorized),
     };
     let Some(mut meta) = meta else {
         return true;
@@ -183,7 +183,12 @@ pub fn judge(
 
 /// The metadata of a slice (or manifest): the response as if it were the
 /// whole 200, without the range framing.
-fn slice_meta(h: &[(String, Vec<u8>)], cache: &Cache, lc: &LocConf) -> Option<cdncore::Meta> {
+fn slice_meta(
+    h: &[(String, Vec<u8>)],
+    cache: &Cache,
+    lc: &LocConf,
+    authorized: bool,
+) -> Option<cdncore::Meta> {
     let whole: Vec<(String, Vec<u8>)> = h
         .iter()
         .filter(|(n, _)| {
@@ -191,7 +196,8 @@ fn slice_meta(h: &[(String, Vec<u8>)], cache: &Cache, lc: &LocConf) -> Option<cd
         })
         .cloned()
         .collect();
-    let policy = crate::cache::rfc::policy(lc, cache.config(), 200);
+    let mut policy = crate::cache::rfc::policy(lc, cache.config(), 200);
+    policy.authorization = authorized;
     let Verdict::Store(mut meta) = verdict(200, &pairs(&whole), now_ms(), &policy) else {
         return None;
     };
