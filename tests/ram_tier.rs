@@ -168,7 +168,7 @@ fn handles_held(processes: u32) -> u64 {
 #[test]
 fn handles_take_a_share_of_mem_split_between_the_processes() {
     // 1000 KiB of bodies fit the 4 MiB RAM tier; the handles into them
-    // are bounded by their heap (mem / 16 for all processes together), not
+    // are bounded by their heap (mem / 8 for all processes together), not
     // by the bodies' bytes.
     let one = handles_held(1);
     let four = handles_held(4);
