@@ -55,7 +55,7 @@ bench-block:
 
 # Cluster of nodes: origin requests per object (3 rcdn nodes vs 3 proxy_cache
 # nodes) and peer-filled vs local hits (nginx-module/bench/peers.sh).
-.PHONY: bench-peers bench-io bench-big
+.PHONY: bench-peers bench-io bench-big bench-mem
 bench-peers:
 	bash nginx-module/bench/peers.sh
 
@@ -66,6 +66,11 @@ bench-io:
 # 1 MiB hits beyond the memory tier vs proxy_cache (default and promote_max=32k).
 bench-big:
 	bash nginx-module/bench/bighits.sh
+
+# A node's memory after warm-up by process and mapping, 2 and 4 workers,
+# vs proxy_cache (nginx-module/bench/memory.sh).
+bench-mem:
+	bash nginx-module/bench/memory.sh
 
 # The independent HTTP cache test suite (npm http-cache-tests 0.4.5, installed
 # under target/ from the npm registry; needs node and npm) against an rcdn node

@@ -331,7 +331,7 @@ impl Cache {
     /// Keeps an object whose body is in the RAM tier in this process's
     /// memory tier: metadata and a handle, no copy of the body.
     fn keep_handle(&self, h: u128, obj: Arc<Object>, checked: u64) {
-        let charged = obj.charged();
+        let charged = self.handle_charge(&obj);
         if charged > self.inner.cfg.shard_bytes() {
             return;
         }
@@ -523,21 +523,43 @@ impl Cache {
         let sum = Some(obj.meta.checksum);
         let through = b.write_through(&obj.key, &obj.meta, obj.born, &obj.body, sum);
         let h = KeyHash::of(&obj.key).0;
+        let handle = match through {
+            Through::Ram(p) => Some(Arc::new(obj.rebound(p.body, p.at, p.slices))),
+            Through::Below => None,
+            Through::Failed => return,
+        };
+        let charge = handle.as_ref().map(|o| self.handle_charge(o));
         let mut s = self.shard(h);
-        let ours = s.arc.peek_mut(h).is_some_and(|e| Arc::ptr_eq(&e.obj, obj));
-        match through {
-            Through::Ram(p) if ours => {
-                if let Some(e) = s.arc.peek_mut(h) {
-                    e.obj = Arc::new(obj.rebound(p.body, p.at, p.slices));
+        let Shard { arc, ctr, .. } = &mut *s;
+        if arc.peek(h).is_none_or(|e| !Arc::ptr_eq(&e.obj, obj)) {
+            return;
+        }
+        match (handle, charge) {
+            (Some(handle), Some(charge)) => {
+                if let Some(e) = arc.peek_mut(h) {
+                    e.obj = handle;
                 }
+                // Its body left the heap: it now counts as a handle.
+                let mut evicted = 0;
+                arc.resize(h, charge, &mut |_, _| evicted += 1);
+                ctr.evictions += evicted;
             }
             // A large object is served from the tier it went to: no heap
             // copy stays in this process.
-            Through::Below if ours => {
-                s.arc.remove(h);
+            _ => {
+                arc.remove(h);
             }
-            _ => {}
         }
+    }
+
+    /// What a handle counts for in a shard: its heap bytes, scaled so that
+    /// a shard's capacity (`mem / shards`, which heap bodies waiting for
+    /// their write-through count against in full) holds this process's
+    /// share of the handle heap ([`Config::handle_bytes`]).
+    fn handle_charge(&self, obj: &Object) -> u64 {
+        let cfg = &self.inner.cfg;
+        let scale = (cfg.mem / cfg.handle_bytes().max(1)).max(1);
+        obj.handle_heap().saturating_mul(scale)
     }
 
     /// Commits into memory only; returns the stored object. `sum`: the
@@ -673,7 +695,11 @@ impl Cache {
     /// any more. Returns the objects removed. The background sweeper calls
     /// this after purges; tests may call it directly.
     pub fn reclaim_now(&self) -> u64 {
-        self.inner.sweep() + self.inner.drop_stale_handles()
+        let removed = self.inner.sweep() + self.inner.drop_stale_handles();
+        if let Some(b) = &self.inner.block {
+            b.prune_recycled();
+        }
+        removed
     }
 
     /// Applies this process's batched hits on RAM-tier objects to the
@@ -791,6 +817,7 @@ impl Inner {
 }
 
 fn spawn_sweeper(inner: Weak<Inner>, signal: Arc<Signal>) {
+    let (mut released_at, mut last_tick) = (0, 0);
     let spawned = std::thread::Builder::new()
         .name("cdncore-sweep".into())
         .spawn(move || loop {
@@ -808,6 +835,17 @@ fn spawn_sweeper(inner: Weak<Inner>, signal: Arc<Signal>) {
             if let Some(b) = &inner.block {
                 b.flush_hits(); // so a quiet process's hits reach ARC too
                 inner.drop_stale_handles();
+                // After the handles: what still maps a recycled region.
+                b.prune_recycled();
+                // Give freed heap pages back after every RELEASE_AFTER bytes
+                // stored, and once stores pause (a tick without any).
+                let written = b.bytes_written();
+                let paused = written == last_tick && written != released_at;
+                if paused || written >= released_at + crate::heap::RELEASE_AFTER {
+                    released_at = written;
+                    crate::heap::release_freed();
+                }
+                last_tick = written;
             }
             if inner.purge.seq() > inner.swept_to.load(Acquire) {
                 inner.sweep();

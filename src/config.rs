@@ -12,12 +12,15 @@
 //! tier=/var/cache/rcdn,size=100g,region=64m   # block tiers, fastest first;
 //! tier=/mnt/hdd/rcdn,size=2t                  # `tier` may be repeated
 //! ram=/dev/shm/rcdn ram_region=16m            # the shared RAM tier (with tiers)
+//! processes=4                 # processes sharing the store (nginx: set for you)
 //! ```
 //!
 //! With block tiers, `mem` is the size of the **RAM tier** that every
 //! process of the store shares (a block tier in the tmpfs directory `ram`,
 //! whose residency ARC decides), and each process keeps only handles into
-//! it; without them, `mem` is this process's heap memory tier.
+//! it; without them, `mem` is this process's heap memory tier. Those
+//! handles (key, metadata, where the body lies) take heap in every process:
+//! together at most `mem /` [`HANDLE_SHARE`], split between `processes`.
 //!
 //! Sizes take `k`, `m`, `g`, `t` (powers of 1024); durations `ms`, `s`, `m`,
 //! `h`, `d` (a bare number is seconds, as in nginx). Unknown or repeated keys
@@ -37,6 +40,11 @@ pub const PROMOTE_MAX: u64 = 32 * 1024;
 /// (large folios, batched lookups) costs less CPU than from tmpfs (one
 /// page lookup per 4 KiB), and the page cache is already one copy per node.
 pub const RAM_MAX: u64 = 256 * 1024;
+
+/// With block tiers, the handles of all `processes` together take at most
+/// `mem / HANDLE_SHARE` of heap, so a node's memory does not grow with its
+/// worker count (issue 14): about 32k handles of small objects for `mem=256m`.
+pub const HANDLE_SHARE: u64 = 8;
 
 /// Engine configuration. `Config::default()` is a usable small cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +89,9 @@ pub struct Config {
     pub ram: Option<PathBuf>,
     /// Region size of the RAM tier; `None`: `mem / 16` within 64k..=32m.
     pub ram_region: Option<u64>,
+    /// Processes that open the store at once (nginx: `worker_processes`,
+    /// which the module sets); they split the heap for handles.
+    pub processes: u32,
 }
 
 impl Default for Config {
@@ -101,6 +112,7 @@ impl Default for Config {
             tiers: Vec::new(),
             ram: None,
             ram_region: None,
+            processes: 1,
         }
     }
 }
@@ -121,6 +133,7 @@ const KEYS: &[&str] = &[
     "tier",
     "ram",
     "ram_region",
+    "processes",
 ];
 
 impl Config {
@@ -169,6 +182,8 @@ impl Config {
             "ram" if v.is_empty() => return Err(Error::config(key, "expected a directory")),
             "ram" => self.ram = Some(PathBuf::from(v)),
             "ram_region" => self.ram_region = Some(parse_size(key, v)?),
+            // Out of u32: 0, which `validate` refuses with the range.
+            "processes" => self.processes = u32::try_from(parse_count(key, v)?).unwrap_or(0),
             _ => return Err(Error::config(key, "unknown key")),
         }
         Ok(())
@@ -213,6 +228,9 @@ impl Config {
         }
         if !(64..=1 << 24).contains(&self.purge_slots) {
             return Err(Error::config("purge_slots", "must be 64..=16777216"));
+        }
+        if !(1..=1024).contains(&self.processes) {
+            return Err(Error::config("processes", "must be 1..=1024"));
         }
         if !(1..=4096).contains(&self.ban_slots) {
             return Err(Error::config("ban_slots", "must be 1..=4096"));
@@ -275,6 +293,11 @@ impl Config {
     /// Byte budget of one shard.
     pub fn shard_bytes(&self) -> u64 {
         self.mem / self.shards as u64
+    }
+
+    /// Heap for this process's handles into the block tiers.
+    pub fn handle_bytes(&self) -> u64 {
+        self.mem / HANDLE_SHARE / self.processes.max(1) as u64
     }
 
     /// Largest object the memory tier stores.
@@ -504,6 +527,19 @@ mod tests {
         // Slack for recycling: an eighth and two regions.
         assert_eq!(ram_capacity(16 << 20, 1 << 20), 12 << 20);
         assert_eq!(ram_compaction_budget(8 << 20), 6 << 20);
+    }
+
+    #[test]
+    fn processes_split_the_handle_heap() {
+        let c = Config::parse("mem=256m tier=/a,size=1g").unwrap();
+        assert_eq!((c.processes, c.handle_bytes()), (1, 32 << 20));
+        let c = Config::parse("mem=256m processes=4 tier=/a,size=1g").unwrap();
+        assert_eq!(c.handle_bytes(), 8 << 20);
+        let e = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(e("processes=0").contains("processes"));
+        assert!(e("processes=1025").contains("1..=1024"));
+        assert!(e("processes=4294967297").contains("1..=1024"));
+        assert!(e("processes=x").contains("whole number"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod error;
 pub mod evict;
 pub mod ffi;
 pub mod fill;
+mod heap;
 pub mod http;
 pub mod key;
 pub mod meta;

@@ -145,4 +145,15 @@ impl Object {
     pub(crate) fn charged(&self) -> u64 {
         self.size() + self.key.len() as u64 + self.meta.footprint() as u64 + OVERHEAD
     }
+
+    /// Heap bytes this object takes when its body lies in a block tier (a
+    /// handle): the struct, key, metadata, purge facts and the ARC node.
+    pub(crate) fn handle_heap(&self) -> u64 {
+        let facts =
+            8 * (self.facts.dirs.len() + self.facts.surrogates.len()) + 2 * self.facts.tags.len();
+        let slices = self.slices.len() * std::mem::size_of::<Extent>();
+        (std::mem::size_of::<Object>() + self.key.len() + self.meta.footprint() + facts + slices)
+            as u64
+            + OVERHEAD
+    }
 }

@@ -223,3 +223,69 @@ fn ram_max_is_a_store_setting() {
     assert!(c.tiers()[0].get(b"r.com/large").unwrap().is_some());
     assert!(Cache::open_str("ram_max=12q").is_err());
 }
+
+/// Memory-tier handles (objects in the RAM tier) held by a cache opened as
+/// one of `processes` sharing the store, after 1000 small objects were
+/// stored and each hit once (memory-handle hits or RAM-tier hits).
+fn handles_held(processes: u32) -> u64 {
+    let d = tempfile::tempdir().unwrap();
+    let conf = format!(
+        "mem=4m shards=1 processes={processes} ram={0}/ram tier={0}/disk,size=8m,region=256k",
+        d.path().display()
+    );
+    let c = Cache::open_str(&conf).unwrap();
+    for i in 0..1000 {
+        let k = format!("h.com/{i}");
+        c.insert(k.as_bytes(), meta(1), body_for(&k, 1000)).unwrap();
+    }
+    for i in 0..1000 {
+        let k = format!("h.com/{i}");
+        assert_eq!(body_of(&c, &k).unwrap(), body_for(&k, 1000), "{k}");
+    }
+    c.counters().objects
+}
+
+#[test]
+fn handles_take_a_share_of_mem_split_between_the_processes() {
+    // 1000 KiB of bodies fit the 4 MiB RAM tier; the handles into them
+    // are bounded by their heap (mem / 8 for all processes together), not
+    // by the bodies' bytes.
+    let one = handles_held(1);
+    let four = handles_held(4);
+    assert!((20..1000).contains(&one), "one process holds {one} handles");
+    assert!(
+        four > 0 && four * 3 <= one,
+        "four processes: {four} each, one: {one}"
+    );
+}
+
+#[test]
+fn recycled_ram_regions_are_unmapped_without_a_lookup() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Cache::open_str(&conf(d.path())).unwrap();
+    let writer = Cache::open_str(&conf(d.path())).unwrap();
+    for i in 0..100 {
+        let k = format!("u.com/c/{i}");
+        c.insert(k.as_bytes(), meta(1), body_for(&k, 5000)).unwrap();
+    }
+    // Three laps of the RAM tier by the other cache (another process in
+    // nginx), while `c` looks nothing up: only housekeeping drops `c`'s
+    // mappings of the region files recycling replaced (an unlinked tmpfs
+    // file keeps its pages while it is mapped).
+    for i in 0..600 {
+        let k = format!("u.com/w/{i}");
+        writer
+            .insert(k.as_bytes(), meta(1), body_for(&k, 5000))
+            .unwrap();
+    }
+    writer.reclaim_now();
+    assert!(writer.tiers()[0].stats().recycled >= 32);
+    c.reclaim_now();
+    let ram = d.path().join("ram");
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let old: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains(&*ram.to_string_lossy()) && l.ends_with("(deleted)"))
+        .collect();
+    assert!(old.is_empty(), "still mapped: {old:#?}");
+}

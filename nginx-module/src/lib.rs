@@ -472,7 +472,9 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             return Status::NGX_OK.into();
         };
         let text = mc.store.clone().unwrap_or_default();
-        if let Err(e) = store::open(&text) {
+        // SAFETY: the cycle's configuration is parsed.
+        let workers = unsafe { workers(cycle) };
+        if let Err(e) = store::open(&text, workers) {
             ngx_log_error!(
                 NGX_LOG_EMERG,
                 log,

@@ -404,6 +404,17 @@ impl Tiers {
         self.dir.flush();
     }
 
+    /// Drops this process's mappings of recycled regions in every tier.
+    pub fn prune_recycled(&self) {
+        self.tiers.iter().for_each(Tier::maybe_prune);
+    }
+
+    /// Bytes this process has written into the tiers (stores, promotions,
+    /// relocations, demotions).
+    pub fn bytes_written(&self) -> u64 {
+        self.tiers.iter().map(|t| t.stats().bytes_written).sum()
+    }
+
     pub fn counters(&self) -> BlockCounters {
         BlockCounters {
             promotions: self.promotions.load(Relaxed),

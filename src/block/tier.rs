@@ -451,6 +451,7 @@ impl Tier {
     /// is not a whole object here (nothing is counted then: the caller
     /// asks [`Tier::get`] on a thread).
     pub fn get_resident(&self, key: &[u8]) -> Option<Hit> {
+        self.maybe_prune();
         let rec = self.resident_rec(key)?;
         if !self.body_ok(&rec) {
             self.drop_corrupt(&rec);
@@ -882,8 +883,11 @@ impl Tier {
         Ok(())
     }
 
-    /// Drops this process's mappings of recycled regions now and then.
-    fn maybe_prune(&self) {
+    /// Drops this process's mappings of regions recycled since the last
+    /// call (one atomic load when none was): an unlinked region file stays
+    /// in memory while a process maps it. Lookups call it, and so does the
+    /// background sweeper, for a process that only serves handles.
+    pub(crate) fn maybe_prune(&self) {
         let i = &self.inner;
         let lap = i.index.lap().load(Relaxed);
         // Load first: a store on every get would bounce the line.

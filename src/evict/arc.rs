@@ -195,6 +195,13 @@ impl<V> ArcCache<V> {
         self.core.insert(hash, size, value, evicted)
     }
 
+    /// Changes the size a resident value counts for (e.g. its body moved
+    /// out of the heap); growing evicts from the LRU ends until it fits.
+    /// False if it is not resident.
+    pub fn resize(&mut self, hash: u128, size: u64, evicted: &mut impl FnMut(u128, V)) -> bool {
+        self.core.resize(hash, size, evicted)
+    }
+
     /// Removes `hash` from every list; returns its value if it was resident.
     pub fn remove(&mut self, hash: u128) -> Option<V> {
         self.core.remove(hash)
@@ -262,6 +269,28 @@ mod tests {
         let ev = put(&mut c, 99, 35);
         assert_eq!(ev.len(), 4, "35 bytes need four 10-byte victims");
         assert!(c.used() <= 100);
+        check_invariants(&c);
+    }
+
+    #[test]
+    fn resizing_a_resident_keeps_its_place_and_evicts_only_to_grow() {
+        let mut c = ArcCache::new(100);
+        for k in 0..10 {
+            put(&mut c, k, 10);
+        }
+        assert!(c.get(3).is_some()); // in T2 now
+        let mut ev = Vec::new();
+        assert!(c.resize(3, 1, &mut |h, _| ev.push(h)) && c.resize(7, 2, &mut |h, _| ev.push(h)));
+        assert_eq!((c.used(), ev.len()), (83, 0));
+        assert_eq!((c.which(3), c.which(7)), (Some(Which::T2), Some(Which::T1)));
+        // The freed bytes take new entries without evicting anyone.
+        assert!(put(&mut c, 50, 17).is_empty());
+        // Growing past the capacity evicts the LRU of T1 (key 0) first.
+        assert!(c.resize(7, 12, &mut |h, _| ev.push(h)));
+        assert_eq!(ev, vec![0]);
+        assert!(c.used() <= 100);
+        assert!(!c.resize(42, 1, &mut |_, _| ()), "absent");
+        assert!(!c.resize(0, 1, &mut |_, _| ()), "evicted: not resident");
         check_invariants(&c);
     }
 

@@ -292,6 +292,30 @@ impl<S: Nodes> Core<S> {
         false
     }
 
+    /// Changes the size a resident node counts for, in place (it keeps its
+    /// list and position); if it grew, the LRU ends are evicted until the
+    /// residents fit again (possibly this node). False if not resident.
+    pub fn resize(
+        &mut self,
+        hash: u128,
+        size: u64,
+        evicted: &mut impl FnMut(u128, S::Value),
+    ) -> bool {
+        let Some(i) = self.0.find(hash) else {
+            return false;
+        };
+        let n = self.0.link(i);
+        if !Which::of(n.list).resident() {
+            return false;
+        }
+        let size = size.min(self.0.state().cap);
+        let l = &mut self.0.state_mut().lists[n.list as usize];
+        l.bytes = (l.bytes + size).saturating_sub(n.size);
+        self.0.link_mut(i).size = size;
+        self.make_room(0, false, evicted);
+        true
+    }
+
     /// Removes `hash` from every list; returns its value if it was resident.
     pub fn remove(&mut self, hash: u128) -> Option<S::Value> {
         let i = self.0.find(hash)?;

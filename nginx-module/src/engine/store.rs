@@ -18,9 +18,14 @@ thread_local! {
     static LOCKS: RefCell<Option<Arc<FillLocks>>> = const { RefCell::new(None) };
 }
 
-/// Opens the store from the `rcdn_store` tokens (empty: engine defaults).
-pub fn open(text: &str) -> Result<()> {
-    let cache = Cache::open_str(text)?;
+/// Opens the store from the `rcdn_store` tokens (empty: engine defaults),
+/// as one of `workers` processes sharing it (they split the heap the
+/// engine keeps handles in, so a node's memory does not grow with
+/// `worker_processes`).
+pub fn open(text: &str, workers: i64) -> Result<()> {
+    let mut cfg = Config::parse(text)?;
+    cfg.processes = workers.clamp(1, 1024) as u32;
+    let cache = Cache::open(cfg)?;
     let locks = match cache.config().tiers.first() {
         Some(t) => Some(Arc::new(FillLocks::open(&t.path)?)),
         None => None,
