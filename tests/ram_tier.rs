@@ -289,3 +289,44 @@ fn recycled_ram_regions_are_unmapped_without_a_lookup() {
         .collect();
     assert!(old.is_empty(), "still mapped: {old:#?}");
 }
+
+/// With the RAM tier on tmpfs, the inline lookup (what an event loop does
+/// before it asks a thread) finds another process's object without
+/// `mincore`, and still verifies it: a lookup of a missing key, or of an
+/// object stored as slices, is left to the full lookup.
+#[test]
+fn inline_lookups_of_a_tmpfs_ram_tier_find_whole_objects_only() {
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ram = tempfile::tempdir_in("/dev/shm").unwrap();
+    let conf = format!(
+        "mem=4m shards=1 max_object=1m ram_max=1m ram={} tier={}/d,size=8m,region=1m",
+        ram.path().display(),
+        disk.path().display()
+    );
+    let (a, b) = (
+        Cache::open_str(&conf).unwrap(),
+        Cache::open_str(&conf).unwrap(),
+    );
+    let small = body_for("s", 3000);
+    a.insert(b"r.com/s", meta(1), small.clone()).unwrap();
+    // 300 KiB: the RAM tier's regions are mem / 16 = 256 KiB, its slices
+    // 64 KiB, so a manifest and five slices.
+    let sliced = body_for("m", 300 << 10);
+    a.insert(b"r.com/m", meta(1), sliced.clone()).unwrap();
+    let now = cdncore::now_ms();
+    let got = b
+        .get_resident_at(b"r.com/s", now)
+        .unwrap()
+        .expect("inline hit");
+    assert!(got.object().expect("fresh").body() == &small[..]);
+    assert!(b.get_resident_at(b"r.com/none", now).unwrap().is_none());
+    assert!(b.get_resident_at(b"r.com/m", now).unwrap().is_none());
+    assert!(
+        b.get(b"r.com/m")
+            .unwrap()
+            .object()
+            .expect("full lookup")
+            .body()
+            == &sliced[..]
+    );
+}

@@ -112,6 +112,8 @@ pub(crate) struct Tiers {
     /// Objects larger than this are committed to the first configured
     /// tier; `u64::MAX` when that tier is itself in RAM.
     ram_max: u64,
+    /// The RAM tier is on tmpfs/ramfs: its lookups need no `mincore`.
+    ram_in_ram: bool,
     sketch: Mutex<Sketch>,
     promotions: AtomicU64,
     refused: AtomicU64,
@@ -143,6 +145,7 @@ impl Tiers {
             tiers,
             dir,
             ram_max: if disk_below { ram_max } else { u64::MAX },
+            ram_in_ram: on_ram_fs(&ram.path) == Some(true),
             sketch: Mutex::new(Sketch::new()),
             promotions: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -162,10 +165,13 @@ impl Tiers {
     /// `key` from the RAM tier, or the first configured tier if reading it
     /// touches only memory (see [`Tier::get_resident`]); `None` otherwise.
     pub fn lookup_resident(&self, key: &[u8]) -> Option<(usize, Hit, bool)> {
-        let found = self.tiers[..2]
-            .iter()
-            .enumerate()
-            .find_map(|(i, t)| t.get_resident(key).map(|h| (i, h, true)));
+        let ram = match self.ram_in_ram {
+            true => self.tiers[0].get_in_ram(key),
+            false => self.tiers[0].get_resident(key),
+        };
+        let found = ram
+            .map(|h| (0, h, true))
+            .or_else(|| self.tiers[1].get_resident(key).map(|h| (1, h, true)));
         if let Some((0, hit, _)) = &found {
             self.dir
                 .hit(KeyHash::of(key).0, ram_charge(key.len(), hit.meta.size));

@@ -460,6 +460,15 @@ impl Tier {
         self.hit_of(rec)
     }
 
+    /// [`Tier::get_resident`] for a tier on tmpfs, whose pages are memory:
+    /// no `mincore` (a system call per lookup on the small-hit path).
+    pub fn get_in_ram(&self, key: &[u8]) -> Option<Hit> {
+        self.maybe_prune();
+        let h = KeyHash::of(key).0;
+        let rec = self.find(h, key, |hd| hd.kind == Kind::Object, true)?;
+        self.hit_of(rec)
+    }
+
     /// Whether [`Tier::get_resident`] would find `key` (without the body
     /// checksum).
     pub fn resident(&self, key: &[u8]) -> bool {
