@@ -11,6 +11,12 @@
 //! `Set-Cookie`), so each of them makes its own origin request, as before.
 //! The response goes out as the origin sent it, less the hop-by-hop fields
 //! (and `Set-Cookie` is kept: it is this client's).
+//!
+//! A client slower than the origin never gets it cut: past
+//! `rcdn_pass_buffer` bytes not yet sent, the fill stops consuming its
+//! upstream's bufs ([`room`]), so nginx's non-buffered upstream reads no
+//! more from the origin; the reader posts the fill again as it sends
+//! (`stream::release`). Memory stays at about that buffer per client.
 
 use crate::cache::ctx::FillCtx;
 use crate::cache::stream;
