@@ -260,10 +260,20 @@ pub struct Reader {
     /// the fill this request may own is not torn down under other readers).
     dead: bool,
     /// Pass streams: the bufs handed to nginx over `chunks[..next]`, one a
-    /// chunk, and written bufs to use again (their pool memory is never
-    /// freed before the request).
+    /// chunk, and the bufs and chain links to use again (pool memory is
+    /// never freed before the request: without this a long pass response
+    /// would grow the pool by a buf and a link per chunk).
     sent: VecDeque<*mut ngx_buf_t>,
-    spare: Vec<*mut ngx_buf_t>,
+    spare: Spare,
+}
+
+/// Written bufs, and chain links nginx is done with (filters copy the
+/// links of a chain they keep: ours are free once the output filter
+/// returns), of a pass stream's reader.
+#[derive(Default)]
+struct Spare {
+    bufs: Vec<*mut ngx_buf_t>,
+    links: Vec<*mut ngx_chain_t>,
 }
 
 impl Reader {
@@ -342,7 +352,7 @@ unsafe fn attach_shared(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, s: Shared)
         ev,
         dead: false,
         sent: VecDeque::new(),
-        spare: Vec::new(),
+        spare: Spare::default(),
     }));
     ctx.body = "stream";
     // SAFETY: r is live; the content phase serves it from the stream.
@@ -441,8 +451,11 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
     // SAFETY: r is live.
     let c = unsafe { (*r).connection };
     let mut chain = core::ptr::null_mut();
+    let mut lent = Vec::new();
     if reader.next < s.chunks.len() {
-        let track = s.pass.then_some((&mut reader.spare, &mut reader.sent));
+        let track = s
+            .pass
+            .then_some((&mut reader.spare, &mut reader.sent, &mut lent));
         // SAFETY: r is live.
         match unsafe { chain_of(r, &s.chunks[reader.next..], track) } {
             Some(cl) => chain = cl,
@@ -454,6 +467,7 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
     // keeps until the request is freed (a pass stream's, until nginx has
     // written them: `release`).
     let rc = unsafe { ngx_http_output_filter(r, chain) };
+    reader.spare.links.append(&mut lent);
     // SAFETY: c is live.
     if rc == NGX_ERROR as ngx_int_t || unsafe { (*c).error() } != 0 {
         if s.done.is_some() {
@@ -500,28 +514,36 @@ fn release(reader: &mut Reader, s: &mut Stream) {
         s.held = s.held.saturating_sub(c.len() as u64);
     }
     reader.next -= written;
-    reader.spare.extend(reader.sent.drain(..written));
+    reader.spare.bufs.extend(reader.sent.drain(..written));
     if s.held <= s.cap / 2 {
         s.resume();
     }
 }
 
+/// What [`chain_of`] takes bufs and links from, and where it records the
+/// bufs and links it hands out.
+type Track<'a> = (
+    &'a mut Spare,
+    &'a mut VecDeque<*mut ngx_buf_t>,
+    &'a mut Vec<*mut ngx_chain_t>,
+);
+
 /// Memory bufs over `chunks`, flushed at once. `track` (pass streams):
-/// bufs to use first, and the list the new ones are appended to.
+/// bufs and links to use first, and the lists of the ones handed out.
 ///
 /// # Safety
 /// `r` must be live.
 unsafe fn chain_of(
     r: *mut ngx_http_request_t,
     chunks: &[Bytes],
-    mut track: Option<(&mut Vec<*mut ngx_buf_t>, &mut VecDeque<*mut ngx_buf_t>)>,
+    mut track: Option<Track>,
 ) -> Option<*mut ngx_chain_t> {
     // SAFETY: r is live.
     let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
     let mut head: *mut ngx_chain_t = core::ptr::null_mut();
     let mut tail: *mut *mut ngx_chain_t = &mut head;
     for ch in chunks.iter().filter(|c| !c.is_empty()) {
-        let b = match track.as_mut().and_then(|(spare, _)| spare.pop()) {
+        let b = match track.as_mut().and_then(|(spare, _, _)| spare.bufs.pop()) {
             Some(b) => {
                 // SAFETY: a written buf of ours: nothing refers to it now.
                 unsafe { core::ptr::write_bytes(b, 0, 1) };
@@ -529,13 +551,17 @@ unsafe fn chain_of(
             }
             None => pool.calloc_type::<ngx_buf_t>(),
         };
-        // SAFETY: the pool is live.
-        let cl = unsafe { ngx_alloc_chain_link(pool.as_ptr()) };
+        let cl = match track.as_mut().and_then(|(spare, _, _)| spare.links.pop()) {
+            Some(cl) => cl,
+            // SAFETY: the pool is live.
+            None => unsafe { ngx_alloc_chain_link(pool.as_ptr()) },
+        };
         if b.is_null() || cl.is_null() {
             return None;
         }
-        if let Some((_, sent)) = track.as_mut() {
+        if let Some((_, sent, lent)) = track.as_mut() {
             sent.push_back(b);
+            lent.push(cl);
         }
         // SAFETY: b is a zeroed pool buf over immutable pinned bytes; cl is
         // a fresh link; tail points at the last `next` slot.
