@@ -139,7 +139,7 @@ const fn command(
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
-static mut COMMANDS: [ngx_command_t; 32] = [
+static mut COMMANDS: [ngx_command_t; 33] = [
     command(
         ngx_string!("rcdn_io_threads"),
         NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
@@ -277,6 +277,13 @@ static mut COMMANDS: [ngx_command_t; 32] = [
         ngx_string!("rcdn_slice"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         conf::set_slice,
+        LOC,
+        0,
+    ),
+    command(
+        ngx_string!("rcdn_pass_buffer"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        conf::set_pass_buffer,
         LOC,
         0,
     ),

@@ -17,7 +17,7 @@ fn good_config_passes() {
         "rcdn_store mem=64m shards=4 default_ttl=5m;",
         "rcdn_cache_key $scheme$host$request_uri; rcdn_cache_valid 200 301 10m; \
          rcdn_cache_valid any 1m; rcdn_cache_methods GET HEAD; rcdn_stale_if_error 1h; \
-         rcdn_cache_lock_timeout 3s; rcdn_purge_secret x;",
+         rcdn_cache_lock_timeout 3s; rcdn_purge_secret x; rcdn_pass_buffer 256k;",
     ));
     assert!(ok, "{err}");
 }
@@ -57,6 +57,13 @@ fn bad_arguments_are_rejected_with_directive_and_value() {
         ("", "rcdn_cache_key \"\";", &["rcdn_cache_key"]),
         ("", "rcdn_cache_key $nosuchvar;", &["nosuchvar"]),
         ("", "rcdn_purge_secret \"\";", &["rcdn_purge_secret"]),
+        ("", "rcdn_pass_buffer 1k;", &["rcdn_pass_buffer", "1k"]),
+        ("", "rcdn_pass_buffer lots;", &["rcdn_pass_buffer", "lots"]),
+        (
+            "",
+            "rcdn_pass_buffer 1m; rcdn_pass_buffer 2m;",
+            &["rcdn_pass_buffer", "duplicate"],
+        ),
         ("", "cdn_purge extra;", &["cdn_purge"]),
         ("", "rcdn_store mem=1m;", &["rcdn_store", "not allowed"]),
     ];

@@ -382,6 +382,10 @@ pub struct FillCtx {
     pub pass: Option<crate::cache::stream::Shared>,
     /// The upstream handlers that skip interim 1xx responses wrap.
     pub interim: crate::cache::interim::Hook,
+    /// Bufs of the upstream's body not yet consumed, in order: a pass
+    /// stream was full (`crate::cache::pass::room`). They stay busy for
+    /// nginx, which reads no more into them meanwhile.
+    pub unread: std::collections::VecDeque<*mut ngx_buf_t>,
 }
 
 impl FillCtx {

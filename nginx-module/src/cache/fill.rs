@@ -163,6 +163,7 @@ unsafe fn subrequest(
             slow_write: crate::base::guard::fault_asked(r, "slow-write"),
             pass: None,
             interim: Default::default(),
+            unread: Default::default(),
         };
         let Some(f) = FillCtx::attach(sr, fill) else {
             return false;

@@ -85,8 +85,8 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, inp: *mut ngx_chain
         // SAFETY: as above.
         let log = unsafe { (*(*r).connection).log };
         return guard::request(log, "fill body", Status::NGX_ERROR.into(), || {
-            // SAFETY: inp is the chain nginx hands us.
-            unsafe { capture(f, inp) };
+            // SAFETY: r is the fill owning f; inp is the chain nginx hands us.
+            unsafe { capture(r, f, inp) };
             Status::NGX_OK.into()
         });
     }
@@ -472,33 +472,45 @@ fn refreshed(cache: &Cache, f: &mut FillCtx, old: &cdncore::Object, meta: Meta) 
 }
 
 /// Streams a chain into the writer, marks it consumed, commits at the end.
+/// Bufs a full pass stream has no room for stay unconsumed, queued in
+/// `f.unread` before the next chain's (see `pass::room`).
 ///
 /// # Safety
-/// `inp` must be a valid chain.
-unsafe fn capture(f: &mut FillCtx, inp: *mut ngx_chain_t) {
+/// `r` must be the live fill owning `f`; `inp` must be a valid chain.
+unsafe fn capture(r: *mut ngx_http_request_t, f: &mut FillCtx, inp: *mut ngx_chain_t) {
     let mut cl = inp;
-    let mut last = false;
     while !cl.is_null() {
         // SAFETY: cl is a link of the valid chain.
         let b = unsafe { (*cl).buf };
         cl = unsafe { (*cl).next };
-        if b.is_null() {
-            continue;
+        if !b.is_null() {
+            f.unread.push_back(b);
         }
-        // SAFETY: b is a live buf of the chain.
+    }
+    let mut last = false;
+    while let Some(&b) = f.unread.front() {
+        // SAFETY: r owns f and is live.
+        let room = unsafe { crate::cache::pass::room(r, f) };
+        // SAFETY: b is a live buf of this fill (its pool is the request's).
         unsafe {
             if (*b).temporary() != 0 || (*b).memory() != 0 || (*b).mmap() != 0 {
                 let len = (*b).last.offset_from((*b).pos).max(0) as usize;
-                if len > 0 {
-                    write(f, core::slice::from_raw_parts((*b).pos, len));
+                let take = room.map_or(len, |n| len.min(n as usize));
+                if take > 0 {
+                    write(f, core::slice::from_raw_parts((*b).pos, take));
+                    (*b).pos = (*b).pos.add(take);
                 }
-                (*b).pos = (*b).last;
+                if take < len {
+                    crate::cache::pass::pause(f);
+                    break;
+                }
             } else if (*b).in_file() != 0 && !(*b).file.is_null() {
                 read_file(f, (*b).file, (*b).file_pos, (*b).file_last);
                 (*b).file_pos = (*b).file_last;
             }
             last |= (*b).last_buf() != 0 || (*b).last_in_chain() != 0;
         }
+        f.unread.pop_front();
     }
     if last {
         commit(f);

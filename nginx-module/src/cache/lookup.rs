@@ -35,9 +35,31 @@ pub unsafe extern "C" fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
         NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         || {
             // SAFETY: r is live for the whole phase handler.
-            unsafe { lookup(r) }
+            let rc = unsafe { lookup(r) };
+            // SAFETY: as above.
+            unsafe { drop_unread_pass(r) };
+            rc
         },
     )
+}
+
+/// A pass stream its fill opened for `r` that this lookup did not take
+/// (it served a stale copy, a hit, another stream): nobody will read it,
+/// so its fill must not wait for a reader.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn drop_unread_pass(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live.
+    if unsafe { (*r).main } != r {
+        return;
+    }
+    // SAFETY: r is a live main request.
+    if let Some(ctx) = unsafe { ReqCtx::get(r) } {
+        if ctx.pass.is_some() && !ctx.waiting() && !ctx.io_pending() {
+            crate::cache::pass::abandon(ctx);
+        }
+    }
 }
 
 fn declined() -> ngx_int_t {

@@ -11,19 +11,23 @@
 //! `Set-Cookie`), so each of them makes its own origin request, as before.
 //! The response goes out as the origin sent it, less the hop-by-hop fields
 //! (and `Set-Cookie` is kept: it is this client's).
+//!
+//! A client slower than the origin never gets it cut: past
+//! `rcdn_pass_buffer` bytes not yet sent, the fill stops consuming its
+//! upstream's bufs ([`room`]), so nginx's non-buffered upstream reads no
+//! more from the origin; the reader posts the fill again as it sends
+//! (`stream::release`). Memory stays at about that buffer per client.
 
 use crate::cache::ctx::FillCtx;
 use crate::cache::stream;
 use crate::cache::ReqCtx;
+use crate::conf::{Module, PASS_BUFFER};
 use crate::http::reply::push_header;
 use bytes::Bytes;
 use cdncore::http::date::parse_http_date;
 use cdncore::{now_ms, Meta};
 use nginx_sys::*;
-
-/// Bytes a pass stream may hold for a client slower than the origin
-/// before it is cut (the fill reads the origin at its own pace).
-pub const MEM_CAP: u64 = 64 << 20;
+use ngx::http::HttpModuleLocationConf;
 
 /// Opens the pass stream of a fill whose response will not be stored, if
 /// the request that started it waits for it (not a background refresh, a
@@ -59,7 +63,9 @@ pub unsafe fn open(sr: *mut ngx_http_request_t, f: &mut FillCtx) {
     // SAFETY: sr is live.
     let h = unsafe { crate::cache::filter::response_headers(sr) };
     let meta = meta_of(status, &h, now_ms());
-    let s = stream::open_pass(meta, (length >= 0).then_some(length as u64));
+    // SAFETY: sr is live.
+    let cap = Module::location_conf(unsafe { &*sr }).map_or(PASS_BUFFER, |lc| lc.pass_buffer);
+    let s = stream::open_pass(meta, (length >= 0).then_some(length as u64), cap, sr);
     f.pass = Some(s.clone());
     ctx.pass = Some(s);
 }
@@ -81,7 +87,58 @@ pub unsafe fn take(r: *mut ngx_http_request_t, ctx: &mut ReqCtx) -> bool {
 /// A chunk of a fill's body for its pass stream.
 pub fn push(f: &FillCtx, data: &[u8]) {
     if let Some(s) = &f.pass {
-        stream::push_pass(s, data, MEM_CAP);
+        stream::push_pass(s, data);
+    }
+}
+
+/// How many more body bytes the fill of `sr` may take from its upstream
+/// now; `None`: all it has. A fill with a pass stream that its client has
+/// not taken up to `rcdn_pass_buffer` bytes stops there: its body filter
+/// leaves the rest of nginx's bufs unconsumed, and nginx's non-buffered
+/// upstream reads no more once its buffer is full (the origin then waits
+/// on TCP flow control).
+///
+/// # Safety
+/// `sr` must be the live fill subrequest owning `f`.
+pub unsafe fn room(sr: *mut ngx_http_request_t, f: &FillCtx) -> Option<u64> {
+    let s = f.pass.as_ref()?;
+    // SAFETY: sr is live (caller's contract).
+    if !unsafe { pausable(sr) } {
+        return None;
+    }
+    stream::pass_room(s)
+}
+
+/// The fill of `sr` left bufs unconsumed: it is posted again when its
+/// client has taken half of what is held.
+pub fn pause(f: &FillCtx) {
+    if let Some(s) = &f.pass {
+        stream::pause_pass(s);
+    }
+}
+
+/// The request that started the fill will not read its pass stream.
+pub fn abandon(ctx: &mut ReqCtx) {
+    if let Some(s) = ctx.pass.take() {
+        stream::abandon_pass(&s);
+    }
+}
+
+/// Whether the body of `sr` comes from its upstream's non-buffered reads
+/// (the only producer that stops when its bufs stay busy and goes on when
+/// the subrequest is posted again): the upstream sent the header and still
+/// has its connection. Not for a body nginx makes itself (an error page).
+///
+/// # Safety
+/// `sr` must be a live subrequest.
+unsafe fn pausable(sr: *mut ngx_http_request_t) -> bool {
+    // SAFETY: sr is live; its upstream is null or live.
+    unsafe {
+        let u = (*sr).upstream;
+        !u.is_null()
+            && (*u).header_sent() != 0
+            && (*u).buffering() == 0
+            && !(*u).peer.connection.is_null()
     }
 }
 

@@ -19,7 +19,7 @@ use cdncore::Meta;
 use nginx_sys::*;
 use ngx::core::{Pool, Status};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 /// A fill's response as far as it has arrived.
@@ -38,6 +38,12 @@ pub struct Stream {
     pushed: u64,
     /// Its reader is done with it (a pass stream keeps no more chunks).
     gone: bool,
+    /// Pass streams: the bytes held before the fill stops reading its
+    /// origin (`rcdn_pass_buffer`), the fill subrequest that does (null:
+    /// one that cannot be paused, cut past `cap`), and whether it stopped.
+    cap: u64,
+    fill: *mut ngx_http_request_t,
+    paused: bool,
     /// The coding the fill asked for, and whether the response varies on it.
     coding: &'static str,
     varies: bool,
@@ -72,6 +78,9 @@ pub fn open(key: &[u8], meta: Meta, len: u64, coding: &'static str, varies: bool
         held: 0,
         pushed: 0,
         gone: false,
+        cap: 0,
+        fill: core::ptr::null_mut(),
+        paused: false,
         coding,
         varies,
         chunks: Vec::new(),
@@ -85,8 +94,10 @@ pub fn open(key: &[u8], meta: Meta, len: u64, coding: &'static str, varies: bool
 }
 
 /// A stream for one client only, of a response that is not stored
-/// (`len`: its `Content-Length`, if any).
-pub fn open_pass(meta: Meta, len: Option<u64>) -> Shared {
+/// (`len`: its `Content-Length`, if any), holding up to `cap` bytes the
+/// client has not taken; `fill`: the subrequest to pause beyond that, if
+/// it can be (else the stream is cut).
+pub fn open_pass(meta: Meta, len: Option<u64>, cap: u64, fill: *mut ngx_http_request_t) -> Shared {
     Rc::new(RefCell::new(Stream {
         meta,
         len: len.unwrap_or(0),
@@ -95,6 +106,9 @@ pub fn open_pass(meta: Meta, len: Option<u64>) -> Shared {
         held: 0,
         pushed: 0,
         gone: false,
+        cap,
+        fill,
+        paused: false,
         coding: "identity",
         varies: false,
         chunks: Vec::new(),
@@ -103,12 +117,13 @@ pub fn open_pass(meta: Meta, len: Option<u64>) -> Shared {
     }))
 }
 
-/// Appends a chunk to a pass stream. More than `cap` bytes waiting for a
-/// slow client fail it (its connection is closed: a short body, never
-/// unbounded memory).
-pub fn push_pass(s: &Shared, data: &[u8], cap: u64) {
+/// Appends a chunk to a pass stream. A fill that can be paused hands it
+/// no more than [`pass_room`]; one that cannot (no upstream to stop) fails
+/// it past `cap` bytes waiting for a slow client (its connection is
+/// closed: a short body, never unbounded memory).
+pub fn push_pass(s: &Shared, data: &[u8]) {
     let mut s = s.borrow_mut();
-    if s.done.is_some() {
+    if s.done.is_some() || data.is_empty() {
         return;
     }
     s.pushed += data.len() as u64;
@@ -116,18 +131,75 @@ pub fn push_pass(s: &Shared, data: &[u8], cap: u64) {
         return; // nobody will read it (HEAD, an error, a closed client)
     }
     s.held += data.len() as u64;
-    if s.held > cap {
+    if s.held > s.cap {
         // The chunks nginx may still be writing stay until the request ends.
         s.done = Some(false);
+        s.fill = core::ptr::null_mut();
     } else {
         s.chunks.push(Bytes::copy_from_slice(data));
     }
     notify(&s);
 }
 
+/// How many bytes the fill of a pass stream may push now; `None`: as many
+/// as it has (nobody reads them, the stream is over, or the fill cannot be
+/// paused).
+pub fn pass_room(s: &Shared) -> Option<u64> {
+    let s = s.borrow();
+    if s.fill.is_null() || s.gone || s.done.is_some() {
+        return None;
+    }
+    Some(s.cap.saturating_sub(s.held))
+}
+
+/// The fill stopped taking its upstream's bufs ([`pass_room`] was 0): it
+/// is posted again once the reader has sent half of what is held, or is
+/// gone.
+pub fn pause_pass(s: &Shared) {
+    s.borrow_mut().paused = true;
+}
+
+/// The request that started the fill will not read its pass stream (the
+/// lookup served it otherwise): let the fill run to its end.
+pub fn abandon_pass(s: &Shared) {
+    let mut s = s.borrow_mut();
+    s.gone = true;
+    s.resume();
+}
+
+impl Stream {
+    /// Lets a paused fill read on: its subrequest is posted, and runs when
+    /// the caller's event handler runs nginx's posted requests (as every
+    /// path into `drive` does).
+    fn resume(&mut self) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        let sr = self.fill;
+        // SAFETY: `fill` is the fill subrequest of this stream, not yet
+        // ended (end_pass nulls it), so its memory (the main request's
+        // pool) is live; an upstream that was finalized meanwhile has no
+        // peer connection, and is not posted.
+        unsafe {
+            if sr.is_null()
+                || (*sr).upstream.is_null()
+                || (*(*sr).upstream).peer.connection.is_null()
+            {
+                return;
+            }
+            // Its write handler (nginx's non-buffered downstream handler)
+            // hands the bufs it holds to the fill's body filter again.
+            ngx_http_post_request(sr, core::ptr::null_mut());
+        }
+    }
+}
+
 /// Ends a pass stream: complete (`ok` and all of a known length), or not.
 pub fn end_pass(s: &Shared, ok: bool) {
     let mut s = s.borrow_mut();
+    s.fill = core::ptr::null_mut();
+    s.paused = false;
     if s.done.is_some() {
         return;
     }
@@ -187,16 +259,36 @@ pub struct Reader {
     /// The client is gone; wait for the fill's end before finalizing (so
     /// the fill this request may own is not torn down under other readers).
     dead: bool,
+    /// Pass streams: the bufs handed to nginx over `chunks[..next]`, one a
+    /// chunk, and the bufs and chain links to use again (pool memory is
+    /// never freed before the request: without this a long pass response
+    /// would grow the pool by a buf and a link per chunk).
+    sent: VecDeque<*mut ngx_buf_t>,
+    spare: Spare,
+}
+
+/// Written bufs, and chain links nginx is done with (filters copy the
+/// links of a chain they keep: ours are free once the output filter
+/// returns), of a pass stream's reader.
+#[derive(Default)]
+struct Spare {
+    bufs: Vec<*mut ngx_buf_t>,
+    links: Vec<*mut ngx_chain_t>,
 }
 
 impl Reader {
     /// Stops the wake-ups (the response is over); the chunks stay pinned
     /// until the request is freed, as nginx may still be writing them.
-    fn detach(&mut self) {
+    /// `resume`: let a paused pass fill run to its end (not while the
+    /// request is being freed: its fill goes with it).
+    fn detach(&mut self, resume: bool) {
         let p: *mut ngx_event_t = &mut *self.ev;
         if let Ok(mut s) = self.s.try_borrow_mut() {
             s.readers.retain(|&e| e != p);
             s.gone |= s.pass;
+            if resume {
+                s.resume();
+            }
         }
         // SAFETY: p is our live event; this only unlinks it.
         unsafe {
@@ -209,7 +301,7 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.detach();
+        self.detach(false);
     }
 }
 
@@ -220,7 +312,7 @@ impl Drop for Reader {
 unsafe fn detach(r: *mut ngx_http_request_t) {
     // SAFETY: r is a live main request.
     if let Some(reader) = (unsafe { ReqCtx::get(r) }).and_then(|c| c.stream.as_deref_mut()) {
-        reader.detach();
+        reader.detach(true);
     }
 }
 
@@ -259,6 +351,8 @@ unsafe fn attach_shared(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, s: Shared)
         next: 0,
         ev,
         dead: false,
+        sent: VecDeque::new(),
+        spare: Spare::default(),
     }));
     ctx.body = "stream";
     // SAFETY: r is live; the content phase serves it from the stream.
@@ -356,16 +450,24 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
     }
     // SAFETY: r is live.
     let c = unsafe { (*r).connection };
-    let chain = (reader.next < s.chunks.len())
-        .then(|| {
-            // SAFETY: r is live.
-            unsafe { chain_of(r, &s.chunks[reader.next..]) }
-        })
-        .flatten();
-    reader.next = s.chunks.len();
+    let mut chain = core::ptr::null_mut();
+    let mut lent = Vec::new();
+    if reader.next < s.chunks.len() {
+        let track = s
+            .pass
+            .then_some((&mut reader.spare, &mut reader.sent, &mut lent));
+        // SAFETY: r is live.
+        match unsafe { chain_of(r, &s.chunks[reader.next..], track) } {
+            Some(cl) => chain = cl,
+            None => return err,
+        }
+        reader.next = s.chunks.len();
+    }
     // SAFETY: r is live; the chain's bufs point into chunks our `Rc`
-    // keeps until the request is freed.
-    let rc = unsafe { ngx_http_output_filter(r, chain.unwrap_or(core::ptr::null_mut())) };
+    // keeps until the request is freed (a pass stream's, until nginx has
+    // written them: `release`).
+    let rc = unsafe { ngx_http_output_filter(r, chain) };
+    reader.spare.links.append(&mut lent);
     // SAFETY: c is live.
     if rc == NGX_ERROR as ngx_int_t || unsafe { (*c).error() } != 0 {
         if s.done.is_some() {
@@ -373,7 +475,11 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         }
         reader.dead = true; // keep the request (and its fill) until the end
         s.gone |= s.pass;
+        s.resume(); // a paused fill drains its origin, unread
         return None;
+    }
+    if s.pass {
+        release(reader, &mut s);
     }
     match s.done {
         Some(true) => {
@@ -384,38 +490,78 @@ unsafe fn drive(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         None => {}
     }
     // SAFETY: r is live.
-    let busy = unsafe { pending(r) };
-    if s.pass && !busy {
-        // nginx wrote everything handed to it: drop those chunks (the one
-        // reader of a pass stream has no use for them).
-        let st = &mut *s;
-        for c in &mut st.chunks[..reader.next] {
-            st.held = st.held.saturating_sub(c.len() as u64);
-            *c = Bytes::new();
-        }
-    }
-    // SAFETY: r is live.
-    if busy && !unsafe { arm_write(r) } {
+    if unsafe { pending(r) } && !unsafe { arm_write(r) } {
         return err;
     }
     None
 }
 
-/// Memory bufs over `chunks`, flushed at once.
+/// Drops the chunks of a pass stream that nginx has written (their bufs
+/// are empty: nginx's own sign that a buf is free, as its upstream reuses
+/// its buffer), keeps their bufs for the next ones, and lets a paused fill
+/// read on once half of what it may hold is sent.
+fn release(reader: &mut Reader, s: &mut Stream) {
+    let written = reader
+        .sent
+        .iter()
+        // SAFETY: a buf we handed nginx, in the request's pool.
+        .take_while(|&&b| unsafe { (*b).pos == (*b).last })
+        .count();
+    if written == 0 {
+        return;
+    }
+    for c in s.chunks.drain(..written) {
+        s.held = s.held.saturating_sub(c.len() as u64);
+    }
+    reader.next -= written;
+    reader.spare.bufs.extend(reader.sent.drain(..written));
+    if s.held <= s.cap / 2 {
+        s.resume();
+    }
+}
+
+/// What [`chain_of`] takes bufs and links from, and where it records the
+/// bufs and links it hands out.
+type Track<'a> = (
+    &'a mut Spare,
+    &'a mut VecDeque<*mut ngx_buf_t>,
+    &'a mut Vec<*mut ngx_chain_t>,
+);
+
+/// Memory bufs over `chunks`, flushed at once. `track` (pass streams):
+/// bufs and links to use first, and the lists of the ones handed out.
 ///
 /// # Safety
 /// `r` must be live.
-unsafe fn chain_of(r: *mut ngx_http_request_t, chunks: &[Bytes]) -> Option<*mut ngx_chain_t> {
+unsafe fn chain_of(
+    r: *mut ngx_http_request_t,
+    chunks: &[Bytes],
+    mut track: Option<Track>,
+) -> Option<*mut ngx_chain_t> {
     // SAFETY: r is live.
     let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
     let mut head: *mut ngx_chain_t = core::ptr::null_mut();
     let mut tail: *mut *mut ngx_chain_t = &mut head;
     for ch in chunks.iter().filter(|c| !c.is_empty()) {
-        let b = pool.calloc_type::<ngx_buf_t>();
-        // SAFETY: the pool is live.
-        let cl = unsafe { ngx_alloc_chain_link(pool.as_ptr()) };
+        let b = match track.as_mut().and_then(|(spare, _, _)| spare.bufs.pop()) {
+            Some(b) => {
+                // SAFETY: a written buf of ours: nothing refers to it now.
+                unsafe { core::ptr::write_bytes(b, 0, 1) };
+                b
+            }
+            None => pool.calloc_type::<ngx_buf_t>(),
+        };
+        let cl = match track.as_mut().and_then(|(spare, _, _)| spare.links.pop()) {
+            Some(cl) => cl,
+            // SAFETY: the pool is live.
+            None => unsafe { ngx_alloc_chain_link(pool.as_ptr()) },
+        };
         if b.is_null() || cl.is_null() {
             return None;
+        }
+        if let Some((_, sent, lent)) = track.as_mut() {
+            sent.push_back(b);
+            lent.push(cl);
         }
         // SAFETY: b is a zeroed pool buf over immutable pinned bytes; cl is
         // a fresh link; tail points at the last `next` slot.

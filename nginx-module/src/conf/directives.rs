@@ -3,7 +3,9 @@
 //! `nginx -t` with a message that names the directive and the value.
 
 use super::parse::{args, bad, compile, lossy, parse_time};
-use super::{IoMode, LocConf, MainConf, Module, Valid, DEFAULT_VALID, MSEC_UNSET, SLICE_UNSET};
+use super::{
+    IoMode, LocConf, MainConf, Module, Valid, DEFAULT_VALID, MSEC_UNSET, SIZE_UNSET, SLICE_UNSET,
+};
 use crate::base::guard;
 use core::ffi::{c_char, c_void};
 use nginx_sys::*;
@@ -314,6 +316,42 @@ pub unsafe extern "C" fn set_slice(
                 }
             }
         }
+        NGX_CONF_OK
+    })
+}
+
+/// The smallest `rcdn_pass_buffer`: one read of the origin (a page).
+const PASS_BUFFER_MIN: u64 = 4096;
+
+/// `rcdn_pass_buffer <size>;` — how much of a response that is not stored
+/// may wait for a slow client before its fill stops reading the origin.
+///
+/// # Safety
+/// Called by nginx with valid pointers for this callback.
+pub unsafe extern "C" fn set_pass_buffer(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard::conf(cf, "rcdn_pass_buffer", || {
+        // SAFETY: conf is our LocConf.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.pass_buffer != SIZE_UNSET {
+            return c"is duplicate".as_ptr().cast_mut();
+        }
+        // SAFETY: called by nginx while parsing this directive.
+        let mut v = unsafe { args(cf) }[0];
+        // SAFETY: ngx_parse_size only reads `len` bytes of the argument.
+        let n = unsafe { ngx_parse_size(&mut v) };
+        if n < PASS_BUFFER_MIN as isize {
+            return bad(
+                cf,
+                "rcdn_pass_buffer",
+                &lossy(&v),
+                "expected a size of at least 4k, such as 1m",
+            );
+        }
+        lc.pass_buffer = n as u64;
         NGX_CONF_OK
     })
 }

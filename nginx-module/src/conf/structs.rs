@@ -81,10 +81,20 @@ pub struct LocConf {
     pub sched: Option<std::sync::Arc<SchedConf>>,
     /// `rcdn_slice`: slice size in bytes, 0 = off; `SLICE_UNSET` until merged.
     pub slice: u64,
+    /// `rcdn_pass_buffer`: bytes of a pass response held for a client
+    /// slower than the origin before the fill stops reading it;
+    /// `SIZE_UNSET` until merged.
+    pub pass_buffer: u64,
 }
 
 /// `rcdn_slice` not set at this level.
 pub const SLICE_UNSET: u64 = u64::MAX;
+
+/// `rcdn_pass_buffer` not set at this level.
+pub const SIZE_UNSET: u64 = u64::MAX;
+
+/// `rcdn_pass_buffer` by default.
+pub const PASS_BUFFER: u64 = 1 << 20;
 
 impl Default for LocConf {
     fn default() -> Self {
@@ -102,6 +112,7 @@ impl Default for LocConf {
             attack: None,
             sched: None,
             slice: SLICE_UNSET,
+            pass_buffer: SIZE_UNSET,
         }
     }
 }
@@ -147,6 +158,13 @@ impl Merge for LocConf {
                 0
             } else {
                 prev.slice
+            };
+        }
+        if self.pass_buffer == SIZE_UNSET {
+            self.pass_buffer = if prev.pass_buffer == SIZE_UNSET {
+                PASS_BUFFER
+            } else {
+                prev.pass_buffer
             };
         }
         Ok(())
