@@ -81,3 +81,23 @@ ab_rounds() { # name_a port_a name_b port_b: alternating rounds, then medians
   mca=$(printf '%s\n' "${AC[@]}" | median); mcb=$(printf '%s\n' "${BC[@]}" | median)
   printf "%-6s %12s %12s %9s %12s %12s %9s\n" median "$ma" "$mb" "$(ratio "$ma" "$mb")" "$mca" "$mcb" "$(ratio "$mcb" "$mca")"
 }
+
+# The object set of run.sh and memory.sh under $1 (10k x 4 KiB, 10k x 16
+# KiB, 100 x 1 MiB), dated 30 days back as on a real origin: the
+# Last-Modified heuristic (RFC 9111 §4.2.2) then gives a day of freshness;
+# files written just now would be stale at once and every request would
+# revalidate. Sets CACHED_KIB.
+make_objects() {
+  python3 - "$1" <<'PY'
+import os, sys, time
+root = sys.argv[1]
+old = time.time() - 30 * 86400
+for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
+    os.makedirs(f"{root}/{name}")
+    for i in range(n):
+        with open(f"{root}/{name}/{i}", "wb") as f:
+            f.write(os.urandom(size))
+        os.utime(f"{root}/{name}/{i}", (old, old))
+PY
+  CACHED_KIB=$((10000 * 4 + 10000 * 16 + 100 * 1024))
+}

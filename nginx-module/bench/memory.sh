@@ -25,18 +25,7 @@ ROUNDS=1; DURATION=1
 WORKERS=${WORKERS:-"2 4"}; PEERS=${PEERS-proxy_cache}
 . nginx-module/bench/lib.sh
 setup /var/tmp/rcdn-bench-mem.XXXXXX
-python3 - "$DIR/www" <<'PY'
-import os, sys, time
-root = sys.argv[1]
-old = time.time() - 30 * 86400  # a day of heuristic freshness, as run.sh
-for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
-    os.makedirs(f"{root}/{name}")
-    for i in range(n):
-        with open(f"{root}/{name}/{i}", "wb") as f:
-            f.write(os.urandom(size))
-        os.utime(f"{root}/{name}/{i}", (old, old))
-PY
-CACHED_KIB=$((10000 * 4 + 10000 * 16 + 100 * 1024))
+make_objects "$DIR/www"
 ROWS=("/o4k/ 10000" "/o16k/ 10000" "/o1m/ 100")
 FAST="access_log off; sendfile on; tcp_nopush on;"
 OFC="open_file_cache max=12000 inactive=1h; open_file_cache_valid 1h;"

@@ -38,21 +38,7 @@ command -v taskset >/dev/null || PINS=unpinned
 [ "$(nproc)" -ge 2 ] || PINS=unpinned
 echo "bench: caches on $(stat -f -c %T "$DIR"), RAM tier on $(stat -f -c %T "$SHM")" >&2
 echo "generating objects..." >&2
-python3 - "$DIR/www" <<'PY'
-import os, sys, time
-root = sys.argv[1]
-# Dated 30 days back, as on a real origin: the Last-Modified heuristic
-# (RFC 9111 §4.2.2) then gives a day of freshness; files written just now
-# would be stale at once and every request would revalidate.
-old = time.time() - 30 * 86400
-for name, size, n in (("o4k", 4096, 10000), ("o16k", 16384, 10000), ("o1m", 1 << 20, 100)):
-    os.makedirs(f"{root}/{name}")
-    for i in range(n):
-        with open(f"{root}/{name}/{i}", "wb") as f:
-            f.write(os.urandom(size))
-        os.utime(f"{root}/{name}/{i}", (old, old))
-PY
-CACHED_KIB=$(( (10000 * 4 + 10000 * 16 + 100 * 1024) ))
+make_objects "$DIR/www"
 
 # name -> master pid and its workers
 procs() { local m; m=$(cat "$DIR/$1/logs/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
