@@ -36,9 +36,9 @@ use std::str::FromStr;
 /// with `sendfile`, as cheap from a disk tier's page cache as from tmpfs.
 pub const PROMOTE_MAX: u64 = 32 * 1024;
 
-/// Default `ram_max`: above it, `sendfile` from a disk file's page cache
-/// (large folios, batched lookups) costs less CPU than from tmpfs (one
-/// page lookup per 4 KiB), and the page cache is already one copy per node.
+/// Default `ram_max`: above it, the page cache of a disk tier is the
+/// object's one copy per node (reclaimable, unlike tmpfs), `sendfile` from
+/// it costs no more than from tmpfs, and `mem` is left to small objects.
 pub const RAM_MAX: u64 = 256 * 1024;
 
 /// With block tiers, the handles of all `processes` together take at most

@@ -2,8 +2,8 @@
 //! whose residency an ARC directory shared by every process decides), then
 //! the configured block tiers in order. Commits go into the RAM tier
 //! (objects above `ram_max` into the first configured tier when it is on a
-//! disk: its page cache is their one copy in RAM, and cheaper to `sendfile`
-//! from than tmpfs); records ARC no longer holds move down when their RAM
+//! disk: its page cache is their one copy in RAM, reclaimable, and `mem`
+//! is left to small objects); records ARC no longer holds move down when their RAM
 //! region is recycled
 //! (one copy in RAM per node); a lower-tier hit is copied back up on its
 //! second hit (admission sketch). The purge table is shared by every
