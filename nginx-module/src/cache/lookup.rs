@@ -473,6 +473,15 @@ unsafe fn hit(
     declined()
 }
 
+/// Whether a request that just claimed a fill should look again first: it
+/// polled another worker's fill, or its lookup found nothing and the
+/// object is in the block tier now (an inline, memory-only check; a stale
+/// copy being refreshed does not count).
+fn landed_meanwhile(ctx: &ReqCtx, stale: bool) -> bool {
+    ctx.wait_until.is_some()
+        || (!stale && !ctx.had_stale && store::get().is_some_and(|c| c.block_resident(&ctx.key)))
+}
+
 /// # Safety
 /// `r` must be the live main request owning `ctx`.
 unsafe fn miss(
@@ -506,11 +515,15 @@ unsafe fn miss(
         return declined(); // to the origin directly, like a plain proxy
     }
     match collapse::claim(&ctx.key, lc.lock_timeout as u64) {
-        collapse::Start::Fill(token) if ctx.wait_until.is_some() && !ctx.rechecked => {
-            // It polled another worker's fill, whose marker went away
-            // between this request's last lookup and this claim: that fill
-            // may just have stored the object, so look once more before
-            // asking the origin (one origin request per miss).
+        collapse::Start::Fill(token)
+            if !ctx.rechecked && landed_meanwhile(ctx, stale.is_some()) =>
+        {
+            // Another worker's fill may have ended between this request's
+            // last lookup and this claim: it polled that fill, whose
+            // marker has gone, or the object is in the block tier now
+            // (its write landed while our lookup ran on an io thread). Look
+            // once more before asking the origin (one origin request per
+            // miss).
             collapse::release_shared(&ctx.key, token);
             collapse::abandon(&ctx.key);
             ctx.rechecked = true;
