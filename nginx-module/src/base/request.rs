@@ -2,28 +2,36 @@
 
 use nginx_sys::*;
 
+/// The request's live fields (hash 0 marks a deleted one), every part of
+/// nginx's list in order.
+///
+/// # Safety
+/// `r` must be live for `'a`.
+unsafe fn fields<'a>(r: *mut ngx_http_request_t) -> impl Iterator<Item = &'a ngx_table_elt_t> {
+    // SAFETY: r is live; headers_in.headers is a list of ngx_table_elt_t.
+    let first: *const ngx_list_part_t = unsafe { &(*r).headers_in.headers.part };
+    let parts = core::iter::successors(Some(first), |&p| {
+        // SAFETY: p is a part of the live list; the last one's next is null.
+        let next = unsafe { (*p).next } as *const ngx_list_part_t;
+        (!next.is_null()).then_some(next)
+    });
+    parts
+        // SAFETY: each part holds nelts elements.
+        .flat_map(|p| unsafe {
+            core::slice::from_raw_parts((*p).elts as *const ngx_table_elt_t, (*p).nelts)
+        })
+        .filter(|h| h.hash != 0)
+}
+
 /// Header value of the request, by lower-case name.
 ///
 /// # Safety
 /// `r` must be live.
 pub unsafe fn header_in<'a>(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<&'a [u8]> {
-    // SAFETY: headers_in.headers is a list of ngx_table_elt_t.
-    let list = unsafe { &(*r).headers_in.headers };
-    let mut part: *const ngx_list_part_t = &list.part;
-    while !part.is_null() {
-        // SAFETY: each part holds nelts elements.
-        let elts = unsafe {
-            core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts)
-        };
-        for h in elts {
-            if h.hash != 0 && h.key.as_bytes().eq_ignore_ascii_case(lower) {
-                return Some(h.value.as_bytes());
-            }
-        }
-        // SAFETY: the last part's next is null.
-        part = unsafe { (*part).next };
-    }
-    None
+    // SAFETY: forwarded.
+    unsafe { fields(r) }
+        .find(|h| h.key.as_bytes().eq_ignore_ascii_case(lower))
+        .map(|h| h.value.as_bytes())
 }
 
 /// Every line of a request field, joined with `, ` (`None`: absent).
@@ -31,20 +39,11 @@ pub unsafe fn header_in<'a>(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<
 /// # Safety
 /// `r` must be live.
 pub unsafe fn header_lines(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<Vec<u8>> {
-    let mut lines = Vec::new();
-    // SAFETY: r is live; headers_in.headers is a list of ngx_table_elt_t.
-    unsafe {
-        let mut part: *const ngx_list_part_t = &(*r).headers_in.headers.part;
-        while !part.is_null() {
-            let elts =
-                core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts);
-            let named =
-                |h: &&ngx_table_elt_t| h.hash != 0 && h.key.as_bytes().eq_ignore_ascii_case(lower);
-            lines.extend(elts.iter().filter(named).map(|h| h.value.as_bytes()));
-            part = (*part).next;
-        }
-    }
-    join(lines.into_iter())
+    // SAFETY: forwarded.
+    let lines = unsafe { fields(r) }
+        .filter(|h| h.key.as_bytes().eq_ignore_ascii_case(lower))
+        .map(|h| h.value.as_bytes());
+    join(lines)
 }
 
 /// A copy of every request field, names in lower case, in order.
@@ -52,23 +51,15 @@ pub unsafe fn header_lines(r: *mut ngx_http_request_t, lower: &[u8]) -> Option<V
 /// # Safety
 /// `r` must be live.
 pub unsafe fn all_fields(r: *mut ngx_http_request_t) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    // SAFETY: r is live; headers_in.headers is a list of ngx_table_elt_t.
-    unsafe {
-        let mut part: *const ngx_list_part_t = &(*r).headers_in.headers.part;
-        while !part.is_null() {
-            let elts =
-                core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts);
-            for h in elts.iter().filter(|h| h.hash != 0) {
-                out.push((
-                    h.key.as_bytes().to_ascii_lowercase(),
-                    h.value.as_bytes().to_vec(),
-                ));
-            }
-            part = (*part).next;
-        }
-    }
-    out
+    // SAFETY: forwarded.
+    unsafe { fields(r) }
+        .map(|h| {
+            (
+                h.key.as_bytes().to_ascii_lowercase(),
+                h.value.as_bytes().to_vec(),
+            )
+        })
+        .collect()
 }
 
 /// [`header_lines`] over a copy made by [`all_fields`].
