@@ -330,6 +330,26 @@ fn large_by_sendfile_from(extra: &str, tier: &str) {
     cdn.check_log();
 }
 
+/// The sendfile threshold (`cache/body.rs` FILE_MIN, 16 KiB): a 16 KiB hit
+/// in the shared RAM tier goes out as a file buf (sendfile from tmpfs, no
+/// copy into the socket), one byte less from memory (one writev).
+#[test]
+fn hits_of_16_kib_go_out_with_sendfile_and_smaller_from_memory() {
+    let at = pattern(16 * KIB, 23);
+    let below = pattern(16 * KIB - 1, 24);
+    let origin = start_origin(
+        &[("t/16k.bin", at.clone()), ("t/below.bin", below.clone())],
+        "",
+    );
+    let store = store_dir();
+    let cdn = start_cdn_tokens(&store_tokens(store.path()), 2, origin.port, LOG, "");
+    assert_eq!(get(cdn.port, "/t/16k.bin").cache(), "MISS");
+    assert_eq!(get(cdn.port, "/t/below.bin").cache(), "MISS");
+    hit_as(&cdn, "/t/16k.bin", &at, "sendfile");
+    hit_as(&cdn, "/t/below.bin", &below, "memory");
+    cdn.check_log();
+}
+
 /// By default (`ram_max` 256 KiB, the block tier on a disk) a 1 MiB object
 /// is stored in the block tier and sent from its page cache.
 #[test]

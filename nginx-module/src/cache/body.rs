@@ -39,8 +39,12 @@ use nginx_sys::*;
 use ngx::core::{Pool, Status};
 use std::sync::Arc;
 
-/// Bodies at least this large go out as file bufs (sendfile).
-pub const FILE_MIN: u64 = 32 << 10;
+/// Bodies at least this large go out as file bufs (sendfile). 16 KiB, not
+/// 32: a 16 KiB body copied into the socket by `writev` cost 1.41x the CPU
+/// per hit of `sendfile` from tmpfs with the servers pinned to one core
+/// (`bench/run.sh`, same run; unpinned 0.93x); at 8 KiB and below the
+/// extra syscall and file bookkeeping cost more than the copy.
+pub const FILE_MIN: u64 = 16 << 10;
 
 /// Whether `len` body bytes go out as file bufs.
 fn as_files(len: u64) -> bool {

@@ -1,5 +1,5 @@
 //! Serving an object from the cache: the headers here, the body without a
-//! copy in `body` (file bufs for sendfile from the region files at 32 KiB
+//! copy in `body` (file bufs for sendfile from the region files at 16 KiB
 //! and up, memory bufs below). HEAD, `If-None-Match` /
 //! `If-Modified-Since` (304) and single or multiple `Range`s (206/416) are
 //! done by nginx's own filters below ours.

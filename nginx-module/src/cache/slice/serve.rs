@@ -718,7 +718,7 @@ unsafe fn send(r: *mut ngx_http_request_t, run: &mut Run, i: u64, blk: Block) ->
     let from = run.next - s;
     let to = run.end.min(e) - s;
     // A block read on an io thread found the extent already. The chain is
-    // file bufs (sendfile) for a part of 32 KiB or more in region files,
+    // file bufs (sendfile) for a part of 16 KiB or more in region files,
     // one per engine slice if the slice object is itself stored as slices.
     // SAFETY: r is live; `run.pin` holds the object (and so the region
     // files its extents name) until the output is flushed (`drive`).
