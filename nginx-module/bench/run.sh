@@ -67,16 +67,19 @@ pin() { # name cpus: move master, workers and all their threads
   for p in $(procs "$1"); do taskset -a -p -c "$2" "$p" >/dev/null; done
 }
 
-one() { # name port prefix keys client_prefix -> "req/s cpu_us_per_req"
-  local before after out reqs rps
-  before=$(cpu_ticks "$1")
+busy_ticks() { # cpu line of /proc/stat ("cpu" = all) -> user+nice+system+irq+softirq+steal
+  awk -v c="$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+one() { # name port prefix keys client_prefix -> "req/s cpu_us machine_us core0_us" (per request)
+  local before after mb ma cb ca out reqs rps
+  before=$(cpu_ticks "$1"); mb=$(busy_ticks cpu); cb=$(busy_ticks cpu0)
   out=$(PREFIX=$3 KEYS=$4 $5 wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s nginx-module/bench/keys.lua "http://127.0.0.1:$2")
-  after=$(cpu_ticks "$1")
+  after=$(cpu_ticks "$1"); ma=$(busy_ticks cpu); ca=$(busy_ticks cpu0)
   echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s|^|bench: $1 $3: |" >&2 || true
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  awk -v r="$rps" -v d=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { printf "%s %.1f\n", r, d / hz * 1e6 / (n > 0 ? n : 1) }'
+  awk -v r="$rps" -v d=$((after - before)) -v m=$((ma - mb)) -v c=$((ca - cb)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { k = 1e6 / hz / (n > 0 ? n : 1); printf "%s %.1f %.1f %.1f\n", r, d * k, m * k, c * k }'
 }
 
 ROWS=("4KiB-10k /o4k/ 10000" "16KiB-10k /o16k/ 10000" "1MiB-hot /o1m/ 100")
@@ -138,34 +141,39 @@ events { worker_connections 4096; }"
       for s in "${FRONTS[@]}"; do pin "$s" 0; done
       CLIENT="taskset -c 1"
     fi
-    declare -A RPS=() CPU=()
-    printf "\n%-8s %-7s %-6s %-12s %-12s %10s %10s\n" workers pin round row front req/s cpu_us
+    declare -A RPS=() CPU=() MCH=() CORE=()
+    printf "\n%-8s %-7s %-6s %-12s %-12s %10s %10s %10s %10s\n" workers pin round row front req/s cpu_us machine_us core0_us
     for r in $(seq 1 "$ROUNDS"); do
       for row in "${ROWS[@]}"; do
         set -- $row
         # Rotate the order of the fronts each round, so drift is shared.
         for i in "${!FRONTS[@]}"; do
           s=${FRONTS[$(( (i + r) % ${#FRONTS[@]} ))]}
-          read -r rps cpu <<< "$(one "$s" "${PORT[$s]}" "$2" "$3" "$CLIENT")"
+          read -r rps cpu mch core <<< "$(one "$s" "${PORT[$s]}" "$2" "$3" "$CLIENT")"
           RPS[$1,$s]="${RPS[$1,$s]:-} $rps"; CPU[$1,$s]="${CPU[$1,$s]:-} $cpu"
-          printf "%-8s %-7s %-6s %-12s %-12s %10s %10s\n" "$W" "$P" "$r" "$1" "$s" "$rps" "$cpu"
+          MCH[$1,$s]="${MCH[$1,$s]:-} $mch"; CORE[$1,$s]="${CORE[$1,$s]:-} $core"
+          printf "%-8s %-7s %-6s %-12s %-12s %10s %10s %10s %10s\n" "$W" "$P" "$r" "$1" "$s" "$rps" "$cpu" "$mch" "$core"
         done
       done
     done
     for row in "${ROWS[@]}"; do
       set -- $row
-      declare -A MR=() MC=()
+      declare -A MR=() MC=() MM=() M0=()
       for s in "${FRONTS[@]}"; do
         MR[$s]=$(printf '%s\n' ${RPS[$1,$s]} | median); MC[$s]=$(printf '%s\n' ${CPU[$1,$s]} | median)
+        MM[$s]=$(printf '%s\n' ${MCH[$1,$s]} | median); M0[$s]=$(printf '%s\n' ${CORE[$1,$s]} | median)
       done
-      line=$(printf "median workers=%s %-8s %-10s rcdn %9.0f req/s %7.1f us | proxy_cache %9.0f %7.1f | static %9.0f %7.1f | rcdn/proxy_cache req/s %s cpu %s | static/proxy_cache req/s %s cpu %s" \
-        "$W" "$P" "$1" "${MR[rcdn]}" "${MC[rcdn]}" "${MR[proxy_cache]}" "${MC[proxy_cache]}" "${MR[static]}" "${MC[static]}" \
-        "$(ratio "${MR[rcdn]}" "${MR[proxy_cache]}")" "$(ratio "${MC[rcdn]}" "${MC[proxy_cache]}")" \
-        "$(ratio "${MR[static]}" "${MR[proxy_cache]}")" "$(ratio "${MC[static]}" "${MC[proxy_cache]}")")
+      line=$(printf "median workers=%s %-8s %-10s rcdn %9.0f req/s %7.1f us (machine %7.1f) | proxy_cache %9.0f %7.1f (%7.1f) | static %9.0f %7.1f (%7.1f) | rcdn/proxy_cache req/s %s cpu %s machine %s | static/proxy_cache req/s %s cpu %s machine %s" \
+        "$W" "$P" "$1" "${MR[rcdn]}" "${MC[rcdn]}" "${MM[rcdn]}" "${MR[proxy_cache]}" "${MC[proxy_cache]}" "${MM[proxy_cache]}" \
+        "${MR[static]}" "${MC[static]}" "${MM[static]}" \
+        "$(ratio "${MR[rcdn]}" "${MR[proxy_cache]}")" "$(ratio "${MC[rcdn]}" "${MC[proxy_cache]}")" "$(ratio "${MM[rcdn]}" "${MM[proxy_cache]}")" \
+        "$(ratio "${MR[static]}" "${MR[proxy_cache]}")" "$(ratio "${MC[static]}" "${MC[proxy_cache]}")" "$(ratio "${MM[static]}" "${MM[proxy_cache]}")")
+      [ "$P" = pinned ] && line+=$(printf " | servers' core 0: rcdn %.1f proxy_cache %.1f static %.1f us, rcdn/proxy_cache %s" \
+        "${M0[rcdn]}" "${M0[proxy_cache]}" "${M0[static]}" "$(ratio "${M0[rcdn]}" "${M0[proxy_cache]}")")
       echo "$line"; SUMMARY+=("$line")
       if [ -n "${BASE_SO:-}" ]; then
-        line=$(printf "median workers=%s %-8s %-10s rcdn/base req/s %s cpu %s" "$W" "$P" "$1" \
-          "$(ratio "${MR[rcdn]}" "${MR[base]}")" "$(ratio "${MC[rcdn]}" "${MC[base]}")")
+        line=$(printf "median workers=%s %-8s %-10s rcdn/base req/s %s cpu %s machine %s" "$W" "$P" "$1" \
+          "$(ratio "${MR[rcdn]}" "${MR[base]}")" "$(ratio "${MC[rcdn]}" "${MC[base]}")" "$(ratio "${MM[rcdn]}" "${MM[base]}")")
         echo "$line"; SUMMARY+=("$line")
       fi
     done
