@@ -33,6 +33,24 @@ pub fn in_memory(cache: &Cache, key: &[u8], len: u64) -> Mem {
     }
 }
 
+/// Slice `key` when reading it touches only memory: the memory tier, or a
+/// block tier whose pages are resident (`Cache::get_resident_at`), so an
+/// event loop may ask. For a miss seen earlier on an io thread that a fill
+/// (of another worker, stored in a block tier) may have ended since:
+/// looking only at the memory tier, the slice would be filled twice.
+pub fn resident(cache: &Cache, key: &[u8], len: u64) -> Option<Block> {
+    match in_memory(cache, key, len) {
+        Mem::Hit(b) => Some(b),
+        Mem::Miss => None,
+        Mem::AskBlocks => {
+            let found = cache.get_resident_at(key, now_ms()).ok().flatten()?;
+            let mut b = fresh(cache, key, found, len)?;
+            b.ext = crate::cache::serve::extent_of(&b.obj).map(Box::new);
+            Some(b)
+        }
+    }
+}
+
 /// Slice `key` (`len` bytes) in the block tiers: reads and checksums it
 /// (its extent comes with the hit). `slow`: the injected 1 s delay of
 /// `X-Rcdn-Fault: slow-slice-read`.

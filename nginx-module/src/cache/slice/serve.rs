@@ -415,11 +415,12 @@ unsafe fn look(r: *mut ngx_http_request_t, run: &mut Run, key: &[u8], i: u64) ->
             return Look::Hit(b);
         }
         // A miss seen on a thread may be out of date: a fill may have
-        // stored the slice since.
-        return match cache.map(|c| block::in_memory(&c, key, run.len(i))) {
-            Some(Mem::Hit(b)) => Look::Hit(b),
-            _ => Look::Miss,
-        };
+        // stored the slice since (in memory or, another worker's, in a
+        // block tier).
+        return cache
+            .as_ref()
+            .and_then(|c| block::resident(c, key, run.len(i)))
+            .map_or(Look::Miss, Look::Hit);
     }
     let Some(cache) = cache else {
         return Look::Miss;
@@ -553,7 +554,7 @@ unsafe fn looked_ahead(r: *mut ngx_http_request_t, out: Done) {
             continue; // `fetch` reads or fills the slice being sent
         }
         let key = slice::key(&run.base, run.m.size, run.m.ident, j);
-        if matches!(block::in_memory(&cache, &key, run.len(j)), Mem::Hit(_)) {
+        if block::resident(&cache, &key, run.len(j)).is_some() {
             continue; // filled while we looked
         }
         if let collapse::Start::Fill(token) = collapse::claim(&key, run.lock_timeout) {
