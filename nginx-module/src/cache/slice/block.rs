@@ -44,9 +44,7 @@ pub fn resident(cache: &Cache, key: &[u8], len: u64) -> Option<Block> {
         Mem::Miss => None,
         Mem::AskBlocks => {
             let found = cache.get_resident_at(key, now_ms()).ok().flatten()?;
-            let mut b = fresh(cache, key, found, len)?;
-            b.ext = crate::cache::serve::extent_of(&b.obj).map(Box::new);
-            Some(b)
+            with_extent(fresh(cache, key, found, len)?)
         }
     }
 }
@@ -57,7 +55,11 @@ pub fn resident(cache: &Cache, key: &[u8], len: u64) -> Option<Block> {
 pub fn in_blocks(cache: &Cache, key: &[u8], len: u64, slow: bool) -> Option<Block> {
     crate::base::guard::injected_delay(slow);
     let found = cache.get_block_at(key, now_ms()).unwrap_or(Lookup::Miss);
-    let mut b = fresh(cache, key, found, len)?;
+    with_extent(fresh(cache, key, found, len)?)
+}
+
+/// A block-tier hit with its region-file extent (for `sendfile`).
+fn with_extent(mut b: Block) -> Option<Block> {
     b.ext = crate::cache::serve::extent_of(&b.obj).map(Box::new);
     Some(b)
 }
